@@ -1,0 +1,44 @@
+"""Model Merging Explorer: zoos -> task vectors -> merge methods -> evaluation / analysis -> figures.
+
+    import explorer as ex
+    zoo = ex.load_zoo("demo")
+    tv = ex.task_vectors(zoo)
+    res = ex.merge(tv, "ties", density=0.2, scale=1.0)
+    scores = ex.evaluate(zoo, res)
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import methods  # noqa: F401  (registers the methods)
+from .merging import list_methods, merge
+from .result import MergeResult
+from .taskvec import TaskVectors, task_vectors
+from .zoo import Zoo, load_zoo
+
+__version__ = "0.1.0"
+
+# Heavier parts load on first use, so `import explorer` stays fast.
+_LAZY = {
+    "evaluate": ("explorer.evaluate", "evaluate"),
+    "select": ("explorer.evaluate", "select"),
+    "Scores": ("explorer.evaluate", "Scores"),
+    "save": ("explorer.runs", "save"),
+    "load_run": ("explorer.runs", "load_run"),
+    "RunRecord": ("explorer.runs", "RunRecord"),
+    "analysis": ("explorer.analysis", None),
+    "plots": ("explorer.plots", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'explorer' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+__all__ = ["MergeResult", "TaskVectors", "Zoo", "list_methods", "load_zoo", "merge", "task_vectors",
+           *_LAZY]

@@ -1,0 +1,2 @@
+"""Merge methods. Importing this package registers every method with `registry.register`."""
+from . import registry  # noqa: F401

@@ -1,0 +1,70 @@
+"""MergeResult: what a merge method produced (deltas, masks, coefficients) and how (params, timings)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .taskvec import TaskVectors
+
+
+@dataclass
+class MergeResult:
+    """The output of `ex.merge`.
+
+    - `delta`: name -> merged task vector, so theta = theta_0 + delta. For per-task methods (TALL
+      masks, EMR) it is the shared vector that the per-task masks select from.
+    - `masks`: task -> name -> bool tensor, where the method masks.
+    - `task_scales`: for per-task methods, task t's model is theta_0 + task_scales[t] * masks[t] * delta.
+    - `coefficients`: a table indexed by task (or "all"), one column per layer or parameter.
+    - `info`: timings, notes, loss curves.
+    """
+
+    tv: TaskVectors
+    delta: dict[str, Tensor] | None
+    method: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    masks: dict[str, dict[str, Tensor]] | None = None
+    coefficients: pd.DataFrame | None = None
+    task_scales: dict[str, float] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.tv.tasks
+
+    @property
+    def per_task(self) -> bool:
+        """True when the method gives one model per task (the task id is needed at inference)."""
+        return self.task_scales is not None
+
+    def task_delta(self, task: str) -> dict[str, Tensor]:
+        """The delta of the model used for `task`: its own model for per-task methods, else the merged one."""
+        if not self.per_task:
+            self.tv.task_index(task)
+            return self.delta
+        if task not in self.task_scales:
+            raise KeyError(f"unknown task {task!r}; this result has {list(self.task_scales)}")
+        scale, mask = self.task_scales[task], self.masks[task]
+        return {n: scale * mask[n].to(d.dtype) * d for n, d in self.delta.items()}
+
+    def state_dict(self, task: str | None = None) -> dict[str, Tensor]:
+        """theta_0 + delta (or, for per-task methods, theta_0 + that task's delta)."""
+        if self.per_task and task is None:
+            raise ValueError(f"method {self.method!r} gives one model per task; call state_dict(task=...) "
+                             f"with one of {self.tasks}")
+        delta = self.task_delta(task) if task is not None else self.delta
+        return self.tv.state_dict(delta)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        extra = " per-task" if self.per_task else ""
+        return f"MergeResult({self.method}({shown}){extra}, tasks={self.tasks})"
+
+
+def stack_masks(masks: dict[str, dict[str, Tensor]], tasks: list[str], name: str) -> Tensor:
+    """The masks of parameter `name` for `tasks` as one `[T, ...]` bool tensor."""
+    return torch.stack([masks[t][name] for t in tasks])

@@ -1,0 +1,228 @@
+"""TaskVectors: per-parameter stacked deltas tau_t = theta_t - theta_0, shape [T, ...], plus a layer map.
+
+Every merge method reads this one structure, so methods are vectorised over tasks by construction.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from .device import resolve_device, resolve_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .zoo.base import Zoo
+
+_BLOCK_RE = re.compile(r"(?:^|\.)resblocks\.(\d+)\.")
+_POST_NAMES = ("ln_post", "proj")
+_EMBED_NAMES = ("conv1", "class_embedding", "positional_embedding", "ln_pre")
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """Where a parameter sits: its layer group, block index (None outside the blocks) and kind."""
+
+    layer: str
+    block: int | None
+    kind: str
+
+
+def _leaf(name: str) -> str:
+    """The parameter name relative to the vision tower (drops `visual.`/`model.` prefixes)."""
+    for prefix in ("model.visual.", "visual.", "model."):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def param_info(name: str) -> ParamInfo:
+    """Classify an open_clip vision-tower parameter name into (layer, block, kind)."""
+    leaf = _leaf(name)
+    match = _BLOCK_RE.search(leaf)
+    block = int(match.group(1)) if match else None
+    if ".attn." in leaf:
+        kind = "attn"
+    elif ".mlp." in leaf:
+        kind = "mlp"
+    elif re.search(r"(^|\.)ln_", leaf) or "layer_norm" in leaf or "layernorm" in leaf:
+        kind = "ln"
+    elif leaf.split(".")[0] in ("conv1", "class_embedding", "positional_embedding"):
+        kind = "embedding"
+    elif leaf == "proj" or leaf.endswith(".proj"):
+        kind = "proj"
+    else:
+        kind = "other"
+    if block is not None:
+        layer = f"block.{block}"
+    elif leaf.split(".")[0] in _POST_NAMES:
+        layer = "post"
+    elif leaf.split(".")[0] in _EMBED_NAMES:
+        layer = "embed"
+    else:
+        layer = "other"
+    return ParamInfo(layer=layer, block=block, kind=kind)
+
+
+def _layer_order(layer: str) -> tuple[int, int]:
+    if layer == "embed":
+        return (0, 0)
+    if layer.startswith("block."):
+        return (1, int(layer.split(".")[1]))
+    return (2, 0) if layer == "post" else (3, 0)
+
+
+class TaskVectors:
+    """Stacked task vectors on one device: `tv[name]` is a `[T, *shape]` tensor, `tv.tasks` names the rows.
+
+    `base` holds theta_0's float tensors (float32), `extras` its non-float entries (passed through
+    unchanged when a merged state dict is built).
+    """
+
+    def __init__(self, tasks: list[str], base: dict[str, Tensor], deltas: dict[str, Tensor],
+                 extras: dict[str, Tensor] | None = None, zoo: "Zoo | None" = None):
+        if not tasks:
+            raise ValueError("TaskVectors needs at least one task")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"task names must be unique, got {tasks}")
+        self.tasks = list(tasks)
+        self.base = base
+        self.deltas = deltas
+        self.extras = extras or {}
+        self.zoo = zoo
+        self.info = {name: param_info(name) for name in deltas}
+        blocks = [i.block for i in self.info.values() if i.block is not None]
+        self.num_blocks = max(blocks) + 1 if blocks else 0
+
+    # --- read access -------------------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return list(self.deltas)
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.deltas[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.deltas
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.deltas)
+
+    def items(self):
+        return self.deltas.items()
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.deltas.values())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.deltas.values())).dtype
+
+    def numel(self) -> int:
+        """Number of parameters in one task vector."""
+        return sum(d[0].numel() for d in self.deltas.values())
+
+    def layers(self) -> list[str]:
+        """Layer groups in model order: embed, block.0 ... block.{L-1}, post, other."""
+        return sorted({i.layer for i in self.info.values()}, key=_layer_order)
+
+    def task_index(self, task: str) -> int:
+        if task not in self.tasks:
+            raise KeyError(f"unknown task {task!r}; this TaskVectors has {self.tasks}")
+        return self.tasks.index(task)
+
+    def task(self, task: str) -> dict[str, Tensor]:
+        """One task's vector as a name -> tensor dict (views, no copy)."""
+        i = self.task_index(task)
+        return {name: d[i] for name, d in self.deltas.items()}
+
+    def flat(self) -> Tensor:
+        """All parameters flattened and concatenated: `[T, D]` (a copy)."""
+        return torch.cat([d.reshape(self.num_tasks, -1) for d in self.deltas.values()], dim=1)
+
+    # --- derived views -----------------------------------------------------------------------
+    def subset(self, tasks: list[str]) -> "TaskVectors":
+        """The same task vectors restricted to `tasks` (in that order)."""
+        idx = torch.tensor([self.task_index(t) for t in tasks], device=self.device)
+        deltas = {n: d.index_select(0, idx) for n, d in self.deltas.items()}
+        return TaskVectors(list(tasks), self.base, deltas, self.extras, self.zoo)
+
+    def to(self, device: str | torch.device) -> "TaskVectors":
+        dev = resolve_device(device)
+        return TaskVectors(self.tasks, {n: b.to(dev) for n, b in self.base.items()},
+                           {n: d.to(dev) for n, d in self.deltas.items()},
+                           {n: e.to(dev) for n, e in self.extras.items()}, self.zoo)
+
+    def state_dict(self, delta: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """theta_0 + delta as a full state dict (float32), with the non-float entries passed through."""
+        out = {}
+        for name, theta0 in self.base.items():
+            d = delta.get(name)
+            out[name] = theta0 if d is None else theta0 + d.to(theta0.dtype)
+        out.update(self.extras)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"TaskVectors(tasks={self.tasks}, params={len(self.deltas)}, numel={self.numel():,}, "
+                f"device={self.device}, dtype={self.dtype})")
+
+
+def _check_compatible(base: Mapping[str, Tensor], experts: Mapping[str, Mapping[str, Tensor]]) -> None:
+    """Raise one error that lists every missing, extra or mis-shaped key across the experts."""
+    problems = []
+    for task, sd in experts.items():
+        missing = sorted(set(base) - set(sd))
+        extra = sorted(set(sd) - set(base))
+        shapes = [f"{k}: base {tuple(base[k].shape)} vs {tuple(sd[k].shape)}"
+                  for k in base if k in sd and base[k].shape != sd[k].shape]
+        if missing:
+            problems.append(f"expert {task!r} lacks {len(missing)} key(s): {missing[:8]}")
+        if extra:
+            problems.append(f"expert {task!r} has {len(extra)} key(s) the base lacks: {extra[:8]}")
+        if shapes:
+            problems.append(f"expert {task!r} has {len(shapes)} shape mismatch(es): {shapes[:8]}")
+    if problems:
+        raise ValueError("experts do not match the base architecture:\n  " + "\n  ".join(problems)
+                         + "\nUse checkpoints fine-tuned from this base (same architecture and parameter names).")
+
+
+def task_vectors(base: "Mapping[str, Tensor] | Zoo", experts: Mapping[str, Mapping[str, Tensor]] | None = None,
+                 *, tasks: list[str] | None = None, device: str | torch.device = "auto",
+                 dtype: str | torch.dtype = "float32") -> TaskVectors:
+    """Build TaskVectors from a zoo (`task_vectors(zoo)`) or from plain state dicts
+    (`task_vectors(base_sd, {"task_a": sd_a, ...})`). Non-float entries are skipped."""
+    zoo = None
+    if experts is None:
+        if not hasattr(base, "expert_state_dict"):
+            raise TypeError("task_vectors() needs a Zoo, or a base state dict plus a dict of expert state dicts")
+        zoo = base
+        names = list(tasks or zoo.tasks)
+        unknown = [t for t in names if t not in zoo.tasks]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the zoo has {zoo.tasks}")
+        base_sd = zoo.base_state_dict()
+        experts = {t: zoo.expert_state_dict(t) for t in names}
+    else:
+        base_sd = base
+        names = list(tasks or experts)
+        experts = {t: experts[t] for t in names}
+    if not experts:
+        raise ValueError("no experts given: pass at least one fine-tuned state dict")
+    _check_compatible(base_sd, experts)
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    base_f, extras, deltas = {}, {}, {}
+    for name, theta0 in base_sd.items():
+        if not torch.is_floating_point(theta0):
+            extras[name] = theta0.to(dev)
+            continue
+        b = theta0.detach().to(dev, torch.float32)
+        base_f[name] = b
+        stacked = torch.stack([experts[t][name].detach().to(dev, torch.float32) for t in names])
+        deltas[name] = (stacked - b).to(dt)
+    return TaskVectors(names, base_f, deltas, extras, zoo)
