@@ -1,0 +1,20 @@
+"""`explorer zoo ...`: zoo maintenance verbs (build-demo, card, convert), each from its own module."""
+from __future__ import annotations
+
+import importlib
+
+# Each module defines `add_verbs(subparsers)`.
+VERB_MODULES = ("zoo_demo", "zoo_convert")
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("zoo", help="build, describe and convert zoos")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for name in VERB_MODULES:
+        try:
+            module = importlib.import_module(f"explorer.commands.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"explorer.commands.{name}":
+                raise
+            continue
+        module.add_verbs(verbs)

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny open_clip vision towers with random weights, built on the fly."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import explorer as ex
+
+
+def tiny_tower(seed: int = 0, *, width: int = 16, layers: int = 2, image_size: int = 16, patch_size: int = 8,
+               output_dim: int = 8) -> torch.nn.Module:
+    """A 2-block open_clip VisionTransformer with the same parameter names as ViT-B/32's visual tower."""
+    from open_clip.transformer import VisionTransformer
+
+    torch.manual_seed(seed)
+    return VisionTransformer(image_size=image_size, patch_size=patch_size, width=width, layers=layers, heads=2,
+                             mlp_ratio=2.0, output_dim=output_dim)
+
+
+def tiny_state_dicts(num_tasks: int = 3, seed: int = 0, noise: float = 0.01):
+    """(base state dict, {task_i: expert state dict}) where each expert = base + seeded Gaussian noise."""
+    base = {k: v.clone() for k, v in tiny_tower(seed).state_dict().items()}
+    gen = torch.Generator().manual_seed(seed + 1)
+    experts = {}
+    for t in range(num_tasks):
+        experts[f"task{t}"] = {k: v + noise * torch.randn(v.shape, generator=gen) for k, v in base.items()}
+    return base, experts
+
+
+@pytest.fixture
+def tiny_tv() -> ex.TaskVectors:
+    base, experts = tiny_state_dicts()
+    return ex.task_vectors(base, experts, device="cpu")
