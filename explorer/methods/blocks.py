@@ -1,0 +1,139 @@
+"""Building blocks that the merge methods compose. Every block works on stacked task vectors
+`deltas: name -> [T, ...]`, so methods are vectorised over tasks and never loop over elements."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+Stacked = Mapping[str, Tensor]  # name -> [T, ...]
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _broadcast(per_task: Tensor, like: Tensor) -> Tensor:
+    """A [T] vector shaped to broadcast against a [T, ...] tensor."""
+    return per_task.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def _kth_threshold(abs_rows: Tensor, density: float) -> Tensor:
+    """Per row, the magnitude at or above which the top `density` fraction lies (TIES' convention:
+    the (d - floor(density*d))-th smallest |x|, so ties at the threshold are all kept)."""
+    d = abs_rows.shape[1]
+    k = d - int(d * density)
+    if k <= 0:  # keep everything
+        return torch.zeros(abs_rows.shape[0], device=abs_rows.device, dtype=abs_rows.dtype)
+    return abs_rows.float().kthvalue(k, dim=1).values.to(abs_rows.dtype)
+
+
+def keep_topk(deltas: Stacked, density: float, scope: str = "global") -> dict[str, Tensor]:
+    """Masks keeping each task's top-`density` entries by |tau|: over the whole flattened task vector
+    (`scope="global"`, the official TIES code) or within each tensor (`scope="tensor"`, PEFT/mergekit)."""
+    if scope not in ("global", "tensor"):
+        raise ValueError(f"scope must be 'global' or 'tensor', got {scope!r}")
+    if density <= 0:
+        return {n: torch.zeros_like(d, dtype=torch.bool) for n, d in deltas.items()}
+    if scope == "global":
+        flat = torch.cat([_rows(d).abs() for d in deltas.values()], dim=1)  # [T, D]
+        thresh = _kth_threshold(flat, density)
+        del flat
+        return {n: d.abs() >= _broadcast(thresh, d) for n, d in deltas.items()}
+    return {n: _rows(d).abs().ge(_kth_threshold(_rows(d).abs(), density)[:, None]).reshape(d.shape)
+            for n, d in deltas.items()}
+
+
+def elect_sign(deltas: Stacked, mode: str = "mass", scope: str = "global") -> dict[str, Tensor]:
+    """TIES sign election: gamma = sign(sum_t tau_t) ("mass") or sign(sum_t sign(tau_t)) ("count").
+    Where the vote is exactly 0, the majority sign sign(sum gamma) of the scope (whole model or tensor)
+    is used, as in the official code."""
+    if mode not in ("mass", "count"):
+        raise ValueError(f"sign must be 'mass' or 'count', got {mode!r}")
+    votes = {n: (d if mode == "mass" else d.sign()).sum(dim=0).sign() for n, d in deltas.items()}
+    if scope == "global":
+        majority = torch.stack([v.sum() for v in votes.values()]).sum().sign()
+        return {n: torch.where(v == 0, majority, v) for n, v in votes.items()}
+    return {n: torch.where(v == 0, v.sum().sign(), v) for n, v in votes.items()}
+
+
+def agree_mask(x: Tensor, sign: Tensor) -> Tensor:
+    """[T, ...] bool: entries that are non-zero and share the elected sign (strictly)."""
+    return torch.where(sign.unsqueeze(0) > 0, x > 0, x < 0)
+
+
+def disjoint_merge(x: Tensor, sign: Tensor, aggregate: str = "mean") -> tuple[Tensor, Tensor]:
+    """TIES disjoint merge of one stacked tensor: the entries agreeing with the elected sign, summed
+    ("sum") or averaged over the agreeing tasks ("mean"). Returns (merged, agree mask [T, ...])."""
+    keep = agree_mask(x, sign)
+    selected = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    total = selected.sum(dim=0)
+    if aggregate == "sum":
+        return total, keep
+    if aggregate == "mean":
+        return total / keep.sum(dim=0).clamp(min=1).to(x.dtype), keep
+    raise ValueError(f"aggregate must be 'mean' or 'sum', got {aggregate!r}")
+
+
+def apply_masks(deltas: Stacked, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """deltas * masks, tensor by tensor (masks are bool, same shape)."""
+    return {n: d * masks[n].to(d.dtype) for n, d in deltas.items()}
+
+
+def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: str = "mean",
+                scope: str = "global") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Trim (top-k), elect sign, disjoint merge. Returns (merged name -> tensor, kept masks name -> [T, ...])."""
+    trimmed = apply_masks(deltas, keep_topk(deltas, density, scope))
+    signs = elect_sign(trimmed, sign, scope)
+    merged, kept = {}, {}
+    for name, x in trimmed.items():
+        merged[name], kept[name] = disjoint_merge(x, signs[name], aggregate)
+    return merged, kept
+
+
+def ties_split(deltas: Stacked, density: float, sign: str = "mass",
+               scope: str = "global") -> dict[str, Tensor]:
+    """Each task's trimmed, sign-agreeing entries (`ties_merging_split`): name -> [T, ...]; summing over
+    tasks gives the disjoint-sum merge. AdaMerging++ learns coefficients over these."""
+    trimmed = apply_masks(deltas, keep_topk(deltas, density, scope))
+    signs = elect_sign(trimmed, sign, scope)
+    return {n: x * agree_mask(x, signs[n]).to(x.dtype) for n, x in trimmed.items()}
+
+
+def task_sum(deltas: Stacked) -> dict[str, Tensor]:
+    """tau_MTL = sum_t tau_t."""
+    return {n: d.sum(dim=0) for n, d in deltas.items()}
+
+
+def scaled(vector: Mapping[str, Tensor], scale: float) -> dict[str, Tensor]:
+    return {n: scale * v for n, v in vector.items()}
+
+
+def tall_mask(deltas: Stacked, mtl: Mapping[str, Tensor], lam: Tensor | float) -> dict[str, Tensor]:
+    """TALL masks m_t = |tau_t| > lam_t * |tau_MTL - tau_t| (lam a scalar or a [T] vector)."""
+    out = {}
+    for n, d in deltas.items():
+        lam_b = _broadcast(torch.as_tensor(lam, dtype=d.dtype, device=d.device).expand(d.shape[0]), d)
+        out[n] = d.abs() > lam_b * (mtl[n].unsqueeze(0) - d).abs()
+    return out
+
+
+def per_task(stacked: Mapping[str, Tensor], tasks: list[str]) -> dict[str, dict[str, Tensor]]:
+    """name -> [T, ...] into task -> name -> [...] (views)."""
+    return {t: {n: x[i] for n, x in stacked.items()} for i, t in enumerate(tasks)}
+
+
+def l1(vector: Mapping[str, Tensor]) -> float:
+    """||v||_1 of a whole flattened vector."""
+    return float(sum(v.abs().sum(dtype=torch.float64) for v in vector.values()))
+
+
+def layer_scale(vector: Mapping[str, Tensor], block_of: Mapping[str, int | None], num_blocks: int,
+                alpha: float, beta: float) -> tuple[dict[str, Tensor], dict[int | None, float]]:
+    """LiNeS: scale block l by alpha + beta * l / (L - 1), everything outside the blocks by alpha.
+    Returns (scaled vector, the factor used per block index, None for outside)."""
+    denom = max(num_blocks - 1, 1)
+    factors: dict[int | None, float] = {None: alpha}
+    factors.update({b: alpha + beta * b / denom for b in range(num_blocks)})
+    return {n: factors[block_of[n]] * v for n, v in vector.items()}, factors

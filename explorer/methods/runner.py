@@ -1,0 +1,183 @@
+"""The common runner of merge methods that learn coefficients from data (AdaMerging, aTLAS, ...).
+
+The merged weights are built functionally, theta(Lambda)^(j) = theta_0^(j) + sum_t Lambda[t, c(j)] * tau_t^(j),
+and run through ONE module from `zoo.build_model()` with `torch.func.functional_call`, so gradients reach
+Lambda and no model is copied per step. c(j) is the column of parameter tensor j: its own column
+(granularity "layer") or the single column "all" (granularity "task").
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader
+
+from ..taskvec import TaskVectors
+
+GRANULARITIES = ("task", "layer")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a data-driven method reports to `callback(progress)` every `log_every` steps and at the end.
+
+    `coefficients` is the current [T x L] table; `accuracy` (task -> fraction) is given when the method
+    measured it on held-out labelled images at this step, else None.
+    """
+
+    step: int
+    total: int
+    loss: float
+    coefficients: pd.DataFrame
+    accuracy: dict[str, float] | None = None
+
+
+@dataclass
+class Trace:
+    """How an optimisation went: the loss per step, steps done, whether it was cancelled, wall time."""
+
+    losses: list[float]
+    steps: int
+    cancelled: bool
+    seconds: float
+
+    def info(self) -> dict[str, Any]:
+        return {"loss": self.losses, "steps": self.steps, "cancelled": self.cancelled,
+                "train_seconds": self.seconds}
+
+
+def require_zoo(zoo: Any, method: str) -> Any:
+    """The zoo a data-driven method reads, or a ValueError saying how to provide one."""
+    needed = ("build_model", "head", "dataset", "unlabeled")
+    if zoo is None or not all(hasattr(zoo, a) for a in needed):
+        raise ValueError(f"method {method!r} needs a zoo with data (models, heads and datasets): build the task "
+                         f"vectors from a zoo (ex.task_vectors(zoo)) or pass zoo=... to ex.merge")
+    return zoo
+
+
+class FunctionalMerge:
+    """theta(Lambda) = theta_0 + sum_t Lambda[t, c(j)] * tau_t^(j) through one module, with frozen task heads.
+
+    `deltas` (name -> [T, ...]) replaces the task vectors when a method preprocesses them (AdaMerging++).
+    """
+
+    def __init__(self, tv: TaskVectors, zoo: Any, granularity: str = "layer",
+                 deltas: Mapping[str, Tensor] | None = None):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+        unknown = [t for t in tv.tasks if t not in zoo.tasks]
+        if unknown:
+            raise ValueError(f"task(s) {unknown} are not in zoo {getattr(zoo, 'name', zoo)!r} ({zoo.tasks}); "
+                             f"pass the zoo the task vectors were built from")
+        self.tasks, self.device = tv.tasks, tv.device
+        self.base, self.extras = tv.base, tv.extras
+        self.deltas = dict(tv.deltas if deltas is None else deltas)
+        self.columns = list(self.deltas) if granularity == "layer" else ["all"]
+        self.column_of = {n: (j if granularity == "layer" else 0) for j, n in enumerate(self.deltas)}
+        self.model = _frozen(zoo.build_model(), self.device)
+        missing = sorted(set(self.model.state_dict()) - set(self.base) - set(self.extras))
+        if missing:
+            raise ValueError(f"the task vectors lack {len(missing)} entries of the zoo's model: {missing[:8]}; "
+                             f"build them from the whole state dict (ex.task_vectors(zoo))")
+        self.heads = {t: _frozen(zoo.head(t), self.device) for t in self.tasks}
+
+    def coefficients(self, value: float) -> Tensor:
+        """A [T, L] coefficient tensor filled with `value` (float32, on the task vectors' device)."""
+        return torch.full((len(self.tasks), len(self.columns)), float(value), device=self.device)
+
+    def theta(self, coef: Tensor) -> dict[str, Tensor]:
+        """Merged weights name -> theta_0 + sum_t coef[t, c(name)] * tau_t (differentiable in coef)."""
+        out = dict(self.base)
+        for name, d in self.deltas.items():  # d: [T, ...]
+            out[name] = self.base[name] + torch.tensordot(coef[:, self.column_of[name]].to(d.dtype), d, dims=1)
+        out.update(self.extras)
+        return out
+
+    def delta(self, coef: Tensor) -> dict[str, Tensor]:
+        """The merged task vector sum_t coef[t, c(name)] * tau_t (detached)."""
+        with torch.no_grad():
+            return {n: torch.tensordot(coef[:, self.column_of[n]].to(d.dtype), d, dims=1)
+                    for n, d in self.deltas.items()}
+
+    def logits(self, theta: Mapping[str, Tensor], task: str, images: Tensor) -> Tensor:
+        """The frozen head of `task` on the merged encoder's features: [N, C]."""
+        features = functional_call(self.model, dict(theta), (images.to(self.device),))
+        return self.heads[task](features)
+
+    def accuracy(self, theta: Mapping[str, Tensor], task: str, batches: Iterator[tuple[Tensor, Tensor]]) -> float:
+        """Top-1 accuracy of the merged model on labelled (images, labels) batches of `task`."""
+        correct = total = 0
+        with torch.no_grad():
+            for images, labels in batches:
+                pred = self.logits(theta, task, images).argmax(dim=1).cpu()
+                correct += int((pred == labels).sum())
+                total += len(labels)
+        if total == 0:
+            raise ValueError(f"no labelled images to measure accuracy on task {task!r}")
+        return correct / total
+
+    def table(self, coef: Tensor) -> pd.DataFrame:
+        """The coefficients as a [T x L] DataFrame: index = task, one column per tensor (or "all")."""
+        values = coef.detach().cpu().double().numpy()
+        return pd.DataFrame(values, index=pd.Index(self.tasks, name="task"), columns=list(self.columns))
+
+
+def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
+    module = module.to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def labelled(zoo: Any, task: str, split: str, batch: int, *, shuffle: bool = False, seed: int = 0,
+             limit: int | None = None) -> DataLoader:
+    """A DataLoader of (images, labels) of `task`/`split`, seeded when shuffled; `limit` keeps the first images."""
+    data = zoo.dataset(task, split)
+    if limit is not None:
+        data = torch.utils.data.Subset(data, range(min(limit, len(data))))
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(data, batch_size=batch, shuffle=shuffle, generator=gen)
+
+
+def heldout(zoo: Any, tasks: list[str], limit: int, split: str = "validation") -> dict[str, list]:
+    """The first `limit` labelled images per task, loaded once, for live accuracy in progress reports."""
+    return {t: list(labelled(zoo, t, split, max(limit, 1), limit=limit)) for t in tasks}
+
+
+def reporter(fm: FunctionalMerge, coefficients: Callable[[], Tensor], total: int,
+             callback: Callable[[Progress], Any] | None,
+             accuracy_on: Mapping[str, list] | None = None) -> Callable[[int, float], None] | None:
+    """A `report(step, loss)` that sends `callback` a Progress with the current coefficients and, when
+    `accuracy_on` (task -> labelled batches) is given, each task's accuracy on those images."""
+    if callback is None:
+        return None
+
+    def report(step: int, loss: float) -> None:
+        coef = coefficients().detach()
+        acc = None
+        if accuracy_on:
+            theta = fm.theta(coef)
+            acc = {t: fm.accuracy(theta, t, iter(batches)) for t, batches in accuracy_on.items()}
+        callback(Progress(step, total, loss, fm.table(coef), acc))
+
+    return report
+
+
+def optimize(step: Callable[[int], float], steps: int, *, cancel: Callable[[], bool] | None = None,
+             report: Callable[[int, float], None] | None = None, log_every: int = 10) -> Trace:
+    """Run `step(i)` (one optimiser step, returning its loss) `steps` times; `report(done, loss)` every
+    `log_every` steps and after the last; stop early, keeping what was learned, when `cancel()` is true."""
+    start, losses, cancelled = time.perf_counter(), [], False
+    for i in range(steps):
+        if cancel is not None and cancel():
+            cancelled = True
+            break
+        losses.append(float(step(i)))
+        if report is not None and ((i + 1) % max(log_every, 1) == 0 or i + 1 == steps):
+            report(i + 1, losses[-1])
+    return Trace(losses, len(losses), cancelled, time.perf_counter() - start)

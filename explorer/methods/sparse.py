@@ -1,0 +1,101 @@
+"""Sparsifying merges: TIES, DARE, magnitude pruning and Model Breadcrumbs."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..result import MergeResult
+from ..taskvec import TaskVectors
+from . import params
+from .blocks import apply_masks, keep_topk, per_task, scaled, task_sum, ties_vector
+from .registry import Param, register
+
+
+@register("ties", params.density(0.2), params.scale(1.0, paper=1.0), params.SIGN, params.aggregate("mean"),
+          params.SCOPE, title="TIES-Merging",
+          paper="Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023",
+          formula="tau_hat_t = topk(tau_t, k); gamma = sign(sum_t tau_hat_t); "
+                  "tau_m = disjoint_mean/sum{tau_hat_t : sign(tau_hat_t) = gamma}; theta = theta_0 + lambda * tau_m",
+          summary="Trim each task vector to its largest entries, elect one sign per weight, and merge only the "
+                  "entries that agree (aggregate=sum wants lambda around 0.3, mean around 1).")
+def ties(tv: TaskVectors, *, density: float, scale: float, sign: str, aggregate: str, scope: str) -> MergeResult:
+    merged, kept = ties_vector(tv.deltas, density, sign, aggregate, scope)
+    return MergeResult(tv, scaled(merged, scale), masks=per_task(kept, tv.tasks))
+
+
+def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """DARE's random drop: each entry of each tensor is dropped with probability p, the rest divided by 1-p."""
+    gen = torch.Generator(device=tv.device).manual_seed(seed)
+    factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
+    kept_masks, dropped = {}, {}
+    for name, d in tv.deltas.items():
+        keep = torch.rand(d.shape, generator=gen, device=d.device) >= drop  # [T, ...]
+        kept_masks[name] = keep
+        dropped[name] = d * keep.to(d.dtype) * factor
+    return dropped, kept_masks
+
+
+@register("dare", Param("drop", float, 0.5, "p: probability that each entry of each task vector is dropped",
+                        low=0.0, high=0.99, step=0.01, paper=0.5),
+          Param("rescale", str, "inverse", "divide the surviving entries by 1-p (inverse) or leave them (none)",
+                choices=("inverse", "none"), paper="inverse"),
+          Param("base", str, "task_arithmetic", "the merge applied to the dropped task vectors",
+                choices=("task_arithmetic", "ties"), paper="task_arithmetic"),
+          params.scale(0.3, paper=0.3), params.density(1.0, "each dropped task vector (ties base only; 1 = no trim)"),
+          params.aggregate("sum"),
+          Param("seed", int, 0, "random seed of the drop masks", low=0, high=2**31 - 1, step=1, paper=None),
+          title="DARE (Drop And REscale)",
+          paper="Yu et al., Language Models are Super Mario, ICML 2024",
+          formula="tau~_t = tau_t * (1 - m_t) / (1 - p), m_t ~ Bernoulli(p); then task arithmetic or TIES on tau~",
+          summary="Randomly drop a fraction p of every task vector's entries and rescale the rest, then merge.")
+def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float, density: float, aggregate: str,
+         seed: int) -> MergeResult:
+    dropped, kept = _drop(tv, drop, rescale, seed)
+    if base == "task_arithmetic":
+        return MergeResult(tv, scaled(task_sum(dropped), scale), masks=per_task(kept, tv.tasks),
+                           info={"seed": seed})
+    merged, agree = ties_vector(dropped, density, "mass", aggregate, "global")
+    masks = {n: kept[n] & agree[n] for n in kept}
+    return MergeResult(tv, scaled(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
+
+
+@register("magnitude", params.density(0.2), params.SCOPE, params.scale(0.3, paper=None),
+          title="Magnitude pruning + Task Arithmetic",
+          paper="Yadav et al., TIES-Merging, NeurIPS 2023 (the trim step alone, their ablation baseline)",
+          formula="theta = theta_0 + lambda * sum_t topk(tau_t, k)",
+          summary="Keep each task vector's largest entries by magnitude, then add the pruned vectors.")
+def magnitude(tv: TaskVectors, *, density: float, scope: str, scale: float) -> MergeResult:
+    masks = keep_topk(tv.deltas, density, scope)
+    return MergeResult(tv, scaled(task_sum(apply_masks(tv.deltas, masks)), scale),
+                       masks=per_task(masks, tv.tasks))
+
+
+def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
+    """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
+    entries by |tau| and keep the next floor(keep*n). 1-D tensors are one row; 0-d ones are kept whole."""
+    if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
+        return torch.ones_like(d, dtype=torch.bool)
+    n = d.shape[-1]
+    n_remove, n_keep = int(n * remove), int(n * keep)
+    n_keep = min(n_keep, n - n_remove)
+    mask = torch.zeros_like(d, dtype=torch.bool)
+    if n_keep > 0:
+        order = d.abs().topk(n_remove + n_keep, dim=-1).indices  # largest first
+        mask.scatter_(-1, order[..., n_remove:], True)
+    return mask
+
+
+@register("breadcrumbs", Param("keep", float, 0.15, "beta: fraction of each row kept after the outliers",
+                               low=0.0, high=1.0, step=0.01, paper=0.15),
+          Param("remove", float, 0.01, "gamma: fraction of each row's largest entries removed as outliers",
+                low=0.0, high=0.5, step=0.001, paper=0.006),
+          params.scale(0.4, paper=0.2),
+          title="Model Breadcrumbs",
+          paper="Davari & Belilovsky, Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks, ECCV 2024",
+          formula="per row: m_t keeps the |tau_t| ranks (gamma*n, (gamma+beta)*n]; theta = theta_0 + alpha * sum_t m_t * tau_t",
+          summary="Per row of each tensor, drop the few largest entries (outliers) and the small ones, keeping a "
+                  "middle band of magnitudes, then add the masked task vectors.")
+def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) -> MergeResult:
+    masks = {n: breadcrumb_mask(d, keep, remove) for n, d in tv.deltas.items()}
+    return MergeResult(tv, scaled(task_sum(apply_masks(tv.deltas, masks)), scale),
+                       masks=per_task(masks, tv.tasks))

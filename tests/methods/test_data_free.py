@@ -1,0 +1,185 @@
+"""Hand-computed cases and invariants for the data-free merge methods."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import explorer as ex
+from explorer.methods.sparse import breadcrumb_mask
+
+TAU = torch.tensor([
+    [1.0, -2.0, 0.5, 3.0, -0.1, 1.0],
+    [-1.0, -1.0, 0.2, -3.0, 0.4, 2.0],
+    [2.0, 1.0, -0.3, 1.0, -0.2, -3.0],
+])
+
+
+def tv_from(rows: torch.Tensor, name: str = "w") -> ex.TaskVectors:
+    """TaskVectors with one parameter `name` whose task vectors are the given rows (base = 0)."""
+    base = {name: torch.zeros(rows.shape[1:])}
+    experts = {f"t{i}": {name: r.clone()} for i, r in enumerate(rows)}
+    return ex.task_vectors(base, experts, device="cpu")
+
+
+@pytest.mark.parametrize("aggregate,expected", [
+    ("mean", [1.5, -1.5, 0.0, 2.0, 0.0, 1.5]),
+    ("sum", [3.0, -3.0, 0.0, 4.0, 0.0, 3.0]),
+])
+def test_ties_hand_computed_with_zero_sum_tie(aggregate, expected):
+    # density 0.5 keeps |tau| >= the 3rd smallest (=1 in every row); column 5 sums to 1 + 2 - 3 = 0,
+    # so its sign is the majority sign sign(+1 -1 +0 +1 +0 +0) = +, and only the positive entries merge.
+    res = ex.merge(tv_from(TAU), "ties", density=0.5, scale=1.0, aggregate=aggregate)
+    assert torch.allclose(res.delta["w"], torch.tensor(expected))
+    assert res.masks["t0"]["w"].tolist() == [True, True, False, True, False, True]
+    assert res.masks["t1"]["w"].tolist() == [False, True, False, False, False, True]
+    assert res.masks["t2"]["w"].tolist() == [True, False, False, True, False, False]
+
+
+def test_ties_count_sign_and_scale():
+    res = ex.merge(tv_from(TAU), "ties", density=0.5, scale=0.5, aggregate="sum", sign="count")
+    assert torch.allclose(res.delta["w"], 0.5 * torch.tensor([3.0, -3.0, 0.0, 4.0, 0.0, 3.0]))
+
+
+def test_ties_tensor_scope_trims_each_tensor_separately():
+    base = {"a": torch.zeros(4), "b": torch.zeros(4)}
+    experts = {"t0": {"a": torch.tensor([10.0, 20.0, 30.0, 40.0]), "b": torch.tensor([1.0, 2.0, 3.0, 4.0])}}
+    tv = ex.task_vectors(base, experts, device="cpu")
+    glob = ex.merge(tv, "ties", density=0.5, scope="global", aggregate="sum", scale=1.0)
+    tens = ex.merge(tv, "ties", density=0.5, scope="tensor", aggregate="sum", scale=1.0)
+    # global: threshold = the (8 - 4)-th smallest |tau| of all 8 values = 4, and |tau| >= 4 is kept
+    # (the official convention keeps entries equal to the threshold)
+    assert glob.delta["b"].tolist() == [0, 0, 0, 4.0]
+    assert glob.delta["a"].tolist() == [10.0, 20.0, 30.0, 40.0]
+    # per tensor: each tensor's own threshold is its (4 - 2)-th smallest value
+    assert tens.delta["b"].tolist() == [0, 2.0, 3.0, 4.0]
+    assert tens.delta["a"].tolist() == [0, 20.0, 30.0, 40.0]
+
+
+def test_ties_one_task_density_one_equals_task_arithmetic(tiny_tv):
+    one = tiny_tv.subset(["task1"])
+    ties = ex.merge(one, "ties", density=1.0, scale=0.7)
+    ta = ex.merge(one, "task_arithmetic", scale=0.7)
+    for name in one.keys():
+        assert torch.allclose(ties.delta[name], ta.delta[name])
+
+
+def test_average_and_task_arithmetic(tiny_tv):
+    avg = ex.merge(tiny_tv, "average")
+    ta = ex.merge(tiny_tv, "task_arithmetic", scale=1 / 3)
+    for name in tiny_tv.keys():
+        assert torch.allclose(avg.delta[name], tiny_tv[name].mean(0), atol=1e-7)
+        assert torch.allclose(ta.delta[name], avg.delta[name], atol=1e-7)
+    assert avg.coefficients.loc["task0", "all"] == pytest.approx(1 / 3)
+
+
+def test_dare_without_drop_equals_its_base(tiny_tv):
+    for base, extra in (("task_arithmetic", {}), ("ties", {"density": 0.3, "aggregate": "mean"})):
+        dare = ex.merge(tiny_tv, "dare", drop=0.0, base=base, scale=0.4, **extra)
+        ref = ex.merge(tiny_tv, base, scale=0.4, **extra)
+        for name in tiny_tv.keys():
+            assert torch.allclose(dare.delta[name], ref.delta[name], atol=1e-7)
+
+
+def test_dare_drops_the_expected_fraction_and_rescales():
+    rows = torch.ones(2, 20000)
+    res = ex.merge(tv_from(rows), "dare", drop=0.3, scale=1.0, seed=3)
+    kept = res.masks["t0"]["w"]
+    assert abs(kept.float().mean().item() - 0.7) < 0.02
+    # each surviving entry is 1 / 0.7; the sum of two tasks is 0, 1/0.7 or 2/0.7
+    values = set(torch.round(res.delta["w"] * 0.7, decimals=4).unique().tolist())
+    assert values <= {0.0, 1.0, 2.0}
+    again = ex.merge(tv_from(rows), "dare", drop=0.3, scale=1.0, seed=3)
+    assert torch.equal(again.delta["w"], res.delta["w"])
+    other = ex.merge(tv_from(rows), "dare", drop=0.3, scale=1.0, seed=4)
+    assert not torch.equal(other.delta["w"], res.delta["w"])
+
+
+def test_magnitude_prunes_then_adds():
+    res = ex.merge(tv_from(TAU), "magnitude", density=0.5, scale=1.0)
+    pruned = torch.tensor([[1.0, -2.0, 0, 3.0, 0, 1.0], [-1.0, -1.0, 0, -3.0, 0, 2.0], [2.0, 1.0, 0, 1.0, 0, -3.0]])
+    assert torch.allclose(res.delta["w"], pruned.sum(0))
+
+
+def test_breadcrumbs_one_row():
+    row = torch.tensor([[10.0, -9.0, 8.0, -7.0, 6.0, -5.0, 4.0, -3.0, 2.0, -1.0]])
+    mask = breadcrumb_mask(row, keep=0.3, remove=0.1)
+    assert mask[0].tolist() == [False, True, True, True] + [False] * 6
+    res = ex.merge(tv_from(row), "breadcrumbs", keep=0.3, remove=0.1, scale=2.0)
+    assert res.delta["w"].tolist() == [0.0, -18.0, 16.0, -14.0] + [0.0] * 6
+
+
+def test_breadcrumbs_small_gamma_removes_nothing_and_keeps_0d():
+    row = torch.tensor([[10.0, -9.0, 8.0, -7.0, 6.0, -5.0, 4.0, -3.0, 2.0, -1.0]])
+    assert breadcrumb_mask(row, keep=0.3, remove=0.05)[0].tolist() == [True, True, True] + [False] * 7
+    scalar = torch.tensor([0.5, -0.25])  # a 0-d parameter stacked over 2 tasks
+    assert breadcrumb_mask(scalar, keep=0.1, remove=0.1).all()
+    # rows of a 2-D tensor are handled independently
+    mat = torch.tensor([[[1.0, 5.0, 3.0, 2.0], [9.0, 1.0, 2.0, 8.0]]])  # [T=1, 2 rows, 4]
+    assert breadcrumb_mask(mat, keep=0.5, remove=0.25)[0].tolist() == [[False, False, True, True],
+                                                                         [False, False, True, True]]
+
+
+def tall_tv() -> ex.TaskVectors:
+    return tv_from(torch.tensor([[1.0, 0.1, -1.0], [1.0, -1.0, 0.2]]))
+
+
+def test_tall_masks_two_tasks():
+    # tau_MTL = [2, -0.9, -0.8]; m_t = |tau_t| > 0.5 |tau_MTL - tau_t| = 0.5 |tau_other|
+    res = ex.merge(tall_tv(), "tall_masks", lam=0.5, lam_select="fixed")
+    assert res.per_task
+    assert res.masks["t0"]["w"].tolist() == [True, False, True]
+    assert res.masks["t1"]["w"].tolist() == [True, True, False]
+    assert torch.allclose(res.task_delta("t0")["w"], torch.tensor([2.0, 0.0, -0.8]))
+    assert torch.allclose(res.task_delta("t1")["w"], torch.tensor([2.0, -0.9, 0.0]))
+    assert torch.allclose(res.state_dict(task="t1")["w"], torch.tensor([2.0, -0.9, 0.0]))
+    with pytest.raises(ValueError, match="one model per task"):
+        res.state_dict()
+
+
+def test_tall_masks_without_zoo_falls_back_to_fixed_lambda():
+    res = ex.merge(tall_tv(), "tall_masks", lam=0.5)
+    assert res.info["lam"] == {"t0": 0.5, "t1": 0.5}
+    assert "fixed lam" in res.info["note"]
+
+
+def test_consensus_hand_computed_and_k0_is_mtl():
+    # with lam 0.5 the masks use [2, 1, 1] tasks per weight; k = 2 keeps only weight 0
+    res = ex.merge(tall_tv(), "consensus", k=2, lam=0.5, scale=1.0)
+    assert torch.allclose(res.delta["w"], torch.tensor([2.0, 0.0, 0.0]))
+    all_kept = ex.merge(tall_tv(), "consensus", k=0, scale=1.0)
+    assert torch.allclose(all_kept.delta["w"], torch.tensor([2.0, -0.9, -0.8]))
+
+
+def test_lines_alpha_one_beta_zero_is_identity(tiny_tv):
+    res = ex.merge(tiny_tv, "lines", alpha_mode="fixed", alpha=1.0, beta=0.0)
+    for name in tiny_tv.keys():
+        assert torch.allclose(res.delta[name], tiny_tv[name].sum(0))
+
+
+def test_lines_scales_blocks_linearly(tiny_tv):
+    res = ex.merge(tiny_tv, "lines", alpha_mode="fixed", alpha=0.2, beta=0.6)
+    total = {n: tiny_tv[n].sum(0) for n in tiny_tv.keys()}
+    first = "transformer.resblocks.0.mlp.c_fc.weight"
+    last = "transformer.resblocks.1.mlp.c_fc.weight"
+    assert torch.allclose(res.delta[first], 0.2 * total[first])
+    assert torch.allclose(res.delta[last], 0.8 * total[last])
+    assert torch.allclose(res.delta["conv1.weight"], 0.2 * total["conv1.weight"])
+    assert res.coefficients.loc["all", "block.1"] == pytest.approx(0.8)
+
+
+def test_lines_auto_alpha_for_task_arithmetic_is_one_over_t(tiny_tv):
+    res = ex.merge(tiny_tv, "lines", beta=0.0)
+    assert res.info["alpha"] == pytest.approx(1 / 3)
+
+
+def test_emr_hand_computed():
+    tv = tv_from(torch.tensor([[2.0, -1.0, 0.0, 1.0], [1.0, 3.0, 0.0, -1.0]]))
+    res = ex.merge(tv, "emr")
+    # gamma = sign of the sum with 0 -> -1: [+, +, -, -]; tau_uni = gamma * max agreeing |tau|
+    assert res.delta["w"].tolist() == [2.0, 3.0, 0.0, -1.0]
+    assert res.masks["t0"]["w"].tolist() == [True, False, False, False]
+    assert res.masks["t1"]["w"].tolist() == [True, True, False, True]
+    # s_0 = mean|tau_0| / mean|M_0 tau_uni| = 1.0 / 0.5; s_1 = 1.25 / 1.5
+    assert res.task_scales["t0"] == pytest.approx(2.0)
+    assert res.task_scales["t1"] == pytest.approx(1.25 / 1.5)
+    assert torch.allclose(res.task_delta("t0")["w"], torch.tensor([4.0, 0.0, 0.0, 0.0]))
