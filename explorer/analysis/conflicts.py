@@ -1,0 +1,115 @@
+"""Conflicts between task vectors: cosine similarity and sign disagreement, whole model, per layer or per kind.
+
+Whole-model results are square T x T DataFrames indexed by task; per-group results are tidy
+(`layer, task_a, task_b, cosine`), so any layer's matrix is one `pivot` away.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..taskvec import TaskVectors
+from ._common import cross, groups, layer_depth, square, tidy_pairs
+
+
+def _per_group(tv: TaskVectors, by: str | None, fn) -> dict[str, tuple[Tensor, ...]]:
+    """Sum `fn(tv[name] as [T, n])` (a tuple of [T, T] float64 tensors) over each group's parameters."""
+    out = {}
+    for group, names in groups(tv, by).items():
+        parts = [fn(tv[n].reshape(tv.num_tasks, -1)) for n in names]
+        out[group] = tuple(sum(p[i] for p in parts) for i in range(len(parts[0])))
+    return out
+
+
+def _cosine_matrix(dots: Tensor) -> Tensor:
+    """Cosine from a Gram matrix of dot products; NaN where a vector is zero."""
+    norms = dots.diagonal().sqrt()
+    return dots / (norms[:, None] * norms[None, :])
+
+
+def cosine(tv: TaskVectors, by: str | None = None) -> pd.DataFrame:
+    """Cosine similarity of task vectors: T x T for the whole model (by=None), else tidy
+    `layer|kind, task_a, task_b, cosine` with every ordered pair of each layer (or parameter kind)."""
+    sums = _per_group(tv, by, lambda x: (cross(x, x),))
+    cos = {g: _cosine_matrix(s[0]) for g, s in sums.items()}
+    return square(cos["all"], tv.tasks) if by is None else tidy_pairs(cos, tv.tasks, by, "cosine")
+
+
+def _check_topk(topk: float | None) -> None:
+    if topk is not None and not 0 < topk <= 1:
+        raise ValueError(f"topk={topk!r} must be a fraction in (0, 1], e.g. 0.2 for each task's top 20 % "
+                         "entries, or None for all entries")
+
+
+def topk_thresholds(tv: TaskVectors, topk: float) -> Tensor:
+    """Per task, the magnitude of its k-th largest entry over the whole model, k = ceil(topk * D): [T]."""
+    _check_topk(topk)
+    numel = tv.numel()
+    k = max(1, math.ceil(topk * numel))
+    thresholds = []
+    for i in range(tv.num_tasks):  # one task at a time keeps the peak memory at one flat vector
+        flat = torch.cat([tv[n][i].reshape(-1).abs().float() for n in tv.keys()])
+        thresholds.append(flat.kthvalue(numel - k + 1).values)
+    return torch.stack(thresholds)
+
+
+def _signs(x: Tensor, thresholds: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(positive, negative) bool [T, n] over the active entries: non-zero and, with thresholds, in the top-k."""
+    active = x != 0
+    if thresholds is not None:
+        active &= x.abs() >= thresholds.to(x.device, x.dtype)[:, None]
+    return active & (x > 0), active & (x < 0)
+
+
+def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = None) -> pd.DataFrame:
+    """Pairwise sign conflict: among entries active in both tasks (non-zero, or in each task's top-`topk`
+    fraction), the fraction with opposite signs. T x T for by=None, else tidy `layer|kind, task_a, task_b,
+    conflict`. NaN where two tasks share no active entry."""
+    _check_topk(topk)
+    thr = topk_thresholds(tv, topk) if topk is not None else None
+
+    def counts(x: Tensor) -> tuple[Tensor, Tensor]:
+        pos, neg = _signs(x, thr)
+        both = cross(pos | neg, pos | neg)
+        opposite = cross(pos, neg)
+        return opposite + opposite.T, both
+
+    sums = _per_group(tv, by, counts)
+    frac = {g: opposite / both for g, (opposite, both) in sums.items()}
+    return square(frac["all"], tv.tasks) if by is None else tidy_pairs(frac, tv.tasks, by, "conflict")
+
+
+def sign_disagreement(tv: TaskVectors, by: str | None = "layer", topk: float | None = None) -> pd.DataFrame:
+    """Across all tasks at once, per layer (or kind, or "all"): `shared` = fraction of entries active in >= 2
+    tasks, `disagreement` = fraction of those where the active tasks do not all agree in sign (TIES' conflicts)."""
+    _check_topk(topk)
+    thr = topk_thresholds(tv, topk) if topk is not None else None
+    rows = []
+    for group, names in groups(tv, by).items():
+        numel = shared = clash = 0
+        for n in names:
+            pos, neg = _signs(tv[n].reshape(tv.num_tasks, -1), thr)
+            npos, nneg = pos.sum(0), neg.sum(0)
+            numel += npos.numel()
+            shared += int((npos + nneg >= 2).sum())
+            clash += int(((npos > 0) & (nneg > 0)).sum())
+        rows.append((group, shared / numel, clash / shared if shared else float("nan"), numel))
+    return pd.DataFrame(rows, columns=[by or "group", "shared", "disagreement", "numel"])
+
+
+def conflict_profile(tv: TaskVectors, metric: str = "cosine", topk: float | None = None) -> pd.DataFrame:
+    """How each pair of tasks relates across depth: tidy `layer, depth, pair, task_a, task_b, <value>` with one
+    row per unordered pair and layer; value is `cosine` (metric="cosine") or `conflict` (metric="signs")."""
+    if metric not in ("cosine", "signs"):
+        raise ValueError(f"metric={metric!r} is not supported; use 'cosine' or 'signs'")
+    if metric == "cosine" and topk is not None:
+        raise ValueError("topk applies to metric='signs' only; drop topk for the cosine profile")
+    frame = cosine(tv, by="layer") if metric == "cosine" else sign_conflicts(tv, by="layer", topk=topk)
+    order = {t: i for i, t in enumerate(tv.tasks)}
+    frame = frame[frame.task_a.map(order) < frame.task_b.map(order)].reset_index(drop=True)
+    frame.insert(1, "depth", frame.layer.map(layer_depth(tv)))
+    frame.insert(2, "pair", frame.task_a + " vs " + frame.task_b)
+    return frame
