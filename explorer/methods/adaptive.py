@@ -19,7 +19,7 @@ from ..taskvec import TaskVectors
 from . import params
 from .blocks import per_task, ties_split
 from .registry import Param, register
-from .runner import FunctionalMerge, Progress, Trace, heldout, labelled, optimize, reporter, require_zoo
+from .runner import FunctionalMerge, Progress, heldout, labelled, optimize, reporter, require_zoo
 
 LP_WEIGHT = 0.5  # aTLAS' weight of the Lp penalty on the coefficients (official gamma)
 GRAD_CLIP = 1.0  # aTLAS clips the coefficients' gradient norm at 1
@@ -120,3 +120,71 @@ def _expert_accuracy(fm: FunctionalMerge, loaders: dict) -> dict[str, float]:
 
 def _normalized(acc: dict[str, float], expert: dict[str, float]) -> float:
     return sum(acc[t] / max(expert[t], 1e-12) for t in acc) / len(acc)
+
+
+def _atlas_step(fm: FunctionalMerge, coef: Tensor, opt: torch.optim.Optimizer, batches: list, lp_reg: int) -> float:
+    """One aTLAS step: summed cross-entropy over one labelled batch per task (+ Lp penalty), clipped gradient."""
+    theta = fm.theta(coef)
+    loss = lp_penalty(coef, lp_reg)
+    for task, it in zip(fm.tasks, batches):
+        images, labels = next(it)
+        loss = loss + F.cross_entropy(fm.logits(theta, task, images), labels.to(fm.device))
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([coef], GRAD_CLIP)
+    opt.step()
+    return loss.item()
+
+
+@register("atlas",
+          Param("epochs", int, 20, "passes over the smallest task's validation split", low=0, high=1000, step=1,
+                paper=20),
+          Param("lr", float, 1e-3, "AdamW learning rate", low=1e-5, high=1.0, step=1e-4, paper=1e-3),
+          Param("weight_decay", float, 0.1, "AdamW weight decay", low=0.0, high=10.0, step=0.01, paper=0.1),
+          Param("batch", int, 16, "labelled validation images per task per step", low=1, high=1024, step=1,
+                paper=16),
+          Param("lp_reg", int, 0, "penalty 0.5 * mean_j ||Lambda[:, j]||_p on the coefficients: p = 1 or 2, "
+                "0 = none", low=0, high=2, step=1, paper=0),
+          SEED, LOG_EVERY,
+          title="aTLAS (learned anisotropic scaling)",
+          paper="Zhang et al., Knowledge Composition using Task Vectors with Learned Anisotropic Scaling, "
+                "NeurIPS 2024",
+          formula="theta = theta_0 + sum_t Lambda[t, j] * tau_t^(j); Lambda = argmin sum_t CE(head_t(f(x; theta)), y) "
+                  "on validation, AdamW from Lambda = 0; keep the epoch with the best normalized validation accuracy",
+          summary="Learn one coefficient per task and parameter tensor with cross-entropy on the labelled validation "
+                  "splits, keeping the coefficients of the epoch with the best average normalized validation "
+                  "accuracy (the zero-shot start counts as epoch 0).",
+          needs_data=True)
+def atlas(tv: TaskVectors, *, epochs: int, lr: float, weight_decay: float, batch: int, lp_reg: int, seed: int,
+          log_every: int, zoo: Any = None, callback: Callable[[Progress], Any] | None = None,
+          cancel: Callable[[], bool] | None = None) -> MergeResult:
+    start = time.perf_counter()
+    zoo = require_zoo(zoo, "atlas")
+    fm = FunctionalMerge(tv, zoo, "layer")
+    coef = torch.nn.Parameter(fm.coefficients(0.0))
+    opt = torch.optim.AdamW([coef], lr=lr, weight_decay=weight_decay)
+    val = {t: labelled(zoo, t, "validation", EVAL_BATCH) for t in fm.tasks}
+    train = [labelled(zoo, t, "validation", batch, shuffle=True, seed=seed + i)
+             for i, t in enumerate(fm.tasks)]
+    per_epoch, expert = min(len(loader) for loader in train), _expert_accuracy(fm, val)
+    scores = [_normalized(_val_accuracy(fm, coef, val), expert)]  # epoch 0: the zero-shot model
+    best, losses, cancelled = coef.detach().clone(), [], False
+    report = reporter(fm, lambda: coef, epochs * per_epoch, callback)
+    for epoch in range(epochs):
+        batches = [iter(loader) for loader in train]
+        shifted = None if report is None else (lambda done, loss, e=epoch: report(e * per_epoch + done, loss))
+        trace = optimize(lambda _: _atlas_step(fm, coef, opt, batches, lp_reg), per_epoch, cancel=cancel,
+                         report=shifted, log_every=log_every)
+        losses += trace.losses
+        if trace.cancelled:
+            cancelled = True
+            break
+        acc = _val_accuracy(fm, coef, val)
+        scores.append(_normalized(acc, expert))
+        if scores[-1] > max(scores[:-1]):
+            best = coef.detach().clone()
+        if callback is not None:
+            callback(Progress((epoch + 1) * per_epoch, epochs * per_epoch, losses[-1], fm.table(coef), acc))
+    info = {"loss": losses, "steps": len(losses), "cancelled": cancelled, "val_normalized": scores,
+            "best_epoch": max(range(len(scores)), key=scores.__getitem__), "seconds": time.perf_counter() - start}
+    return MergeResult(tv, fm.delta(best), coefficients=fm.table(best), info=info)
