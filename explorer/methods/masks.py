@@ -42,7 +42,7 @@ def _choose_lams(tv: TaskVectors, mtl: dict[str, Tensor], zoo: Any) -> tuple[lis
           Param("lam_select", str, "validation", "choose lambda per task from {0.2..0.6} on the validation split "
                 "(needs a zoo with data) or use the fixed lam for every task", choices=("validation", "fixed"),
                 paper="validation"),
-          params.density(0.2, "each task vector when mtl=ties"),
+          params.density(0.2, "mtl=ties only: fraction of each task vector kept by magnitude"),
           title="TALL masks", per_task=True,
           paper="Wang, Dimitriadis et al., Localizing Task Information for Improved Model Merging and "
                 "Compression, ICML 2024",
@@ -65,8 +65,8 @@ def tall_masks(tv: TaskVectors, *, mtl: str, lam: float, lam_select: str, densit
                        info=info)
 
 
-@register("consensus", params.CONSENSUS_K, params.MTL, params.TALL_LAM, params.density(0.2, "each task vector "
-          "when mtl=ties"), params.scale(0.4, paper=None), title="Consensus merging",
+@register("consensus", params.CONSENSUS_K, params.MTL, params.TALL_LAM, params.density(0.2, "mtl=ties only: fraction "
+          "of each task vector kept by magnitude"), params.scale(0.4, paper=None), title="Consensus merging",
           paper="Wang, Dimitriadis et al., Localizing Task Information for Improved Model Merging and "
                 "Compression, ICML 2024",
           formula="m_cons = 1{sum_t m_t >= k}; theta = theta_0 + lambda * m_cons * tau_MTL",

@@ -9,9 +9,9 @@ def scale(default: float = 0.3, paper: float | None = 0.3) -> Param:
                  low=0.0, high=3.0, step=0.05, paper=paper)
 
 
-def density(default: float = 0.2, what: str = "each task vector") -> Param:
-    return Param("density", float, default, f"fraction of {what}'s entries kept, by magnitude (top-k)",
-                 low=0.0, high=1.0, step=0.01, paper=0.2)
+def density(default: float = 0.2, help: str = "fraction of each task vector's entries kept, by magnitude (top-k)",
+            paper: float | None = 0.2) -> Param:
+    return Param("density", float, default, help, low=0.0, high=1.0, step=0.01, paper=paper)
 
 
 SCOPE = Param("scope", str, "global", "top-k over each whole flattened task vector (global, official TIES "
@@ -27,7 +27,7 @@ def aggregate(default: str = "mean") -> Param:
 
 
 MTL = Param("mtl", str, "task_arithmetic", "the multi-task vector the masks select from: the plain sum of task "
-            "vectors (task_arithmetic) or the TIES disjoint sum with density 0.2 (ties)",
+            "vectors (task_arithmetic) or the TIES disjoint sum trimmed to `density` (ties)",
             choices=("task_arithmetic", "ties"), paper="task_arithmetic")
 TALL_LAM = Param("lam", float, 0.4, "TALL threshold lambda: keep tau_t where |tau_t| > lambda |tau_MTL - tau_t|",
                  low=0.0, high=3.0, step=0.05, paper=0.4)

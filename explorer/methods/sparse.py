@@ -41,7 +41,7 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
                 choices=("inverse", "none"), paper="inverse"),
           Param("base", str, "task_arithmetic", "the merge applied to the dropped task vectors",
                 choices=("task_arithmetic", "ties"), paper="task_arithmetic"),
-          params.scale(0.3, paper=0.3), params.density(1.0, "each dropped task vector (ties base only; 1 = no trim)"),
+          params.scale(0.3, paper=0.3), params.density(1.0, "ties base only: fraction of each dropped task vector kept by magnitude (1 = no trim)", paper=None),
           params.aggregate("sum"),
           Param("seed", int, 0, "random seed of the drop masks", low=0, high=2**31 - 1, step=1, paper=None),
           title="DARE (Drop And REscale)",

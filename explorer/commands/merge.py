@@ -1,0 +1,74 @@
+"""`explorer merge`: merge a zoo's experts with one method; optionally evaluate and export."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
+                            "--zoo is 'demo', a named zoo, or a folder with base.safetensors + <task>.safetensors.")
+    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files")
+    parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
+    parser.add_argument("--tasks", help="comma-separated subset of the zoo's tasks (default: all)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument("--eval", action="store_true", help="evaluate per-task accuracy on the test split")
+    parser.add_argument("--limit", type=int, help="with --eval: at most this many test images per task")
+    parser.add_argument("--out", help="write the merged weights here (.safetensors) and a JSON record beside them")
+    parser.add_argument("--report", help="write the JSON run record here")
+    parser.set_defaults(func=run)
+
+
+def parse_params(method: str, pairs: list[str]) -> dict:
+    """`["density=0.2", ...]` -> typed, validated values for `method`'s declared parameters."""
+    from ..methods import registry
+
+    m = registry.get(method)
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"-p {pair!r}: write parameters as NAME=VALUE, e.g. -p scale=0.3")
+        out[name.strip()] = m.param(name.strip()).parse(text.strip())
+    return out
+
+
+def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
+    """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name or a folder of safetensors."""
+    import explorer as ex
+    from ..weights import read_folder
+
+    if Path(zoo_arg).is_dir():
+        base, experts, hashes = read_folder(zoo_arg)
+        return ex.task_vectors(base, experts, tasks=tasks, device=device), None, str(Path(zoo_arg)), hashes
+    zoo = ex.load_zoo(zoo_arg)
+    tv = ex.task_vectors(zoo, tasks=tasks, device=device)
+    return tv, zoo, zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
+
+
+def run(args) -> int:
+    import explorer as ex
+
+    params = parse_params(args.method, args.param)
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device)
+    result = ex.merge(tv, args.method, **params)
+    print(f"{result!r} in {result.info['seconds']:.3f} s")
+    scores = None
+    if args.eval:
+        if zoo is None:
+            raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); a folder of weights has none")
+        scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
+        print(scores.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        record = ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
+        print(f"wrote {args.out} and {args.report or Path(args.out).with_suffix('.json')}")
+    elif args.report:
+        from ..runs import RunRecord
+
+        RunRecord.of(result, zoo=zoo_id, inputs=inputs, scores=scores).to_json(args.report)
+        print(f"wrote {args.report}")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,93 @@
+"""RunRecord: what was merged, how, and with what result; saved as JSON beside the merged weights."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .result import MergeResult
+from .weights import file_sha256, write_weights
+
+_PACKAGES = ("model-merging-explorer", "torch", "open_clip_torch", "numpy", "safetensors")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class RunRecord:
+    """Everything needed to reproduce a merge: method, params, seed, inputs, versions, timings, scores."""
+
+    method: str
+    params: dict[str, Any]
+    tasks: list[str]
+    zoo: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256 or fingerprint
+    seconds: float | None = None
+    scores: list[dict] | None = None
+    weights: dict[str, str] = field(default_factory=dict)  # written file -> sha256
+    layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
+    versions: dict[str, str] = field(default_factory=package_versions)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    @property
+    def seed(self) -> int | None:
+        return self.params.get("seed")
+
+    @classmethod
+    def of(cls, result: MergeResult, *, zoo: str | None = None, inputs: dict[str, str] | None = None,
+           scores: Any = None) -> "RunRecord":
+        """The record of a MergeResult; `scores` may be a Scores object or a DataFrame."""
+        table = getattr(scores, "table", scores)
+        rows = table.to_dict(orient="records") if table is not None else None
+        return cls(result.method, dict(result.params), list(result.tasks), zoo, dict(inputs or {}),
+                   result.info.get("seconds"), rows, layout="per_task" if result.per_task else "merged")
+
+    def to_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2, default=float) + "\n")
+        return path
+
+
+def merged_state_dict(result: MergeResult) -> dict:
+    """The weights to export: one state dict, or for per-task methods every task's model as `<task>/<name>`."""
+    if not result.per_task:
+        return result.state_dict()
+    return {f"{t}/{n}": v for t in result.tasks for n, v in result.state_dict(task=t).items()}
+
+
+def save(result: MergeResult, path: str | Path, *, zoo: str | None = None, inputs: dict[str, str] | None = None,
+         scores: Any = None, report: str | Path | None = None) -> RunRecord:
+    """Write the merged weights (safetensors) and the RunRecord JSON beside them (or at `report`)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"merged weights are written as safetensors: use a path ending in .safetensors, not {path.name!r}")
+    record = RunRecord.of(result, zoo=zoo, inputs=inputs, scores=scores)
+    write_weights(merged_state_dict(result), path, metadata={"method": result.method, "layout": record.layout})
+    record.weights = {path.name: file_sha256(path)}
+    record.to_json(report or path.with_suffix(".json"))
+    return record
+
+
+def load_run(path: str | Path) -> RunRecord:
+    """Read a RunRecord JSON written by `save` (or `explorer merge --report`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"run record {str(path)!r} does not exist")
+    try:
+        data = json.loads(path.read_text())
+        return RunRecord(**data)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is not a run record written by explorer ({err})") from err
