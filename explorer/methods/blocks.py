@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +27,9 @@ def _kth_threshold(abs_rows: Tensor, density: float) -> Tensor:
     k = d - int(d * density)
     if k <= 0:  # keep everything
         return torch.zeros(abs_rows.shape[0], device=abs_rows.device, dtype=abs_rows.dtype)
+    if abs_rows.device.type == "cpu":  # numpy's introselect is ~2x faster than torch.kthvalue on CPU
+        rows = abs_rows.float().numpy()
+        return torch.from_numpy(np.partition(rows, k - 1, axis=1)[:, k - 1].copy()).to(abs_rows.dtype)
     return abs_rows.float().kthvalue(k, dim=1).values.to(abs_rows.dtype)
 
 
@@ -78,7 +82,7 @@ def disjoint_merge(x: Tensor, sign: Tensor, aggregate: str = "mean") -> tuple[Te
 
 def apply_masks(deltas: Stacked, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """deltas * masks, tensor by tensor (masks are bool, same shape)."""
-    return {n: d * masks[n].to(d.dtype) for n, d in deltas.items()}
+    return {n: torch.where(masks[n], d, torch.zeros((), dtype=d.dtype, device=d.device)) for n, d in deltas.items()}
 
 
 def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: str = "mean",

@@ -1,0 +1,32 @@
+# The README's two commands: `make app` (dashboard on the demo zoo) and `make test` (whole suite).
+# Both create the virtual environment on first use and reuse it afterwards.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_DISABLE_TELEMETRY := 1
+export NO_PROXY := localhost,127.0.0.1
+HOST ?= 127.0.0.1
+PORT ?= 7860
+
+.PHONY: app test browser bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[test,notebooks]"
+	touch $(STAMP)
+
+app: $(STAMP)
+	$(PY) app.py --host $(HOST) --port $(PORT)
+
+# Browser tests drive Debian's chromium; install it when it is missing and we may (root + apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  echo "chromium is not installed: browser tests will be skipped (apt-get install chromium)"
+
+test: $(STAMP) browser
+	$(PY) -m pytest -q tests --nbmake notebooks
+
+bench: $(STAMP)
+	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
