@@ -2,6 +2,7 @@
 and labels that each expert gets right (so accuracies, entropies and cross-entropies mean something)."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -56,3 +57,12 @@ class TinyZoo(Zoo):
                 labels = self.heads[task](functional_call(self.build_model(), self.experts[task], (images,)))
             self._data[task, split] = TensorDataset(images, labels.argmax(dim=1))
         return self._data[task, split]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared CPU two threads can be 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
