@@ -1,0 +1,267 @@
+"""Plotly figures from analysis tables and scores: one function per picture, each returning a `go.Figure`.
+
+Every figure gives each task the same colour (a colour-blind-safe palette, in task order), uses large fonts
+for projectors, shows exact values on hover, and draws only heatmaps, bars and scatter lines (the dashboard
+renders with an older plotly.js).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+# Okabe & Ito (2008), yellow last (weak on white), then Paul Tol's muted set for more than eight tasks.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442",
+           "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255")
+DIVERGING = "RdBu_r"  # blue = negative / agreeing, white = centre, red = positive / conflicting
+SEQUENTIAL = "Blues"
+SERIES = {"base": "#BBBBBB", "expert": "#444444"}  # zero-shot and fine-tuned reference bars
+METHOD_COLORS = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377")
+USAGE_COLORS = {"catastrophic": "#D55E00", "selfish": "#E69F00", "shared": "#0072B2"}
+FONT = 16
+
+
+def task_colors(tasks: Sequence[str]) -> dict[str, str]:
+    """The colour of each task, by its position in `tasks` (keep the zoo's order for the same colours everywhere)."""
+    return {t: PALETTE[i % len(PALETTE)] for i, t in enumerate(tasks)}
+
+
+def _styled(fig: go.Figure, title: str, x: str | None, y: str | None, **layout) -> go.Figure:
+    """The shared look: white template, large fonts, title top left; axis titles unless None."""
+    fig.update_layout(template="plotly_white", title={"text": title, "x": 0.02}, font={"size": FONT},
+                      margin={"l": 90, "r": 30, "t": 80, "b": 80}, hoverlabel={"font_size": FONT},
+                      legend={"title_text": ""})
+    fig.update_layout(**layout)
+    if x is not None:
+        fig.update_xaxes(title_text=x)
+    if y is not None:
+        fig.update_yaxes(title_text=y)
+    return fig
+
+
+def _fmt(values: np.ndarray, digits: int) -> np.ndarray:
+    return np.vectorize(lambda v: "n/a" if np.isnan(v) else f"{v:.{digits}f}", otypes=[object])(values)
+
+
+def _subtitled(title: str, note: str) -> str:
+    return f"{title}<br><sup>{note}</sup>"
+
+
+def _pair_map(matrix: pd.DataFrame, title: str, name: str, *, center: float | None, blank_diagonal: bool,
+              digits: int = 3, colorscale: str = DIVERGING) -> go.Figure:
+    """A T x T heatmap of a square task DataFrame: task_a down the rows, task_b across, values printed."""
+    z = matrix.to_numpy(dtype=float).copy()
+    text = _fmt(z, digits)
+    if blank_diagonal:
+        np.fill_diagonal(z, np.nan)
+        np.fill_diagonal(text, "")
+    finite = z[np.isfinite(z)]
+    zrange = {"zmin": 0.0, "zmax": float(finite.max()) if finite.size else 1.0}
+    if center is not None:
+        half = float(np.abs(finite - center).max()) if finite.size else 1.0
+        zrange = {"zmin": center - (half or 1.0), "zmax": center + (half or 1.0), "zmid": center}
+    tasks_a, tasks_b = [str(t) for t in matrix.index], [str(t) for t in matrix.columns]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=tasks_b, y=tasks_a, text=text, texttemplate="%{text}", colorscale=colorscale, **zrange,
+        colorbar={"title": {"text": name}}, xgap=2, ygap=2,
+        hovertemplate=f"%{{y}} vs %{{x}}<br>{name}: %{{z:.4f}}<extra></extra>"))
+    return _styled(fig, title, "task", "task", yaxis={"autorange": "reversed", "showgrid": False},
+                   xaxis={"showgrid": False}, height=190 + 70 * len(tasks_a), width=300 + 80 * len(tasks_b))
+
+
+def cosine_map(matrix: pd.DataFrame, title: str = "Cosine similarity of task vectors") -> go.Figure:
+    """T x T cosine map (from `analysis.cosine(tv)`): red = aligned, blue = opposed, white = orthogonal; the
+    diagonal (always 1) is left blank so the colour range fits the off-diagonal values."""
+    note = "red: same direction · white: unrelated (orthogonal) · blue: opposed"
+    return _pair_map(matrix, _subtitled(title, note), "cosine", center=0.0, blank_diagonal=True)
+
+
+def sign_conflict_map(matrix: pd.DataFrame, title: str = "Sign conflicts between task vectors") -> go.Figure:
+    """T x T sign-conflict map (from `analysis.sign_conflicts`): the fraction of shared entries with opposite
+    signs, centred at 0.5 (what independent random signs give): red = more conflict, blue = more agreement."""
+    note = "fraction of shared entries with opposite signs · 0.5 = as if the signs were random"
+    return _pair_map(matrix, _subtitled(title, note), "conflict", center=0.5, blank_diagonal=True)
+
+
+def mask_overlap_map(matrix: pd.DataFrame, metric: str = "jaccard", title: str | None = None) -> go.Figure:
+    """T x T mask overlap (from `analysis.mask_overlap`): Jaccard (0..1) or the count of entries kept by both."""
+    title = title or ("Mask overlap (Jaccard: kept by both / kept by either)" if metric == "jaccard"
+                      else "Mask overlap (entries kept by both tasks)")
+    return _pair_map(matrix, title, metric, center=None, blank_diagonal=False, colorscale=SEQUENTIAL,
+                     digits=3 if metric == "jaccard" else 0)
+
+
+def pair_profile(profile: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """How each pair of tasks relates across depth (from `analysis.conflict_profile`): pairs down, layers across."""
+    value = "cosine" if "cosine" in profile.columns else "conflict"
+    grid = profile.pivot(index="pair", columns="layer", values=value)
+    grid = grid.loc[list(dict.fromkeys(profile.pair)), list(dict.fromkeys(profile.layer))]
+    z = grid.to_numpy(dtype=float)
+    center = 0.0 if value == "cosine" else 0.5
+    finite = z[np.isfinite(z)]
+    half = float(np.abs(finite - center).max()) if finite.size else 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(grid.columns), y=list(grid.index), colorscale=DIVERGING, zmid=center, zmin=center - half,
+        zmax=center + half, colorbar={"title": {"text": value}}, xgap=1, ygap=1,
+        hovertemplate=f"%{{y}}<br>layer %{{x}}<br>{value}: %{{z:.4f}}<extra></extra>"))
+    default = (_subtitled("Cosine similarity per layer", "red: same direction · blue: opposed")
+               if value == "cosine" else
+               _subtitled("Sign conflicts per layer", "red: more conflict than random signs (0.5) · blue: less"))
+    return _styled(fig, title or default, "layer (input → output)", "task pair", xaxis={"showgrid": False},
+                   yaxis={"autorange": "reversed", "showgrid": False}, height=220 + 40 * len(grid))
+
+
+def sign_disagreement(frames: pd.DataFrame | Mapping[str, pd.DataFrame],
+                      title: str = "Entries where the tasks disagree in sign") -> go.Figure:
+    """Per layer, the fraction of shared entries whose tasks do not all agree in sign (from
+    `analysis.sign_disagreement`); pass {label: table} to compare, e.g. all entries vs each task's top 20 %."""
+    frames = {"all entries": frames} if isinstance(frames, pd.DataFrame) else dict(frames)
+    fig = go.Figure()
+    for i, (label, frame) in enumerate(frames.items()):
+        group = frame.columns[0]
+        fig.add_bar(x=frame[group], y=frame.disagreement, name=label, marker_color=METHOD_COLORS[i % 6],
+                    customdata=frame[["shared"]].to_numpy(),
+                    hovertemplate=f"{label}<br>%{{x}}<br>disagreement: %{{y:.4f}}<br>"
+                                  "entries active in ≥ 2 tasks: %{customdata[0]:.4f}<extra></extra>")
+    return _styled(fig, title, frame.columns[0], "fraction with mixed signs", barmode="group",
+                   yaxis={"range": [0, 1]})
+
+
+def _task_lines(frame: pd.DataFrame, x: str, y: str, hover: str, colors: Mapping[str, str]) -> go.Figure:
+    """One line per task (task colours), in the order the tasks appear in `frame`."""
+    fig = go.Figure()
+    for task, rows in frame.groupby("task", sort=False):
+        fig.add_scatter(x=rows[x], y=rows[y], name=str(task), mode="lines+markers",
+                        line={"color": colors.get(task, "#000000"), "width": 3}, marker={"size": 9},
+                        hovertemplate=f"{task}<br>{x} %{{x}}<br>{hover}: %{{y:.4f}}<extra></extra>")
+    return fig
+
+
+def mask_density(density: pd.DataFrame, title: str = "Fraction of each task vector the masks keep") -> go.Figure:
+    """Per-task mask density (from `analysis.mask_density`): bars, or one line per task across layers."""
+    colors = task_colors(list(dict.fromkeys(density.task)))
+    if "layer" in density.columns:
+        fig = _task_lines(density, "layer", "density", "kept fraction", colors)
+        return _styled(fig, title, "layer (input → output)", "kept fraction", yaxis={"rangemode": "tozero"})
+    fig = go.Figure(go.Bar(x=density.task, y=density.density, marker_color=[colors[t] for t in density.task],
+                           customdata=density[["kept", "total"]].to_numpy(),
+                           hovertemplate="%{x}<br>kept fraction: %{y:.4f}<br>%{customdata[0]:,} of "
+                                         "%{customdata[1]:,} entries<extra></extra>"))
+    return _styled(fig, title, "task", "kept fraction", yaxis={"rangemode": "tozero"}, showlegend=False)
+
+
+def mask_usage(usage: pd.DataFrame, title: str = "How many tasks keep each parameter") -> go.Figure:
+    """Histogram of the number of tasks whose mask keeps each entry (from `analysis.mask_usage`), coloured
+    catastrophic (0) / selfish (1) / shared (>= 2); with a `layer` column, stacked bars per layer."""
+    def hover(k: int, category: str) -> str:
+        return (f"kept by {k} task(s) ({category})<br>%{{x}}<br>fraction: %{{y:.4f}}<br>"
+                "entries: %{customdata:,}<extra></extra>")
+
+    fig = go.Figure()
+    if "layer" not in usage.columns:
+        fig.add_bar(x=usage.n_tasks.astype(str), y=usage.fraction, customdata=usage["count"], showlegend=False,
+                    texttemplate="%{y:.1%}", textposition="outside",
+                    marker_color=[USAGE_COLORS[c] for c in usage.category],
+                    hovertemplate="kept by %{x} task(s)<br>fraction: %{y:.4f}<br>entries: %{customdata:,}"
+                                  "<extra></extra>")
+        for category, color in USAGE_COLORS.items():  # legend entries for the three categories
+            fig.add_scatter(x=[None], y=[None], mode="markers", name=category,
+                            marker={"color": color, "symbol": "square", "size": 14})
+        return _styled(fig, title, "number of tasks keeping the entry", "fraction of entries",
+                       yaxis={"tickformat": ".0%", "rangemode": "tozero"})
+    shared = sorted(k for k in usage.n_tasks.unique() if k >= 2)
+    blues = sample_colorscale(SEQUENTIAL, [0.4 + 0.6 * (i + 1) / len(shared) for i in range(len(shared))])
+    for k, rows in usage.groupby("n_tasks", sort=True):
+        category = rows.category.iloc[0]
+        color = USAGE_COLORS[category] if k < 2 else blues[shared.index(k)]
+        fig.add_bar(x=rows.layer, y=rows.fraction, customdata=rows["count"], name=f"{k} ({category})",
+                    marker_color=color, hovertemplate=hover(k, category))
+    return _styled(fig, title, "layer (input → output)", "fraction of entries", barmode="stack",
+                   legend={"title_text": "tasks keeping it"}, yaxis={"tickformat": ".0%"})
+
+
+def layer_norms(norms: pd.DataFrame, relative: bool = False,
+                title: str = "Size of each task vector per layer") -> go.Figure:
+    """Per-layer task-vector norms (from `analysis.layer_norms`), one line per task; relative=True divides by the
+    pretrained layer's norm (how far fine-tuning moved each layer)."""
+    column = "relative" if relative else "norm"
+    label = "||τ_l|| / ||θ0_l||" if relative else "||τ_l|| (L2)"
+    fig = _task_lines(norms, "layer", column, label, task_colors(list(dict.fromkeys(norms.task))))
+    return _styled(fig, title, "layer (input → output)", label, yaxis={"rangemode": "tozero"})
+
+
+def layer_coefficients(coefs: pd.DataFrame, title: str = "Effective coefficient per layer") -> go.Figure:
+    """Per-layer merge coefficients, one line per task ("all" in black): from `analysis.effective_coefficients`
+    or `analysis.learned_coefficients(result, by="layer")`."""
+    colors = {"all": "#000000", **task_colors([t for t in dict.fromkeys(coefs.task) if t != "all"])}
+    fig = _task_lines(coefs, "layer", "coefficient", "coefficient", colors)
+    return _styled(fig, title, "layer (input → output)", "coefficient", yaxis={"rangemode": "tozero"})
+
+
+def accuracy_bars(scores: pd.DataFrame, normalized: bool = False,
+                  title: str = "Accuracy per task") -> go.Figure:
+    """Grouped bars per task (plus the mean): zero-shot, fine-tuned expert and each merge; `scores` is
+    `analysis.compare(...)` or a `Scores.table`. normalized=True plots merged / expert (experts = 1)."""
+    scores = scores if "method" in scores.columns else scores.assign(method="merged")
+    tasks = list(dict.fromkeys(scores.task))
+    x = tasks + ["mean"]
+    value = "normalized" if normalized else "merged"
+
+    def with_mean(values: pd.Series) -> list[float]:
+        return [*values.tolist(), float(values.mean())]
+
+    fig = go.Figure()
+    first = scores[scores.method == scores.method.iloc[0]].set_index("task").loc[tasks]
+    refs = [("base", "zero-shot (θ0)"), ("expert", "fine-tuned expert")]
+    for column, label in refs:
+        ys = with_mean(first[column] / first.expert if normalized else first[column])
+        fig.add_bar(x=x, y=ys, name=label, marker_color=SERIES[column],
+                    hovertemplate=f"{label}<br>%{{x}}: %{{y:.4f}}<extra></extra>")
+    for i, (method, rows) in enumerate(scores.groupby("method", sort=False)):
+        ys = with_mean(rows.set_index("task").loc[tasks, value])
+        fig.add_bar(x=x, y=ys, name=str(method), marker_color=METHOD_COLORS[i % 6],
+                    hovertemplate=f"{method}<br>%{{x}}: %{{y:.4f}}<extra></extra>")
+    label = "normalized accuracy (merged / expert)" if normalized else "accuracy"
+    return _styled(fig, title, "task", label, barmode="group", yaxis={"rangemode": "tozero"})
+
+
+def lambda_sweep(sweep: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
+    """Accuracy per task against the swept parameter (from `analysis.lambda_sweep`), plus the mean (dashed)."""
+    value = "normalized" if normalized else "merged"
+    param = sweep.attrs.get("param", "λ")
+    fig = _task_lines(sweep, "value", value, value, task_colors(list(dict.fromkeys(sweep.task))))
+    mean = sweep.groupby("value", sort=True)[value].mean()
+    fig.add_scatter(x=mean.index, y=mean.to_numpy(), name="mean", mode="lines+markers",
+                    line={"color": "#000000", "width": 4, "dash": "dash"}, marker={"size": 9},
+                    hovertemplate=f"mean<br>{param} %{{x}}<br>{value}: %{{y:.4f}}<extra></extra>")
+    method = sweep.attrs.get("method", "merge")
+    label = "normalized accuracy" if normalized else "accuracy"
+    return _styled(fig, title or f"{method}: {label} per task as {param} varies", param, label)
+
+
+def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
+    """Accuracy on tasks A and B and their mean over the λ_A x λ_B grid (from `analysis.interpolation_grid`):
+    three heatmaps sharing one colour scale."""
+    value = "normalized" if normalized else "merged"
+    task_a, task_b = list(dict.fromkeys(grid.task))[:2]
+    panels = {f"accuracy on {task_a}": grid[grid.task == task_a], f"accuracy on {task_b}": grid[grid.task == task_b],
+              "mean of the two": grid.groupby(["lambda_a", "lambda_b"], as_index=False)[value].mean()}
+    fig = make_subplots(rows=1, cols=3, subplot_titles=list(panels), horizontal_spacing=0.08)
+    for col, (name, rows) in enumerate(panels.items(), start=1):
+        z = rows.pivot(index="lambda_b", columns="lambda_a", values=value)
+        fig.add_trace(go.Heatmap(
+            z=z.to_numpy(), x=list(z.columns), y=list(z.index), coloraxis="coloraxis", xgap=1, ygap=1,
+            hovertemplate=f"{name}<br>λ {task_a} = %{{x}}<br>λ {task_b} = %{{y}}<br>{value}: %{{z:.4f}}"
+                          "<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(title_text=f"λ {task_a}", tickmode="array", tickvals=list(z.columns), row=1, col=col)
+        fig.update_yaxes(title_text=f"λ {task_b}" if col == 1 else "", tickmode="array", tickvals=list(z.index),
+                         row=1, col=col)
+    label = "normalized accuracy" if normalized else "accuracy"
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": label}}})
+    fig.update_annotations(font_size=FONT + 2)
+    return _styled(fig, title or f"{label} of θ0 + λ_A·τ_{task_a} + λ_B·τ_{task_b}", None, None,
+                   width=1300, height=500)

@@ -1,0 +1,148 @@
+"""Each figure is built from a small hand-made table and its data (traces, z values, colours, axis titles) checked."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+import explorer as ex
+from explorer import plots
+
+TASKS = ["mnist", "svhn", "dtd"]
+
+
+def square(values) -> pd.DataFrame:
+    return pd.DataFrame(np.array(values, dtype=float), index=TASKS, columns=TASKS)
+
+
+def test_task_colors_are_stable_and_distinct():
+    colors = plots.task_colors(TASKS)
+    assert list(colors) == TASKS and len(set(colors.values())) == 3
+    assert plots.task_colors(TASKS + ["eurosat"])["svhn"] == colors["svhn"]
+    many = plots.task_colors([f"t{i}" for i in range(16)])
+    assert len(set(many.values())) == 16
+
+
+def test_cosine_map_blank_diagonal_and_centred_scale():
+    fig = plots.cosine_map(square([[1, 0.2, -0.1], [0.2, 1, 0.05], [-0.1, 0.05, 1]]))
+    (trace,) = fig.data
+    assert isinstance(trace, go.Heatmap)
+    assert np.isnan(np.diag(trace.z)).all() and trace.z[0, 1] == 0.2 and trace.z[2, 0] == -0.1
+    assert trace.zmid == 0 and trace.zmin == -0.2 and trace.zmax == 0.2
+    assert list(trace.x) == TASKS and list(trace.y) == TASKS
+    assert trace.text[0, 1] == "0.200" and trace.text[1, 1] == ""
+    assert "cosine" in trace.hovertemplate and fig.layout.xaxis.title.text == "task"
+
+
+def test_sign_conflict_map_centred_at_half_and_nan_cells():
+    fig = plots.sign_conflict_map(square([[0, 0.3, np.nan], [0.3, 0, 0.6], [np.nan, 0.6, 0]]))
+    trace = fig.data[0]
+    assert trace.zmid == 0.5 and trace.zmin == pytest.approx(0.3) and trace.zmax == pytest.approx(0.7)
+    assert trace.text[0, 2] == "n/a" and trace.text[1, 2] == "0.600"
+    assert "random" in fig.layout.title.text
+
+
+def test_mask_overlap_map_is_sequential_from_zero():
+    fig = plots.mask_overlap_map(square([[10, 4, 2], [4, 8, 0], [2, 0, 5]]), metric="intersection")
+    trace = fig.data[0]
+    assert trace.zmin == 0 and trace.zmax == 10 and trace.zmid is None
+    assert trace.z[0, 0] == 10 and trace.text[1, 0] == "4"
+
+
+def test_pair_profile_from_the_analysis(tiny_tv):
+    prof = ex.analysis.conflict_profile(tiny_tv)
+    fig = plots.pair_profile(prof)
+    trace = fig.data[0]
+    assert list(trace.x) == tiny_tv.layers()
+    assert list(trace.y) == ["task0 vs task1", "task0 vs task2", "task1 vs task2"]
+    expected = prof[prof.pair == "task1 vs task2"].cosine.to_numpy()
+    np.testing.assert_allclose(trace.z[2], expected)
+    assert trace.zmid == 0
+    assert plots.pair_profile(ex.analysis.conflict_profile(tiny_tv, metric="signs")).data[0].zmid == 0.5
+
+
+def test_sign_disagreement_bars():
+    frame = pd.DataFrame({"layer": ["embed", "block.0"], "shared": [1.0, 0.5], "disagreement": [0.7, 0.2],
+                          "numel": [10, 20]})
+    fig = plots.sign_disagreement({"all": frame, "top 20 %": frame.assign(disagreement=[0.4, 0.1])})
+    assert [t.name for t in fig.data] == ["all", "top 20 %"]
+    assert list(fig.data[1].y) == [0.4, 0.1] and list(fig.data[0].x) == ["embed", "block.0"]
+    assert fig.layout.barmode == "group"
+
+
+def test_mask_density_bars_and_lines_use_task_colours():
+    dens = pd.DataFrame({"task": TASKS, "kept": [1, 2, 3], "total": [10] * 3, "density": [0.1, 0.2, 0.3]})
+    bars = plots.mask_density(dens).data[0]
+    assert list(bars.y) == [0.1, 0.2, 0.3] and list(bars.marker.color) == list(plots.task_colors(TASKS).values())
+    layered = pd.DataFrame({"layer": ["embed"] * 3 + ["block.0"] * 3, "task": TASKS * 2, "kept": 1, "total": 2,
+                            "density": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    fig = plots.mask_density(layered)
+    assert [t.name for t in fig.data] == TASKS
+    assert list(fig.data[2].y) == [0.3, 0.6] and fig.data[2].line.color == plots.PALETTE[2]
+
+
+def test_mask_usage_histogram_and_stacked_layers():
+    usage = pd.DataFrame({"n_tasks": [0, 1, 2, 3], "count": [1, 3, 1, 1], "fraction": [1 / 6, 0.5, 1 / 6, 1 / 6],
+                          "category": ["catastrophic", "selfish", "shared", "shared"]})
+    fig = plots.mask_usage(usage)
+    bars = fig.data[0]
+    assert list(bars.x) == ["0", "1", "2", "3"] and list(bars.y) == list(usage.fraction)
+    assert list(bars.marker.color) == [plots.USAGE_COLORS[c] for c in usage.category]
+    assert [t.name for t in fig.data[1:]] == ["catastrophic", "selfish", "shared"]
+    layered = pd.concat([usage.assign(layer="embed"), usage.assign(layer="post")])
+    fig = plots.mask_usage(layered)
+    assert fig.layout.barmode == "stack" and len(fig.data) == 4
+    assert fig.data[1].name == "1 (selfish)" and list(fig.data[1].y) == [0.5, 0.5]
+    assert fig.data[2].marker.color != fig.data[3].marker.color  # shared counts in distinct blues
+
+
+def test_layer_norms_and_coefficients(tiny_tv):
+    norms = ex.analysis.layer_norms(tiny_tv)
+    fig = plots.layer_norms(norms, relative=True)
+    assert [t.name for t in fig.data] == tiny_tv.tasks
+    np.testing.assert_allclose(fig.data[1].y, norms[norms.task == "task1"].relative)
+    assert fig.layout.yaxis.title.text == "||τ_l|| / ||θ0_l||"
+    coefs = ex.analysis.effective_coefficients(ex.merge(tiny_tv, "task_arithmetic", scale=0.5))
+    fig = plots.layer_coefficients(coefs)
+    assert fig.data[0].name == "all" and fig.data[0].line.color == "#000000"
+    np.testing.assert_allclose(fig.data[0].y, 0.5, rtol=1e-5)
+
+
+def scores_table() -> pd.DataFrame:
+    rows = []
+    for method, merged in [("ta", [0.5, 0.6, 0.7]), ("ties", [0.6, 0.7, 0.8])]:
+        rows += [(method, t, 0.2, 0.8, m, m / 0.8) for t, m in zip(TASKS, merged)]
+    return pd.DataFrame(rows, columns=["method", "task", "base", "expert", "merged", "normalized"])
+
+
+def test_accuracy_bars_with_references_and_mean():
+    fig = plots.accuracy_bars(scores_table())
+    assert [t.name for t in fig.data] == ["zero-shot (θ0)", "fine-tuned expert", "ta", "ties"]
+    assert list(fig.data[0].x) == TASKS + ["mean"]
+    assert list(fig.data[3].y) == pytest.approx([0.6, 0.7, 0.8, 0.7])
+    norm = plots.accuracy_bars(scores_table(), normalized=True)
+    assert list(norm.data[1].y) == [1, 1, 1, 1] and norm.data[2].y[0] == pytest.approx(0.625)
+    single = plots.accuracy_bars(scores_table().drop(columns="method").head(3))
+    assert single.data[2].name == "merged"
+
+
+def test_lambda_sweep_lines_and_mean():
+    rows = [(v, t, 0.2, 0.8, v * (i + 1) / 3, 0.0) for v in (0.1, 0.3) for i, t in enumerate(TASKS)]
+    sweep = pd.DataFrame(rows, columns=["value", "task", "base", "expert", "merged", "normalized"])
+    sweep.attrs.update(method="task_arithmetic", param="scale")
+    fig = plots.lambda_sweep(sweep)
+    assert [t.name for t in fig.data] == TASKS + ["mean"]
+    assert list(fig.data[2].y) == pytest.approx([0.1, 0.3]) and list(fig.data[3].y) == pytest.approx([0.2 / 3, 0.2])
+    assert fig.layout.xaxis.title.text == "scale" and fig.data[0].line.color == plots.PALETTE[0]
+
+
+def test_interpolation_heatmap_three_panels_on_one_scale():
+    rows = [(la, lb, t, la + 2 * lb + (t == "svhn"), 0.0) for la in (0, 1) for lb in (0, 0.5, 1) for t in TASKS[:2]]
+    grid = pd.DataFrame(rows, columns=["lambda_a", "lambda_b", "task", "merged", "normalized"])
+    fig = plots.interpolation_heatmap(grid)
+    assert len(fig.data) == 3 and {t.coloraxis for t in fig.data} == {"coloraxis"}
+    a, b, mean = (np.asarray(t.z) for t in fig.data)
+    assert a.shape == (3, 2) and list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [0, 0.5, 1]
+    assert a[2, 1] == 3 and b[2, 1] == 4 and mean[2, 1] == 3.5  # lambda_b = 1 (row), lambda_a = 1 (column)
+    assert fig.layout.xaxis.title.text == "λ mnist" and fig.layout.yaxis.title.text == "λ svhn"
