@@ -35,11 +35,16 @@ def softmax_entropy(logits: Tensor) -> Tensor:
     return -(logits.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1)
 
 
-def _entropy_loss(fm: FunctionalMerge, theta: dict, task: str, stream) -> Tensor:
-    """Mean entropy of each of two unlabeled batches of `task`, summed (the official 2 batches per step)."""
-    first, second = next(stream), next(stream)
-    ent = softmax_entropy(fm.logits(theta, task, torch.cat([first, second])))
-    return ent[:len(first)].mean() + ent[len(first):].mean()
+def _entropy_loss(fm: FunctionalMerge, theta: dict, streams: dict) -> Tensor:
+    """Sum over tasks of the mean entropy of each of two unlabeled batches (the official 2 batches per task
+    and step), all tasks' images through one forward."""
+    pairs = {t: (next(s), next(s)) for t, s in streams.items()}
+    logits = fm.task_logits(theta, {t: torch.cat(pair) for t, pair in pairs.items()})
+    loss = torch.zeros((), device=fm.device)
+    for task, (first, _) in pairs.items():
+        ent = softmax_entropy(logits[task])
+        loss = loss + ent[:len(first)].mean() + ent[len(first):].mean()
+    return loss
 
 
 @register("adamerging",
@@ -81,7 +86,7 @@ def adamerging(tv: TaskVectors, *, granularity: str, init: float, clamp: bool, l
 
     def step(_: int) -> float:
         theta = fm.theta(lam())
-        loss = sum(_entropy_loss(fm, theta, t, streams[t]) for t in fm.tasks)
+        loss = _entropy_loss(fm, theta, streams)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -125,10 +130,11 @@ def _normalized(acc: dict[str, float], expert: dict[str, float]) -> float:
 def _atlas_step(fm: FunctionalMerge, coef: Tensor, opt: torch.optim.Optimizer, batches: list, lp_reg: int) -> float:
     """One aTLAS step: summed cross-entropy over one labelled batch per task (+ Lp penalty), clipped gradient."""
     theta = fm.theta(coef)
+    data = [next(it) for it in batches]
+    logits = fm.task_logits(theta, {t: images for t, (images, _) in zip(fm.tasks, data)})
     loss = lp_penalty(coef, lp_reg)
-    for task, it in zip(fm.tasks, batches):
-        images, labels = next(it)
-        loss = loss + F.cross_entropy(fm.logits(theta, task, images), labels.to(fm.device))
+    for task, (_, labels) in zip(fm.tasks, data):
+        loss = loss + F.cross_entropy(logits[task], labels.to(fm.device))
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_([coef], GRAD_CLIP)

@@ -109,6 +109,13 @@ class FunctionalMerge:
         features = functional_call(self.model, dict(theta), (images.to(self.device),))
         return self.heads[task](features)
 
+    def task_logits(self, theta: Mapping[str, Tensor], images: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Logits per task for a batch per task, through ONE encoder forward of all the images (the merged
+        weights are shared by every task), each task's features then going to its own head."""
+        sizes = [len(x) for x in images.values()]
+        features = functional_call(self.model, dict(theta), (torch.cat(list(images.values())).to(self.device),))
+        return {t: self.heads[t](f) for t, f in zip(images, features.split(sizes))}
+
     def accuracy(self, theta: Mapping[str, Tensor], task: str, batches: Iterator[tuple[Tensor, Tensor]]) -> float:
         """Top-1 accuracy of the merged model on labelled (images, labels) batches of `task`."""
         correct = total = 0

@@ -46,6 +46,16 @@ def test_theta_matches_hand_built_state_dict(zoo, tv, granularity):
     assert list(fm.table(coef).columns) == expected_cols and list(fm.table(coef).index) == tv.tasks
 
 
+def test_one_forward_for_all_tasks_equals_separate_forwards(zoo, tv):
+    fm = FunctionalMerge(tv, zoo, "layer")
+    theta = fm.theta(fm.coefficients(0.3))
+    images = {t: zoo.dataset(t, "test")[:5 + i][0] for i, t in enumerate(tv.tasks)}
+    joint = fm.task_logits(theta, images)
+    for task, x in images.items():
+        torch.testing.assert_close(joint[task], fm.logits(theta, task, x), rtol=1e-4, atol=1e-5)
+        assert joint[task].shape == (len(x), 3)
+
+
 def entropy_of(logits):
     return softmax_entropy(logits).mean()
 
