@@ -91,9 +91,9 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from ..weights import read_weights
 
-        return load_file(str(path))
+        return read_weights(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -202,12 +202,3 @@ def check_keys(sd: Mapping[str, Tensor], expected: Mapping[str, torch.Size], sou
         raise CheckpointError(f"{source} does not match the architecture: " + "; ".join(problems)
                               + ". Check the `arch` (e.g. ViT-B-32 vs ViT-B-16) and that the file is a CLIP image encoder.")
 
-
-def save_safetensors(sd: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write contiguous CPU copies of `sd` as safetensors (the only on-disk weight format we write)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(path), metadata=metadata)
-    return path

@@ -96,17 +96,20 @@ def resolve_sources(sources: "dict[str, str | os.PathLike | HubFile]", cache_dir
     downloaded. Raises one error naming every file that is missing."""
     paths: dict[str, Path] = {}
     pending: dict[str, HubFile] = {}
+    absent = []
     for label, source in sources.items():
         ref = parse_source(source)
         if isinstance(ref, Path):
-            if not ref.is_file():
-                raise FileNotFoundError(f"{label}: no such file {ref} (and {str(source)!r} is not a hub id "
-                                        f"of the form hf-hub:owner/repo[/file])")
             paths[label] = ref
+            if not ref.is_file():
+                absent.append(f"  {label}: no such file {ref}")
         elif (hit := cached_file(ref, cache_dir)) is not None:
             paths[label] = hit
         else:
             pending[label] = ref
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} checkpoint file(s) not found:\n" + "\n".join(absent)
+                                + "\n(a hub id is written hf-hub:owner/repo or hf-hub:owner/repo/path/to/file)")
     if pending:
         reason = hub_offline_reason()
         if reason is not None:

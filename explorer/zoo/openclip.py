@@ -80,12 +80,14 @@ class OpenClipZoo(Zoo):
         self.name, self.arch, self.tasks = name, arch, list(experts)
         self.cfg = model_config(arch)
         base_tag = pretrained_tag(arch, str(base))
-        text = text if text is not None else (str(base) if base_tag else "openai")
-        self.text_tag = pretrained_tag(arch, text)
+        if text is None and not arch.endswith(".json"):
+            text = str(base) if base_tag else "openai"
+        self.text_tag = pretrained_tag(arch, text) if text else {}
         self.quick_gelu = bool(self.cfg.get("quick_gelu") or base_tag.get("quick_gelu")
                                or self.text_tag.get("quick_gelu"))
-        sources = {"base": tag_source(arch, str(base)) if base_tag else base,
-                   "text": tag_source(arch, text) if self.text_tag else text}
+        sources = {"base": tag_source(arch, str(base)) if base_tag else base}
+        if text:  # the full CLIP checkpoint whose text tower makes the zero-shot heads
+            sources["text"] = tag_source(arch, text) if self.text_tag else text
         sources.update({f"expert {t}": src for t, src in experts.items()})
         self.files = resolve_sources(sources, hub_cache)  # downloads now (online) or fails now (offline)
         self.data_root, self.allow_pickle = data_root, allow_pickle
@@ -131,6 +133,9 @@ class OpenClipZoo(Zoo):
     def head(self, task: str) -> nn.Module:
         spec = self.spec(task)
         names = spec.get("prompt_names", spec["classnames"])
+        if "text" not in self.files:
+            raise ValueError(f"zoo {self.name!r} has no text tower for zero-shot heads: pass text= (an open_clip "
+                             f"pretrained tag or a full CLIP checkpoint file) to load_zoo")
         text_file = self.files["text"]
         stat = text_file.stat()
         key = head_cache_key(self.cfg, self.quick_gelu, str(text_file.resolve()), stat.st_size, names,
