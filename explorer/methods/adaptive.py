@@ -75,6 +75,8 @@ def adamerging(tv: TaskVectors, *, granularity: str, init: float, clamp: bool, l
                plus: bool, density: float, seed: int, log_every: int, eval_images: int, zoo: Any = None,
                callback: Callable[[Progress], Any] | None = None,
                cancel: Callable[[], bool] | None = None) -> MergeResult:
+    """AdaMerging: Adam on the (clamped) coefficients, loss = sum over tasks of the mean prediction entropy of
+    two unlabeled test batches per task. Returns the merged delta with the learned coefficients."""
     start = time.perf_counter()
     zoo = require_zoo(zoo, "adamerging")
     deltas = ties_split(tv.deltas, density) if plus else None
@@ -164,6 +166,9 @@ def _atlas_step(fm: FunctionalMerge, coef: Tensor, opt: torch.optim.Optimizer, b
 def atlas(tv: TaskVectors, *, epochs: int, lr: float, weight_decay: float, batch: int, lp_reg: int, seed: int,
           log_every: int, zoo: Any = None, callback: Callable[[Progress], Any] | None = None,
           cancel: Callable[[], bool] | None = None) -> MergeResult:
+    """aTLAS task addition: AdamW on per-(task, tensor) coefficients from 0, cross-entropy on every task's
+    labelled validation batches; after each epoch, keep the coefficients if the average normalized
+    validation accuracy (merged / expert) beats every earlier epoch, the zero-shot start included."""
     start = time.perf_counter()
     zoo = require_zoo(zoo, "atlas")
     fm = FunctionalMerge(tv, zoo, "layer")

@@ -164,3 +164,11 @@ def test_results_have_full_shapes_and_are_deterministic(tv, method, kwargs):
         assert first.delta[name].shape == tv[name].shape[1:] and torch.isfinite(first.delta[name]).all()
         assert torch.equal(first.delta[name], second.delta[name])
     assert first.info["seconds"] > 0 and first.method == method
+
+
+def test_atlas_cancel_keeps_the_best_completed_epoch(tv):
+    calls = []
+    res = ex.merge(tv, "atlas", epochs=5, lr=0.05, cancel=lambda: calls.append(1) or len(calls) > 4)
+    # 3 steps per epoch: epoch 1 completes, the cancel comes during epoch 2
+    assert res.info["cancelled"] and res.info["steps"] == 4 and len(res.info["val_normalized"]) == 2
+    assert res.info["best_epoch"] in (0, 1) and all(torch.isfinite(d).all() for d in res.delta.values())
