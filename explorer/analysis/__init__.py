@@ -4,10 +4,10 @@ Whole-model T x T results are square DataFrames indexed by task on both axes; pe
 `explorer.plots` draws them.
 """
 from .accuracy import compare, interpolation_grid, lambda_sweep
-from .conflicts import conflict_profile, cosine, sign_conflicts, sign_disagreement, topk_thresholds
+from .conflicts import conflict_profile, cosine, sign_conflicts, sign_disagreement
 from .layers import effective_coefficients, layer_norms, learned_coefficients
 from .masks import mask_density, mask_overlap, mask_tasks, mask_usage
 
 __all__ = ["compare", "conflict_profile", "cosine", "effective_coefficients", "interpolation_grid", "lambda_sweep",
            "layer_norms", "learned_coefficients", "mask_density", "mask_overlap", "mask_tasks", "mask_usage",
-           "sign_conflicts", "sign_disagreement", "topk_thresholds"]
+           "sign_conflicts", "sign_disagreement"]

@@ -5,21 +5,20 @@ Whole-model results are square T x T DataFrames indexed by task; per-group resul
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import torch
 from torch import Tensor
 
+from ..methods.blocks import keep_topk
 from ..taskvec import TaskVectors
 from ._common import cross, groups, layer_depth, square, tidy_pairs
 
 
 def _per_group(tv: TaskVectors, by: str | None, fn) -> dict[str, tuple[Tensor, ...]]:
-    """Sum `fn(tv[name] as [T, n])` (a tuple of [T, T] float64 tensors) over each group's parameters."""
+    """Sum `fn(name, tv[name] as [T, n])` (a tuple of [T, T] float64 tensors) over each group's parameters."""
     out = {}
     for group, names in groups(tv, by).items():
-        parts = [fn(tv[n].reshape(tv.num_tasks, -1)) for n in names]
+        parts = [fn(n, tv[n].reshape(tv.num_tasks, -1)) for n in names]
         out[group] = tuple(sum(p[i] for p in parts) for i in range(len(parts[0])))
     return out
 
@@ -33,7 +32,7 @@ def _cosine_matrix(dots: Tensor) -> Tensor:
 def cosine(tv: TaskVectors, by: str | None = None) -> pd.DataFrame:
     """Cosine similarity of task vectors: T x T for the whole model (by=None), else tidy
     `layer|kind, task_a, task_b, cosine` with every ordered pair of each layer (or parameter kind)."""
-    sums = _per_group(tv, by, lambda x: (cross(x, x),))
+    sums = _per_group(tv, by, lambda _, x: (cross(x, x),))
     cos = {g: _cosine_matrix(s[0]) for g, s in sums.items()}
     return square(cos["all"], tv.tasks) if by is None else tidy_pairs(cos, tv.tasks, by, "cosine")
 
@@ -44,38 +43,28 @@ def _check_topk(topk: float | None) -> None:
                          "entries, or None for all entries")
 
 
-def topk_thresholds(tv: TaskVectors, topk: float) -> Tensor:
-    """Per task, the magnitude of its k-th largest entry over the whole model, k = ceil(topk * D): [T]."""
+def _active(tv: TaskVectors, topk: float | None) -> dict[str, Tensor] | None:
+    """Each task's top-`topk` entries by magnitude over the whole model (TIES' rule, `keep_topk`), or None = all."""
     _check_topk(topk)
-    numel = tv.numel()
-    k = max(1, math.ceil(topk * numel))
-    thresholds = []
-    for i in range(tv.num_tasks):  # one task at a time keeps the peak memory at one flat vector
-        flat = torch.cat([tv[n][i].reshape(-1).abs().float() for n in tv.keys()])
-        thresholds.append(flat.kthvalue(numel - k + 1).values)
-    return torch.stack(thresholds)
+    return None if topk is None else keep_topk(tv.deltas, topk)
 
 
-def _signs(x: Tensor, thresholds: Tensor | None) -> tuple[Tensor, Tensor]:
-    """(positive, negative) bool [T, n] over the active entries: non-zero and, with thresholds, in the top-k."""
-    active = x != 0
-    if thresholds is not None:
-        active &= x.abs() >= thresholds.to(x.device, x.dtype)[:, None]
+def _signs(x: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(positive, negative) bool [T, n] over the active entries: non-zero and, with a top-k mask, kept by it."""
+    active = x != 0 if keep is None else (x != 0) & keep.reshape(x.shape)
     return active & (x > 0), active & (x < 0)
 
 
 def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = None) -> pd.DataFrame:
-    """Pairwise sign conflict: among entries active in both tasks (non-zero, or in each task's top-`topk`
-    fraction), the fraction with opposite signs. T x T for by=None, else tidy `layer|kind, task_a, task_b,
+    """Pairwise sign conflict: among entries active in both tasks (non-zero, and with `topk` among each task's
+    top-`topk` fraction by magnitude, as TIES trims), the fraction with opposite signs. T x T for by=None, else tidy `layer|kind, task_a, task_b,
     conflict`. NaN where two tasks share no active entry."""
-    _check_topk(topk)
-    thr = topk_thresholds(tv, topk) if topk is not None else None
+    keep = _active(tv, topk)
 
-    def counts(x: Tensor) -> tuple[Tensor, Tensor]:
-        pos, neg = _signs(x, thr)
-        both = cross(pos | neg, pos | neg)
+    def counts(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+        pos, neg = _signs(x, None if keep is None else keep[name])
         opposite = cross(pos, neg)
-        return opposite + opposite.T, both
+        return opposite + opposite.T, cross(pos | neg, pos | neg)
 
     sums = _per_group(tv, by, counts)
     frac = {g: opposite / both for g, (opposite, both) in sums.items()}
@@ -85,13 +74,11 @@ def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = 
 def sign_disagreement(tv: TaskVectors, by: str | None = "layer", topk: float | None = None) -> pd.DataFrame:
     """Across all tasks at once, per layer (or kind, or "all"): `shared` = fraction of entries active in >= 2
     tasks, `disagreement` = fraction of those where the active tasks do not all agree in sign (TIES' conflicts)."""
-    _check_topk(topk)
-    thr = topk_thresholds(tv, topk) if topk is not None else None
-    rows = []
+    keep, rows = _active(tv, topk), []
     for group, names in groups(tv, by).items():
         numel = shared = clash = 0
         for n in names:
-            pos, neg = _signs(tv[n].reshape(tv.num_tasks, -1), thr)
+            pos, neg = _signs(tv[n].reshape(tv.num_tasks, -1), None if keep is None else keep[n])
             npos, nneg = pos.sum(0), neg.sum(0)
             numel += npos.numel()
             shared += int((npos + nneg >= 2).sum())

@@ -86,11 +86,13 @@ def test_sign_conflicts_whole_and_per_layer(hand_tv):
 
 def test_sign_conflicts_top_k():
     tv = make_tv({"a": [4, -3, 2, 1, 0.5, 0.25], "b": [-1, 2, -3, 4, 0.25, 0.5]})
-    assert ex.analysis.topk_thresholds(tv, 2 / 6).tolist() == [3, 3]
-    # top 2 of 6: a keeps entries 0, 1; b keeps 2, 3: nothing shared
-    assert math.isnan(ex.analysis.sign_conflicts(tv, topk=2 / 6).loc["a", "b"])
-    # top 3: a keeps 0, 1, 2; b keeps 1, 2, 3: shared 1, 2, both opposite
-    assert ex.analysis.sign_conflicts(tv, topk=0.5).loc["a", "b"] == 1
+    # TIES' trim keeps floor(topk * 6) + 1 entries (ties at the threshold included).
+    # topk 1/6: a keeps entries 0, 1; b keeps 2, 3: nothing shared
+    assert math.isnan(ex.analysis.sign_conflicts(tv, topk=1 / 6).loc["a", "b"])
+    # topk 2/6: a keeps 0, 1, 2; b keeps 1, 2, 3: shared 1, 2, both opposite
+    assert ex.analysis.sign_conflicts(tv, topk=2 / 6).loc["a", "b"] == 1
+    top = ex.analysis.sign_disagreement(tv, by=None, topk=2 / 6)
+    assert top.shared.tolist() == [2 / 6] and top.disagreement.tolist() == [1]
     # all entries: opposite at 0, 1, 2 of 6
     assert ex.analysis.sign_conflicts(tv).loc["a", "b"] == 0.5
 

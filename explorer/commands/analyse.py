@@ -1,0 +1,170 @@
+"""`explorer analyse`: conflict maps, mask overlaps, layer profiles and accuracy of a zoo, as tables on stdout
+and, with --html, one self-contained page (plotly.js inlined, works offline)."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Callable
+
+WHAT = ("cosine", "signs", "masks", "layers", "accuracy")
+DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "accuracy": "task_arithmetic"}
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("analyse", aliases=["analyze"], help="conflict maps, masks, layer profiles, accuracy",
+                            description="Analyse a zoo's task vectors (and a merge of them). --zoo is 'demo', a "
+                            "named zoo, or a folder with base.safetensors + <task>.safetensors.")
+    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files")
+    parser.add_argument("--what", default="cosine", help=f"comma-separated, from {', '.join(WHAT)} (default cosine)")
+    parser.add_argument("--method", help="the merge for masks/layers/accuracy (default: ties for masks, "
+                        "task_arithmetic otherwise)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a method parameter, repeatable (e.g. -p density=0.2)")
+    parser.add_argument("--tasks", help="comma-separated subset of the zoo's tasks (default: all)")
+    parser.add_argument("--topk", type=float, default=0.2, help="signs: also count each task's top-k fraction of "
+                        "entries by magnitude (default 0.2)")
+    parser.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0",
+                        help="accuracy: the values of the method's `scale` to sweep (comma-separated)")
+    parser.add_argument("--pair", help="accuracy: two tasks A,B for the lambda_A x lambda_B interpolation grid")
+    parser.add_argument("--split", default="test", help="accuracy: the split to evaluate (default test)")
+    parser.add_argument("--limit", type=int, help="accuracy: at most this many images per task")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument("--html", help="write every figure into this self-contained HTML page")
+    parser.set_defaults(func=run)
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"{flag} {text!r}: give comma-separated numbers, e.g. {flag} 0,0.5,1") from err
+
+
+def _merge(ctx: dict, section: str):
+    """The merge a section analyses: --method with its -p values, or the section's default method."""
+    import explorer as ex
+    from .merge import parse_params
+
+    args = ctx["args"]
+    if args.param and not args.method:
+        raise ValueError("-p sets a parameter of --method; name the method too, e.g. --method ties -p density=0.1")
+    method = args.method or DEFAULT_METHOD[section]
+    if method not in ctx["merges"]:
+        params = parse_params(method, args.param) if args.method else {}
+        ctx["merges"][method] = ex.merge(ctx["tv"], method, zoo=ctx["zoo"], **params)
+    return ctx["merges"][method]
+
+
+def _cosine(ctx: dict) -> list:
+    from .. import analysis as A, plots
+
+    cos = A.cosine(ctx["tv"])
+    return [("Cosine similarity (whole model)", cos, plots.cosine_map(cos)),
+            ("Cosine similarity per layer", None, plots.pair_profile(A.conflict_profile(ctx["tv"])))]
+
+
+def _signs(ctx: dict) -> list:
+    from .. import analysis as A, plots
+
+    tv, topk = ctx["tv"], ctx["args"].topk
+    conflicts = A.sign_conflicts(tv, topk=topk)
+    label = f"top {topk:.0%}"
+    both = {"all entries": A.sign_disagreement(tv), f"each task's {label}": A.sign_disagreement(tv, topk=topk)}
+    return [(f"Sign conflicts ({label} entries)", conflicts,
+             plots.sign_conflict_map(conflicts, title=f"Sign conflicts over each task's {label} entries")),
+            ("Sign disagreement per layer", both[f"each task's {label}"], plots.sign_disagreement(both)),
+            (f"Sign conflicts per layer ({label})", None,
+             plots.pair_profile(A.conflict_profile(tv, metric="signs", topk=topk)))]
+
+
+def _masks(ctx: dict) -> list:
+    from .. import analysis as A, plots
+
+    res = _merge(ctx, "masks")
+    usage, jaccard = A.mask_usage(res), A.mask_overlap(res)
+    name = res.method
+    heading = f"{name}: how many tasks keep each entry"
+    return [(heading, usage, plots.mask_usage(usage, title=heading)),
+            (f"{name}: usage per layer", None, plots.mask_usage(A.mask_usage(res, by="layer"))),
+            (f"{name}: mask overlap (Jaccard)", jaccard, plots.mask_overlap_map(jaccard)),
+            (f"{name}: mask density per layer", None, plots.mask_density(A.mask_density(res, by="layer")))]
+
+
+def _layers(ctx: dict) -> list:
+    from .. import analysis as A, plots
+
+    norms = A.layer_norms(ctx["tv"])
+    res = _merge(ctx, "layers")
+    eff = A.effective_coefficients(res)
+    out = [("Task-vector norm per layer", None, plots.layer_norms(norms)),
+           ("Relative change per layer", None, plots.layer_norms(norms, relative=True,
+                                                                 title="How far fine-tuning moved each layer")),
+           (f"{res.method}: effective coefficient per layer", eff,
+            plots.layer_coefficients(eff, title=f"{res.method}: ||δ_l|| / ||Σ_t τ_t,l|| per layer"))]
+    if res.coefficients is not None:
+        learned = A.learned_coefficients(res, by="layer")
+        out.append((f"{res.method}: its coefficients per layer", None,
+                    plots.layer_coefficients(learned, title=f"{res.method}: coefficient per layer")))
+    return out
+
+
+def _accuracy(ctx: dict) -> list:
+    from .. import analysis as A, plots
+    from ..methods import registry
+
+    args, zoo, tv = ctx["args"], ctx["zoo"], ctx["tv"]
+    if zoo is None:
+        raise ValueError("--what accuracy needs a zoo with heads and data (e.g. --zoo demo); a folder of weights "
+                         "has none")
+    res = _merge(ctx, "accuracy")
+    table = A.compare(zoo, {res.method: res}, split=args.split, limit=args.limit)
+    out = [(f"{res.method}: accuracy per task", table, plots.accuracy_bars(table))]
+    if any(p.name == "scale" for p in registry.get(res.method).params):
+        fixed = {k: v for k, v in res.params.items() if k != "scale"}
+        sweep = A.lambda_sweep(zoo, tv, _floats(args.lambdas, "--lambdas"), method=res.method, split=args.split,
+                               limit=args.limit, **fixed)
+        out.append((f"{res.method}: accuracy against scale", None, plots.lambda_sweep(sweep)))
+    if args.pair:
+        task_a, task_b = [t.strip() for t in args.pair.split(",")]
+        grid = A.interpolation_grid(zoo, tv, task_a, task_b, [0, 0.25, 0.5, 0.75, 1.0], split=args.split,
+                                    limit=args.limit)
+        out.append((f"Interpolating {task_a} and {task_b}", None, plots.interpolation_heatmap(grid)))
+    return out
+
+
+SECTIONS: dict[str, Callable[[dict], list]] = {"cosine": _cosine, "signs": _signs, "masks": _masks,
+                                               "layers": _layers, "accuracy": _accuracy}
+
+
+def page(title: str, subtitle: str, sections: list) -> str:
+    """One HTML page with every figure; plotly.js is inlined once, so the page works offline."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+             f"<body style='font-family:sans-serif;margin:2em'><h1>{html.escape(title)}</h1>"
+             f"<p>{html.escape(subtitle)}</p>"]
+    for i, (heading, _, fig) in enumerate(sections):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=i == 0))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def run(args: Any) -> int:
+    from .merge import load_task_vectors
+
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    unknown = [w for w in what if w not in WHAT]
+    if unknown or not what:
+        raise ValueError(f"--what {args.what!r}: choose from {', '.join(WHAT)} (comma-separated)")
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+    tv, zoo, zoo_id, _ = load_task_vectors(args.zoo, tasks, args.device)
+    ctx = {"args": args, "tv": tv, "zoo": zoo, "merges": {}}
+    sections = [item for w in what for item in SECTIONS[w](ctx)]
+    for heading, table, _ in sections:
+        if table is not None:
+            print(f"== {heading}\n{table.to_string(float_format=lambda v: f'{v:.4f}')}\n")
+    if args.html:
+        subtitle = f"zoo {zoo_id} · tasks {', '.join(tv.tasks)} · {len(sections)} figures"
+        Path(args.html).write_text(page(f"Model Merging Explorer: {', '.join(what)}", subtitle, sections),
+                                   encoding="utf-8")
+        print(f"wrote {args.html}")
+    return 0

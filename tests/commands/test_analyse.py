@@ -1,0 +1,76 @@
+"""`explorer analyse`: tables on stdout that match the library, and one self-contained HTML page."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import explorer as ex
+from explorer.cli import main
+from explorer.weights import write_weights
+from explorer.zoo import register_zoo
+from tests.conftest import TinyZoo, tiny_state_dicts
+
+register_zoo("tiny-analyse-test")(TinyZoo)
+
+
+@pytest.fixture
+def zoo_folder(tmp_path):
+    base, experts = tiny_state_dicts(num_tasks=3)
+    write_weights(base, tmp_path / "zoo" / "base.safetensors")
+    for task, sd in experts.items():
+        write_weights(sd, tmp_path / "zoo" / f"{task}.safetensors")
+    return tmp_path / "zoo", ex.task_vectors(base, experts, device="cpu")
+
+
+def figures_in(page: str) -> int:
+    return page.count("Plotly.newPlot(")
+
+
+def test_cosine_and_signs_page_is_self_contained(zoo_folder, tmp_path, capsys):
+    folder, tv = zoo_folder
+    out = tmp_path / "page.html"
+    assert main(["analyse", "--zoo", str(folder), "--what", "cosine,signs", "--device", "cpu",
+                 "--html", str(out)]) == 0
+    text = capsys.readouterr().out
+    cos = ex.analysis.cosine(tv)
+    assert f"{cos.loc['task0', 'task2']:.4f}" in text and "== Cosine similarity (whole model)" in text
+    page = out.read_text()
+    assert figures_in(page) == 5  # cosine map + profile, sign map + disagreement + profile
+    assert page.count("* plotly.js v") == 1  # the library, inlined once
+    assert not re.search(r"<script[^>]+src=", page)  # nothing fetched from a CDN
+
+
+def test_masks_and_layers_with_method_params(zoo_folder, tmp_path, capsys):
+    folder, tv = zoo_folder
+    out = tmp_path / "masks.html"
+    assert main(["analyse", "--zoo", str(folder), "--what", "masks,layers", "--method", "ties", "-p",
+                 "density=0.3", "--device", "cpu", "--html", str(out)]) == 0
+    text = capsys.readouterr().out
+    usage = ex.analysis.mask_usage(ex.merge(tv, "ties", density=0.3))
+    assert "ties: how many tasks keep each entry" in text
+    assert f"{usage.fraction[0]:.4f}" in text and "catastrophic" in text
+    assert figures_in(out.read_text()) == 4 + 3  # masks: 4; layers: norms x2 + effective (ties stores no table)
+
+
+def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
+    out = tmp_path / "acc.html"
+    assert main(["analyse", "--zoo", "tiny-analyse-test", "--what", "accuracy", "--lambdas", "0,1",
+                 "--pair", "a,b", "--device", "cpu", "--html", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "task_arithmetic: accuracy per task" in text and "0.7500" in text  # the experts' accuracy
+    assert figures_in(out.read_text()) == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--what", "colours"], "choose from cosine, signs, masks, layers, accuracy"),
+    (["--what", "masks", "-p", "density=0.1"], "name the method too"),
+    (["--what", "masks", "--method", "ties", "-p", "density=7"], "'density'"),
+    (["--what", "masks", "--method", "task_arithmetic"], "no masks"),
+    (["--what", "accuracy"], "needs a zoo with heads"),
+])
+def test_user_errors_are_one_line(zoo_folder, capsys, argv, message):
+    folder, _ = zoo_folder
+    assert main(["analyse", "--zoo", str(folder), "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explorer analyse: error:") and message in err
