@@ -16,14 +16,13 @@ from .merging import list_methods, merge
 from .result import MergeResult
 from .taskvec import TaskVectors, task_vectors
 from .zoo import Zoo, load_zoo
+# Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
+from .evaluate import Scores, evaluate, select
 
 __version__ = "0.1.0"
 
 # Heavier parts load on first use, so `import explorer` stays fast.
 _LAZY = {
-    "evaluate": ("explorer.evaluate", "evaluate"),
-    "select": ("explorer.evaluate", "select"),
-    "Scores": ("explorer.evaluate", "Scores"),
     "save": ("explorer.runs", "save"),
     "load_run": ("explorer.runs", "load_run"),
     "RunRecord": ("explorer.runs", "RunRecord"),
@@ -40,5 +39,6 @@ def __getattr__(name: str) -> Any:
     return module if attr is None else getattr(module, attr)
 
 
-__all__ = ["MergeResult", "TaskVectors", "Zoo", "list_methods", "load_zoo", "merge", "task_vectors",
+__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "load_zoo", "merge", "select",
+           "task_vectors",
            *_LAZY]
