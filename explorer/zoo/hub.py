@@ -2,18 +2,19 @@
 
 A source is a local path, or a hub id: `hf-hub:owner/repo` (the repo's weights file),
 `hf-hub:owner/repo/path/in/repo.pt` (one file); the `hf-hub:` prefix may be left out when no local
-file of that name exists. Offline (HF_HUB_OFFLINE=1, or the hub does not answer a 3 s connection probe),
-missing files fail at once with one error naming them all and how to provide them: never a hang.
+file of that name exists. Offline (HF_HUB_OFFLINE=1, or the hub endpoint does not answer an HTTP request within 3 s),
+missing files fail within seconds with one error naming them all and how to provide them: never a hang.
 """
 from __future__ import annotations
 
 import os
 import re
-import socket
+import urllib.error
+import urllib.request
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Callable
 
 PREFIX = "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
@@ -67,28 +68,27 @@ def cached_file(ref: HubFile, cache_dir: str | None = None) -> Path | None:
 
 
 def hub_offline_reason() -> str | None:
-    """Why the hub cannot be used now (HF_HUB_OFFLINE, or no answer to a short connection probe), else None."""
+    """Why the hub cannot be used now (HF_HUB_OFFLINE, or no HTTP answer within a few seconds), else None."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return "HF_HUB_OFFLINE is set"
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy) if proxy else endpoint
-    host, port = target.hostname or "huggingface.co", target.port or (443 if target.scheme == "https" else 80)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     result: list[BaseException | None] = []
 
-    def probe() -> None:
+    def probe() -> None:  # any HTTP answer, even an error status, means the hub is reachable
         try:
-            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=PROBE_TIMEOUT_S).close()
             result.append(None)
-        except OSError as err:
+        except urllib.error.HTTPError:
+            result.append(None)
+        except (OSError, ValueError) as err:
             result.append(err)
 
     thread = threading.Thread(target=probe, daemon=True)  # name resolution itself can block: bound it
     thread.start()
     thread.join(PROBE_TIMEOUT_S + 0.5)
     if not result:
-        return f"no answer from {host}:{port} within {PROBE_TIMEOUT_S:.0f} s"
-    return None if result[0] is None else f"cannot reach {host}:{port} ({result[0]})"
+        return f"no answer from {endpoint} within {PROBE_TIMEOUT_S:.0f} s"
+    return None if result[0] is None else f"cannot reach {endpoint}: {result[0]}"
 
 
 def resolve_sources(sources: "dict[str, str | os.PathLike | HubFile]", cache_dir: str | None = None) -> dict[str, Path]:
@@ -114,20 +114,26 @@ def resolve_sources(sources: "dict[str, str | os.PathLike | HubFile]", cache_dir
         reason = hub_offline_reason()
         if reason is not None:
             raise HubUnavailable(_missing_message(pending, reason))
-        paths.update({label: download(ref, cache_dir) for label, ref in pending.items()})
+        for label, ref in list(pending.items()):
+            paths[label] = download(ref, cache_dir, lambda why: HubUnavailable(_missing_message(pending, why)))
+            del pending[label]
     return paths
 
 
-def download(ref: HubFile, cache_dir: str | None = None) -> Path:
-    """Fetch `ref` into the HF cache (the first of its candidate names that the repo has)."""
+def download(ref: HubFile, cache_dir: str | None = None,
+             unavailable: Callable[[str], Exception] | None = None) -> Path:
+    """Fetch `ref` into the HF cache (the first of its candidate names that the repo has); a connection
+    failure raises `unavailable(reason)`."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     for filename in ref.candidates():
         try:
             return Path(hf_hub_download(ref.repo, filename, revision=ref.revision, cache_dir=cache_dir))
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:
             continue
+        except LocalEntryNotFoundError as err:  # the hub stopped answering mid-way
+            raise (unavailable or HubUnavailable)(f"download of {ref.repo}/{filename} failed: {err}") from None
     raise FileNotFoundError(f"hub repo {ref.repo} has none of {list(ref.candidates())}")
 
 

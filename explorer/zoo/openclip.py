@@ -86,10 +86,12 @@ class OpenClipZoo(Zoo):
         self.quick_gelu = bool(self.cfg.get("quick_gelu") or base_tag.get("quick_gelu")
                                or self.text_tag.get("quick_gelu"))
         sources = {"base": tag_source(arch, str(base)) if base_tag else base}
-        if text:  # the full CLIP checkpoint whose text tower makes the zero-shot heads
+        if text and text != str(base):  # the full CLIP checkpoint whose text tower makes the zero-shot heads
             sources["text"] = tag_source(arch, text) if self.text_tag else text
         sources.update({f"expert {t}": src for t, src in experts.items()})
         self.files = resolve_sources(sources, hub_cache)  # downloads now (online) or fails now (offline)
+        if text and text == str(base):
+            self.files["text"] = self.files["base"]
         self.data_root, self.allow_pickle = data_root, allow_pickle
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
