@@ -50,6 +50,6 @@ def run(args) -> int:
     print("  ".join(k.ljust(w) for k, w in widths.items()))
     for r in rows:
         print("  ".join(r[k].ljust(w) for k, w in widths.items()))
-    print("\nLoad one with ex.load_zoo(NAME, family=FAMILY); real zoos need network once (or a filled "
-          "Hugging Face cache): see docs/real_zoos.md")
+    print("\nLoad one with ex.load_zoo(NAME, family=FAMILY) (CLI: --zoo NAME:FAMILY); real zoos need network "
+          "once (or a filled Hugging Face cache): see docs/real_zoos.md")
     return 0

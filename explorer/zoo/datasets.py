@@ -57,7 +57,8 @@ def task_dataset(spec: dict[str, Any], data_root: str | Path | None, split: str,
     """`split` (train/validation/test) of the task described by `spec`, images passed through `transform`."""
     if data_root is None:
         raise DataMissing(f"no data_root given for task {spec.get('name', '?')}: pass data_root='/path/to/data' "
-                          f"to load_zoo. " + _how_to_get(spec, Path("DATA_ROOT")))
+                          f"to load_zoo (or set EXPLORER_DATA_ROOT). "
+                          + _how_to_get(spec, Path("DATA_ROOT")))
     data, root = spec["data"], Path(data_root).expanduser()
     splits = data["splits"]
     if split == "test" or "validation" in splits:  # the task ships its own validation split
@@ -81,7 +82,8 @@ def _build(data: dict, root: Path, split: str, transform: Callable | None, spec:
         if data["kind"] == "torchvision":
             return _torchvision(data, root, split, transform, target)
     except (FileNotFoundError, RuntimeError) as err:
-        raise DataMissing(f"{spec['name']} ({split}) is missing under {root}: {err}. " + _how_to_get(spec, root)) from None
+        raise DataMissing(f"{spec['name']} ({split}) is missing under {root}: {err}. "
+                          + _how_to_get(spec, root)) from None
     raise ValueError(f"unknown data kind {data['kind']!r} for {spec['name']}: use 'folder' or 'torchvision'")
 
 

@@ -200,5 +200,6 @@ def check_keys(sd: Mapping[str, Tensor], expected: Mapping[str, torch.Size], sou
     problems = [p for p in problems if p]
     if problems:
         raise CheckpointError(f"{source} does not match the architecture: " + "; ".join(problems)
-                              + ". Check the `arch` (e.g. ViT-B-32 vs ViT-B-16) and that the file is a CLIP image encoder.")
+                              + ". Check the `arch` (e.g. ViT-B-32 vs ViT-B-16) and that the file is a CLIP "
+                              "image encoder.")
 

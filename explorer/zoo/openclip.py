@@ -11,6 +11,7 @@ each request (lazily, in the dtype they were stored in), heads come from the pre
 from __future__ import annotations
 
 import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,8 @@ class OpenClipZoo(Zoo):
         self.files = resolve_sources(sources, hub_cache)  # downloads now (online) or fails now (offline)
         if text and text == str(base):
             self.files["text"] = self.files["base"]
-        self.data_root, self.allow_pickle = data_root, allow_pickle
+        self.data_root = data_root if data_root is not None else os.environ.get("EXPLORER_DATA_ROOT")
+        self.allow_pickle = allow_pickle
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
         self.task_specs = dict(task_specs or {})
@@ -220,7 +222,10 @@ def named_sources(spec: dict[str, Any], family: str | None = None, root: str | P
 @register_zoo("*")
 def load_named(name: str, *, family: str | None = None, root: str | Path | None = None,
                tasks: list[str] | None = None, **kwargs: Any) -> OpenClipZoo:
-    """`load_zoo("clip-vit-b32-ta8", family="fusionbench")`: a named zoo from zoos/*.json."""
+    """`load_zoo("clip-vit-b32-ta8", family="fusionbench")`, or `load_zoo("clip-vit-b32-ta8:fusionbench")`
+    (the form the CLI's --zoo takes): a named zoo from zoos/*.json."""
+    if ":" in name and family is None:
+        name, family = name.split(":", 1)
     zoos = named_zoos()
     if name not in zoos:
         raise ValueError(f"unknown zoo {name!r}; known zoos: demo, openclip, {', '.join(zoos)}")

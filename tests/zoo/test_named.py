@@ -47,6 +47,8 @@ def test_family_sources_are_spelled_as_each_release_names_them(tmp_path):
         named_sources(spec, "tall_masks", tasks=["kmnist"])
     with pytest.raises(ValueError, match="unknown zoo 'clip-vit-b99'.*clip-vit-b32-ta8"):
         ex.load_zoo("clip-vit-b99")
+    with pytest.raises(ValueError, match="has no family 'nope'"):  # NAME:FAMILY, as the CLI's --zoo takes it
+        ex.load_zoo("clip-vit-b32-ta8:nope")
 
 
 def test_explorer_zoos_lists_every_named_zoo_and_the_demo(capsys):
@@ -81,11 +83,12 @@ def test_zoo_convert_to_hf_names_and_back(tmp_path):
     assert main(["zoo", "convert", str(tmp_path / "enc.pt"), str(tmp_path / "out.pt")]) == 2
 
 
-def test_zoo_dataset_applies_the_architecture_preprocessing(tmp_path):
+def test_zoo_dataset_applies_the_architecture_preprocessing(tmp_path, monkeypatch):
     spec = _folder_spec(tmp_path)
     path = save_family(tiny_clip(0), tmp_path / "clip", "visual_safetensors", tmp_path)
+    monkeypatch.setenv("EXPLORER_DATA_ROOT", str(tmp_path))  # the default data_root
     zoo = ex.load_zoo("openclip", arch=str(write_config(tmp_path)), base=str(path), experts={"toy": str(path)},
-                      task_specs={"toy": spec}, data_root=tmp_path)
+                      task_specs={"toy": spec})
     image, label = zoo.dataset("toy", "test")[4]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32 and label == 1
     assert len(zoo.dataset("toy", "validation")) == 3
