@@ -125,7 +125,10 @@ def _accuracy(ctx: dict) -> list:
                                limit=args.limit, **fixed)
         out.append((f"{res.method}: accuracy against scale", None, plots.lambda_sweep(sweep)))
     if args.pair:
-        task_a, task_b = [t.strip() for t in args.pair.split(",")]
+        pair = [t.strip() for t in args.pair.split(",")]
+        if len(pair) != 2:
+            raise ValueError(f"--pair {args.pair!r}: name exactly two tasks, e.g. --pair {','.join(tv.tasks[:2])}")
+        task_a, task_b = pair
         grid = A.interpolation_grid(zoo, tv, task_a, task_b, [0, 0.25, 0.5, 0.75, 1.0], split=args.split,
                                     limit=args.limit)
         out.append((f"Interpolating {task_a} and {task_b}", None, plots.interpolation_heatmap(grid)))

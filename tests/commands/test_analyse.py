@@ -68,6 +68,8 @@ def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
     (["--what", "masks", "--method", "ties", "-p", "density=7"], "'density'"),
     (["--what", "masks", "--method", "task_arithmetic"], "no masks"),
     (["--what", "accuracy"], "needs a zoo with heads"),
+    (["--zoo", "tiny-analyse-test", "--what", "accuracy", "--lambdas", "0", "--pair", "a"], "exactly two tasks"),
+    (["--zoo", "tiny-analyse-test", "--what", "accuracy", "--lambdas", "x"], "comma-separated numbers"),
 ])
 def test_user_errors_are_one_line(zoo_folder, capsys, argv, message):
     folder, _ = zoo_folder
