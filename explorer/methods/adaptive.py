@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..evaluate import reference_accuracies
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import per_task, ties_split
 from .registry import Param, register
-from .runner import FunctionalMerge, Progress, heldout, labelled, optimize, reporter, require_zoo
+from .runner import FunctionalMerge, Progress, labelled, optimize, reporter, require_zoo
 
 LP_WEIGHT = 0.5  # aTLAS' weight of the Lp penalty on the coefficients (official gamma)
 GRAD_CLIP = 1.0  # aTLAS clips the coefficients' gradient norm at 1
-EVAL_BATCH = 256
 
 SEED = Param("seed", int, 0, "random seed of the data order", low=0, high=2**31 - 1, step=1, paper=None)
 LOG_EVERY = Param("log_every", int, 10, "report progress (loss, coefficients) to the callback every N steps",
@@ -94,9 +94,8 @@ def adamerging(tv: TaskVectors, *, granularity: str, init: float, clamp: bool, l
         opt.step()
         return loss.item()
 
-    shown = heldout(zoo, fm.tasks, eval_images) if eval_images and callback else None
     trace = optimize(step, steps, cancel=cancel, log_every=log_every,
-                     report=reporter(fm, lam, steps, callback, shown))
+                     report=reporter(fm, lam, steps, callback, eval_images))
     final = lam().detach()
     masks = per_task({n: d != 0 for n, d in fm.deltas.items()}, fm.tasks) if plus else None
     return MergeResult(tv, fm.delta(final), masks=masks, coefficients=fm.table(final),
@@ -110,22 +109,13 @@ def lp_penalty(coef: Tensor, p: int) -> Tensor:
     return LP_WEIGHT * torch.linalg.vector_norm(coef, ord=p, dim=0).mean()
 
 
-def _val_accuracy(fm: FunctionalMerge, coef: Tensor, loaders: dict) -> dict[str, float]:
-    theta = fm.theta(coef.detach())
-    return {t: fm.accuracy(theta, t, iter(loader)) for t, loader in loaders.items()}
+def _val_accuracy(fm: FunctionalMerge, coef: Tensor) -> dict[str, float]:
+    return {t: fm.accuracy(coef, t, "validation") for t in fm.tasks}
 
 
-def _expert_accuracy(fm: FunctionalMerge, loaders: dict) -> dict[str, float]:
-    """Each expert's validation accuracy on its own task: coefficient 1 on its task vector, 0 elsewhere."""
-    out = {}
-    for i, t in enumerate(fm.tasks):
-        onehot = fm.coefficients(0.0)
-        onehot[i] = 1.0
-        out[t] = _val_accuracy(fm, onehot, {t: loaders[t]})[t]
-    return out
-
-
-def _normalized(acc: dict[str, float], expert: dict[str, float]) -> float:
+def _normalized(fm: FunctionalMerge, acc: dict[str, float]) -> float:
+    """Average of merged / expert accuracy on the validation splits (the experts' accuracies are cached)."""
+    expert = {t: reference_accuracies(fm.zoo, t, "validation", None, fm.device)[1] for t in acc}
     return sum(acc[t] / max(expert[t], 1e-12) for t in acc) / len(acc)
 
 
@@ -174,11 +164,9 @@ def atlas(tv: TaskVectors, *, epochs: int, lr: float, weight_decay: float, batch
     fm = FunctionalMerge(tv, zoo, "layer")
     coef = torch.nn.Parameter(fm.coefficients(0.0))
     opt = torch.optim.AdamW([coef], lr=lr, weight_decay=weight_decay)
-    val = {t: labelled(zoo, t, "validation", EVAL_BATCH) for t in fm.tasks}
-    train = [labelled(zoo, t, "validation", batch, shuffle=True, seed=seed + i)
-             for i, t in enumerate(fm.tasks)]
-    per_epoch, expert = min(len(loader) for loader in train), _expert_accuracy(fm, val)
-    scores = [_normalized(_val_accuracy(fm, coef, val), expert)]  # epoch 0: the zero-shot model
+    train = [labelled(zoo, t, "validation", batch, seed=seed + i) for i, t in enumerate(fm.tasks)]
+    per_epoch = min(len(loader) for loader in train)
+    scores = [_normalized(fm, _val_accuracy(fm, coef))]  # epoch 0: the zero-shot model
     best, losses, cancelled = coef.detach().clone(), [], False
     report = reporter(fm, lambda: coef, epochs * per_epoch, callback)
     for epoch in range(epochs):
@@ -190,8 +178,8 @@ def atlas(tv: TaskVectors, *, epochs: int, lr: float, weight_decay: float, batch
         if trace.cancelled:
             cancelled = True
             break
-        acc = _val_accuracy(fm, coef, val)
-        scores.append(_normalized(acc, expert))
+        acc = _val_accuracy(fm, coef)
+        scores.append(_normalized(fm, acc))
         if scores[-1] > max(scores[:-1]):
             best = coef.detach().clone()
         if callback is not None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
+from ..evaluate import task_accuracy
 from ..taskvec import TaskVectors
 
 GRANULARITIES = ("task", "layer")
@@ -74,7 +75,7 @@ class FunctionalMerge:
         if unknown:
             raise ValueError(f"task(s) {unknown} are not in zoo {getattr(zoo, 'name', zoo)!r} ({zoo.tasks}); "
                              f"pass the zoo the task vectors were built from")
-        self.tasks, self.device = tv.tasks, tv.device
+        self.zoo, self.tasks, self.device = zoo, tv.tasks, tv.device
         self.base, self.extras = tv.base, tv.extras
         self.deltas = dict(tv.deltas if deltas is None else deltas)
         self.columns = list(self.deltas) if granularity == "layer" else ["all"]
@@ -106,32 +107,35 @@ class FunctionalMerge:
 
     def logits(self, theta: Mapping[str, Tensor], task: str, images: Tensor) -> Tensor:
         """The frozen head of `task` on the merged encoder's features: [N, C]."""
-        features = functional_call(self.model, dict(theta), (images.to(self.device),))
+        features = functional_call(self.model, dict(theta), (_trainable(images, self.device),))
         return self.heads[task](features)
 
     def task_logits(self, theta: Mapping[str, Tensor], images: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Logits per task for a batch per task, through ONE encoder forward of all the images (the merged
         weights are shared by every task), each task's features then going to its own head."""
         sizes = [len(x) for x in images.values()]
-        features = functional_call(self.model, dict(theta), (torch.cat(list(images.values())).to(self.device),))
+        features = functional_call(self.model, dict(theta), (_trainable(torch.cat(list(images.values())),
+                                                                        self.device),))
         return {t: self.heads[t](f) for t, f in zip(images, features.split(sizes))}
 
-    def accuracy(self, theta: Mapping[str, Tensor], task: str, batches: Iterator[tuple[Tensor, Tensor]]) -> float:
-        """Top-1 accuracy of the merged model on labelled (images, labels) batches of `task`."""
-        correct = total = 0
+    def accuracy(self, coef: Tensor, task: str, split: str = "validation", limit: int | None = None) -> float:
+        """Top-1 accuracy of the merge with coefficients `coef` on `task`/`split` (first `limit` images),
+        measured by the evaluation harness, so it matches `ex.evaluate`."""
         with torch.no_grad():
-            for images, labels in batches:
-                pred = self.logits(theta, task, images).argmax(dim=1).cpu()
-                correct += int((pred == labels).sum())
-                total += len(labels)
-        if total == 0:
-            raise ValueError(f"no labelled images to measure accuracy on task {task!r}")
-        return correct / total
+            theta = self.theta(coef.detach())
+        return task_accuracy(self.zoo, theta, task, split, limit, self.device)
 
     def table(self, coef: Tensor) -> pd.DataFrame:
         """The coefficients as a [T x L] DataFrame: index = task, one column per tensor (or "all")."""
         values = coef.detach().cpu().double().numpy()
         return pd.DataFrame(values, index=pd.Index(self.tasks, name="task"), columns=list(self.columns))
+
+
+def _trainable(images: Tensor, device: torch.device) -> Tensor:
+    """`images` on `device`, usable under autograd: a zoo may have made them under torch.inference_mode
+    (a dataset generated lazily during an evaluation), and autograd refuses to save inference tensors."""
+    images = images.to(device)
+    return images.clone() if images.is_inference() else images
 
 
 def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
@@ -141,35 +145,22 @@ def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def labelled(zoo: Any, task: str, split: str, batch: int, *, shuffle: bool = False, seed: int = 0,
-             limit: int | None = None) -> DataLoader:
-    """A DataLoader of (images, labels) of `task`/`split`, seeded when shuffled; `limit` keeps the first images."""
-    data = zoo.dataset(task, split)
-    if limit is not None:
-        data = torch.utils.data.Subset(data, range(min(limit, len(data))))
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(data, batch_size=batch, shuffle=shuffle, generator=gen)
-
-
-def heldout(zoo: Any, tasks: list[str], limit: int, split: str = "validation") -> dict[str, list]:
-    """The first `limit` labelled images per task, loaded once, for live accuracy in progress reports."""
-    return {t: list(labelled(zoo, t, split, max(limit, 1), limit=limit)) for t in tasks}
+def labelled(zoo: Any, task: str, split: str, batch: int, seed: int = 0) -> DataLoader:
+    """A shuffled DataLoader of (images, labels) of `task`/`split`, its order seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(zoo.dataset(task, split), batch_size=batch, shuffle=True, generator=gen)
 
 
 def reporter(fm: FunctionalMerge, coefficients: Callable[[], Tensor], total: int,
-             callback: Callable[[Progress], Any] | None,
-             accuracy_on: Mapping[str, list] | None = None) -> Callable[[int, float], None] | None:
+             callback: Callable[[Progress], Any] | None, eval_images: int = 0) -> Callable[[int, float], None] | None:
     """A `report(step, loss)` that sends `callback` a Progress with the current coefficients and, when
-    `accuracy_on` (task -> labelled batches) is given, each task's accuracy on those images."""
+    `eval_images` > 0, each task's accuracy on the first `eval_images` labelled validation images."""
     if callback is None:
         return None
 
     def report(step: int, loss: float) -> None:
         coef = coefficients().detach()
-        acc = None
-        if accuracy_on:
-            theta = fm.theta(coef)
-            acc = {t: fm.accuracy(theta, t, iter(batches)) for t, batches in accuracy_on.items()}
+        acc = {t: fm.accuracy(coef, t, "validation", eval_images) for t in fm.tasks} if eval_images else None
         callback(Progress(step, total, loss, fm.table(coef), acc))
 
     return report

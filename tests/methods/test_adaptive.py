@@ -172,3 +172,15 @@ def test_atlas_cancel_keeps_the_best_completed_epoch(tv):
     # 3 steps per epoch: epoch 1 completes, the cancel comes during epoch 2
     assert res.info["cancelled"] and res.info["steps"] == 4 and len(res.info["val_normalized"]) == 2
     assert res.info["best_epoch"] in (0, 1) and all(torch.isfinite(d).all() for d in res.delta.values())
+
+
+def test_images_made_under_inference_mode_still_train():
+    """A zoo may generate its data lazily inside an evaluation (torch.inference_mode); training must still work."""
+    fresh = TinyZoo()
+    with torch.inference_mode():
+        for task in fresh.tasks:
+            for split in ("validation", "test"):
+                assert fresh.dataset(task, split).tensors[0].is_inference()
+    tv = ex.task_vectors(fresh, device="cpu")
+    assert ex.merge(tv, "adamerging", steps=2).info["steps"] == 2
+    assert ex.merge(tv, "atlas", epochs=1).info["steps"] == 3
