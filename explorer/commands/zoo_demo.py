@@ -1,0 +1,63 @@
+"""`explorer zoo build-demo` (train the demo zoo from seeds) and `explorer zoo card demo` (its accuracy card)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_verbs(verbs) -> None:
+    from ..zoo.data import TASKS
+
+    build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (about 30 min on 2 CPU cores)")
+    build.add_argument("--out", default=None, help="output folder (default: assets/demo-zoo)")
+    build.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
+    build.add_argument("--tasks", nargs="+", default=None, choices=TASKS, metavar="TASK",
+                       help=f"build only these tasks (default: all of {', '.join(TASKS)})")
+    build.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    build.add_argument("--no-card", action="store_true", help="skip writing the zoo card (README.md)")
+    build.set_defaults(func=run_build)
+
+    card = verbs.add_parser("card", help="print (or write) a zoo's card with its accuracy table")
+    card.add_argument("zoo", choices=["demo"], help="the zoo (only the demo zoo has a card)")
+    card.add_argument("--root", default=None, help="the demo zoo folder (default: assets/demo-zoo)")
+    card.add_argument("--write", action="store_true", help="also write the card to <root>/README.md")
+    card.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    card.set_defaults(func=run_card)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..zoo.demo import DEFAULT_DIR
+    from ..zoo.demo_build import Recipe, build
+
+    torch.set_num_threads(args.threads)
+    recipe = Recipe(tasks=tuple(args.tasks)) if args.tasks else Recipe()
+    out = Path(args.out) if args.out else DEFAULT_DIR
+    build(out, recipe.scaled(args.steps_scale), log=lambda msg: print(msg, flush=True))
+    print(f"wrote the demo zoo to {out}")
+    if not args.no_card:
+        _write_card(out, "auto")
+    return 0
+
+
+def _write_card(root: Path | None, device: str) -> str:
+    from ..zoo.demo import DemoZoo
+    from ..zoo.demo_card import card, render
+
+    zoo = DemoZoo(root)
+    text = render(zoo, card(zoo, device=device))
+    (zoo.root / "README.md").write_text(text)
+    return text
+
+
+def run_card(args: argparse.Namespace) -> int:
+    from ..zoo.demo import DemoZoo
+    from ..zoo.demo_card import card, render
+
+    if args.write:
+        print(_write_card(Path(args.root) if args.root else None, args.device))
+    else:
+        zoo = DemoZoo(args.root)
+        print(render(zoo, card(zoo, device=args.device)))
+    return 0

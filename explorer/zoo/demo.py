@@ -1,0 +1,109 @@
+"""The embedded demo zoo: a small CLIP-style ViT, its pretrained base and 8 experts, loaded offline.
+
+Weights live in `assets/demo-zoo/` (safetensors, float16 on disk, float32 in memory); `config.json`
+beside them holds the architecture, tasks, class names and the recipe. Task data are generated from
+seeds by `explorer.zoo.data`, so no image files ship.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from . import register_zoo
+from .base import Zoo
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo-zoo"
+
+
+class CosineHead(nn.Module):
+    """A frozen zero-shot-style head: logits = scale * cos(feature, class prototype), as CLIP's text heads."""
+
+    def __init__(self, weight: Tensor, scale: float):
+        super().__init__()
+        self.register_buffer("weight", F.normalize(weight.float(), dim=-1))  # [C, D]
+        self.scale = float(scale)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.scale * F.normalize(features, dim=-1) @ self.weight.t()
+
+
+def build_encoder(arch: dict) -> nn.Module:
+    """An open_clip VisionTransformer with the given architecture (parameter names as in ViT-B/32's visual tower)."""
+    from open_clip.transformer import VisionTransformer
+
+    return VisionTransformer(**arch)
+
+
+def _load_fp32(path: Path) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        raise FileNotFoundError(f"demo zoo file {path} is missing; rebuild it with `explorer zoo build-demo`")
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+class DemoZoo(Zoo):
+    """The demo zoo read from `root` (default `assets/demo-zoo`); experts and datasets load on first use."""
+
+    name = "demo"
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else DEFAULT_DIR
+        config_path = self.root / "config.json"
+        if not config_path.exists():
+            raise FileNotFoundError(f"no demo zoo at {self.root} (config.json missing); build one with "
+                                    f"`explorer zoo build-demo --out {self.root}`")
+        self.config = json.loads(config_path.read_text())
+        self.tasks = list(self.config["tasks"])
+        self._experts: dict[str, dict[str, Tensor]] = {}
+        self._data: dict[tuple[str, str], TensorDataset] = {}
+        self._base: dict[str, Tensor] | None = None
+        self._heads: dict[str, CosineHead] | None = None
+
+    def class_names(self, task: str) -> list[str]:
+        self.check_task(task)
+        return list(self.config["classes"][task])
+
+    def base_state_dict(self) -> dict[str, Tensor]:
+        if self._base is None:
+            self._base = _load_fp32(self.root / "base.safetensors")
+        return dict(self._base)
+
+    def expert_state_dict(self, task: str) -> dict[str, Tensor]:
+        self.check_task(task)
+        if task not in self._experts:
+            self._experts[task] = _load_fp32(self.root / "experts" / f"{task}.safetensors")
+        return dict(self._experts[task])
+
+    def head(self, task: str) -> nn.Module:
+        self.check_task(task)
+        if self._heads is None:
+            weights = _load_fp32(self.root / "heads.safetensors")
+            scale = self.config["logit_scale"]
+            self._heads = {t: CosineHead(weights[t], scale).requires_grad_(False).eval() for t in self.tasks}
+        return self._heads[task]
+
+    def dataset(self, task: str, split: str) -> Dataset:
+        """The task's generated images for `split` (made once, then kept)."""
+        from .data import generate
+
+        self.check_task(task)
+        self.check_split(split)
+        if (task, split) not in self._data:
+            images, labels = generate(task, split, self.config["split_sizes"][split], self.config["data_seed"])
+            self._data[task, split] = TensorDataset(images, labels)
+        return self._data[task, split]
+
+    def build_model(self) -> nn.Module:
+        return build_encoder(self.config["arch"])
+
+
+@register_zoo("demo")
+def load_demo(root: str | Path | None = None) -> DemoZoo:
+    """The embedded demo zoo (offline); `root` points at another build of it."""
+    return DemoZoo(root)
