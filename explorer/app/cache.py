@@ -1,0 +1,99 @@
+"""Process-wide caches that every dashboard session shares: zoos, task vectors, zoo-level figures, recent merge
+results and cancel flags. Heavy tensors live here, never in per-session `gr.State`; keys are plain tuples such as
+(zoo name, tasks, device), so two sessions looking at the same zoo share one copy."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+from ..device import resolve_device
+from ..result import MergeResult
+from ..taskvec import TaskVectors, task_vectors
+from ..zoo import Zoo, load_zoo
+
+
+class LRU:
+    """A small thread-safe least-recently-used map; `get(key, make)` computes a missing value once."""
+
+    def __init__(self, size: int):
+        self.size, self._items, self._lock = size, OrderedDict(), threading.RLock()
+
+    def get(self, key: Hashable, make: Callable[[], Any] | None = None) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            if make is None:
+                return None
+            return self.put(key, make())
+
+    def put(self, key: Hashable, value: Any) -> Any:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+ZOOS = LRU(4)            # zoo name -> Zoo
+TASK_VECTORS = LRU(4)    # (zoo, tasks, device) -> TaskVectors
+ZOO_FIGURES = LRU(16)    # (zoo, tasks, device) -> {figure name: go.Figure}
+RESULTS = LRU(12)        # run id -> MergeResult (older runs are merged again on export)
+FINGERPRINTS = LRU(8)    # zoo name -> weight fingerprint (for run records)
+CANCEL: dict[str, threading.Event] = {}  # session id -> set when its user pressed Cancel
+# Evaluation runs models through one shared module per zoo with torch.func.functional_call, which swaps its
+# parameters in place: merges and evaluations therefore run one at a time.
+COMPUTE = threading.RLock()
+
+
+def zoo(name: str) -> Zoo:
+    """The zoo called `name` ("demo", a named zoo, or a folder holding a demo-zoo build), loaded once."""
+    def make() -> Zoo:
+        if Path(name).is_dir():
+            return load_zoo("demo", root=name)
+        return load_zoo(name)
+
+    try:
+        return ZOOS.get(name, make)
+    except Exception as err:  # a zoo's files can fail in many ways; the page shows one readable line
+        raise ValueError(f"could not load zoo {name!r}: {err}. The demo zoo works offline; real zoos need "
+                         "their checkpoints on disk or in the Hugging Face cache (see `explorer zoos`).") from err
+
+
+def register_zoo(name: str, value: Zoo) -> None:
+    """Make an already-built zoo available under `name` (used for zoos built in code, e.g. in tests)."""
+    ZOOS.put(name, value)
+
+
+def device_name() -> str:
+    return str(resolve_device("auto"))
+
+
+def tv_key(zoo_name: str, tasks: list[str]) -> tuple[str, tuple[str, ...], str]:
+    return (zoo_name, tuple(tasks), device_name())
+
+
+def vectors(zoo_name: str, tasks: list[str]) -> TaskVectors:
+    """The task vectors of `tasks` (in that order) from zoo `zoo_name`, on the best device, built once."""
+    z = zoo(zoo_name)
+    return TASK_VECTORS.get(tv_key(zoo_name, tasks), lambda: task_vectors(z, tasks=list(tasks)))
+
+
+def fingerprint(zoo_name: str) -> str:
+    return FINGERPRINTS.get(zoo_name, lambda: zoo(zoo_name).fingerprint())
+
+
+def remember(run_id: str, result: MergeResult) -> None:
+    RESULTS.put(run_id, result)
+
+
+def cancel_flag(session: str) -> threading.Event:
+    """The cancel flag of one browser session (created cleared)."""
+    return CANCEL.setdefault(session, threading.Event())

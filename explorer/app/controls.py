@@ -1,0 +1,86 @@
+"""The dashboard's method controls, described from the registry: which widget each parameter gets, and how the
+widgets' values turn back into validated merge parameters. Pure data, so the UI and the tests share it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..methods import registry
+from ..methods.registry import Method, Param
+
+MAX_SLIDER_STEPS = 10_000  # wider integer ranges (seeds, log intervals) get a number box instead of a slider
+
+
+@dataclass(frozen=True)
+class Control:
+    """One widget: `kind` is slider, number, dropdown or checkbox; `elem_id` is what tests and CSS find."""
+
+    method: str
+    param: Param
+    kind: str
+
+    @property
+    def elem_id(self) -> str:
+        return f"param-{self.method}-{self.param.name}"
+
+    @property
+    def label(self) -> str:
+        paper = "" if self.param.paper is None else f" (paper: {self.param.paper})"
+        return f"{self.param.name}{paper}"
+
+
+def widget_kind(p: Param) -> str:
+    """Slider for a bounded numeric range with a reasonable number of steps, number box otherwise."""
+    if p.type is bool:
+        return "checkbox"
+    if p.choices is not None or p.type is str:
+        return "dropdown"
+    if p.low is None or p.high is None:
+        return "number"
+    step = p.step or (1 if p.type is int else (p.high - p.low) / 100)
+    return "slider" if (p.high - p.low) / step <= MAX_SLIDER_STEPS else "number"
+
+
+def controls() -> list[Control]:
+    """Every method's controls, in registry order: the dashboard builds one widget per entry."""
+    return [Control(m.name, p, widget_kind(p)) for m in registry.all_methods() for p in m.params]
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for the method picker; data-driven methods are marked as slow."""
+    return [(f"{m.title}{'  (learns from data: slow)' if m.needs_data else ''}", m.name)
+            for m in registry.all_methods()]
+
+
+def is_live(method: str) -> bool:
+    """Whether slider releases re-run `method` at once (data-free methods are fast enough)."""
+    return not registry.get(method).needs_data
+
+
+def method_card(method: str) -> str:
+    """Markdown shown beside a method's controls: what it does, its formula and its paper."""
+    m: Method = registry.get(method)
+    kind = "learns its coefficients from unlabeled data (press Run)" if m.needs_data else \
+        "data-free: moving a slider re-runs it"
+    per_task = " It gives one model per task (the task id picks the mask)." if m.per_task else ""
+    return (f"### {m.title}\n{m.summary}{per_task}\n\n**Formula:** `{m.formula}`\n\n"
+            f"**Paper:** {m.paper}\n\n*{kind}.*")
+
+
+def params_from_values(method: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The validated parameters of `method` from the flat list of every control's value (in `controls()`
+    order). Out-of-range or mistyped values raise ValueError naming the parameter and the allowed range."""
+    every = controls()
+    if len(values) != len(every):
+        raise ValueError(f"expected {len(every)} control values, got {len(values)}")
+    given = {c.param.name: _coerce(c.param, v) for c, v in zip(every, values) if c.method == method}
+    return registry.get(method).resolve(given)
+
+
+def _coerce(p: Param, value: Any) -> Any:
+    """Widgets send floats for integer sliders and None for emptied number boxes: map those back."""
+    if value is None or value == "":
+        raise ValueError(f"parameter {p.name!r} is empty; allowed {p.describe_range()}")
+    if p.type is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

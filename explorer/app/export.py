@@ -1,0 +1,57 @@
+"""Downloads: a run's merged weights (safetensors) with its JSON run record, and its figures as HTML or PNG."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..runs import save
+from . import cache, views
+from .handlers import find, result_of
+
+FORMATS = ("html", "png")
+
+
+def _stem(record: dict) -> str:
+    return f"run{record['n']}-{record['method']}-{record['id'][:6]}"
+
+
+def export_weights(state: dict, run_id: str | None, folder: str | Path) -> list[Path]:
+    """Write the run's merged weights and its run record into `folder`; returns [weights, record]."""
+    record = find(state, run_id or state["current"])
+    path = Path(folder) / f"{_stem(record)}.safetensors"
+    save(result_of(record), path, zoo=record["zoo"], inputs={"zoo": cache.fingerprint(record["zoo"])},
+         scores=pd.DataFrame(record["scores"]))
+    return [path, path.with_suffix(".json")]
+
+
+def run_and_zoo_figures(record: dict) -> dict[str, go.Figure]:
+    """Every figure the dashboard shows for one run (those without content, e.g. masks of a mask-free
+    method, are left out)."""
+    figures = {**views.run_figures(result_of(record), pd.DataFrame(record["scores"])),
+               **views.zoo_figures(record["zoo"], record["tasks"])}
+    return {name: fig for name, fig in figures.items() if fig is not None}
+
+
+def export_figures(state: dict, run_id: str | None, fmt: str, folder: str | Path) -> Path:
+    """All figures of a run as one self-contained HTML page (plotly.js embedded, works offline) or a zip of
+    PNGs (rendered by kaleido with the system Chromium)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"figure format {fmt!r} is not supported; use one of {FORMATS}")
+    record = find(state, run_id or state["current"])
+    figures = run_and_zoo_figures(record)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "html":
+        path = folder / f"{_stem(record)}-figures.html"
+        parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures.values())]
+        path.write_text(f"<html><head><meta charset='utf-8'><title>{record['label']}</title></head><body>"
+                        f"<h1>{record['label']}</h1>{''.join(parts)}</body></html>")
+        return path
+    path = folder / f"{_stem(record)}-figures.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, fig in figures.items():
+            archive.writestr(f"{name}.png", fig.to_image(format="png", scale=2))
+    return path

@@ -1,0 +1,146 @@
+"""What the dashboard's buttons do, as plain functions: merge, evaluate, keep a per-session run history.
+
+A session's state is a small dict of run records ({"runs": [...], "current": id}); every function takes it and
+returns a new one, so sessions never share runs. Heavy results stay in `cache`, keyed by run id.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from ..evaluate import evaluate, reference_accuracies
+from ..merging import merge
+from ..methods import registry
+from ..result import MergeResult
+from . import cache, views
+
+LIVE_LIMIT = 64        # test images per task in the live view (the first ones, the same every time)
+MAX_UNPINNED = 20      # older unpinned runs drop out of the history
+PERCENT = ["base", "expert", "merged", "normalized"]
+
+
+def new_state() -> dict[str, Any]:
+    return {"runs": [], "current": None}
+
+
+@dataclass
+class RunView:
+    """What the page shows for one run: its record, the accuracy table (in %) and its figures."""
+
+    record: dict[str, Any]
+    table: pd.DataFrame
+    figures: dict[str, go.Figure | None]
+    mask_note: str
+
+    @property
+    def status(self) -> str:
+        r = self.record
+        where = "the full test split" if r["limit"] is None else f"the first {r['limit']} test images per task"
+        return (f"**Run {r['label']}** on {len(r['tasks'])} experts of `{r['zoo']}`: mean accuracy "
+                f"{r['mean_merged']:.1%}, normalized {r['mean_normalized']:.1%} (on {where}; "
+                f"merge took {r['seconds']:.2f} s).")
+
+
+def check_tasks(tasks: list[str] | None) -> list[str]:
+    if not tasks or len(tasks) < 2:
+        raise ValueError("Pick at least two experts to merge (tick them under “Experts”).")
+    return list(tasks)
+
+
+def label(n: int, method: str, params: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return f"#{n} {method}({shown})"
+
+
+def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any], *,
+        limit: int | None = LIVE_LIMIT, callback: Callable | None = None,
+        cancel: Callable[[], bool] | None = None) -> tuple[dict, RunView]:
+    """Merge `tasks` of zoo `zoo_name` with `method` and `params`, score it on `limit` test images per task,
+    and add the run to the session's history."""
+    tasks = check_tasks(tasks)
+    with cache.COMPUTE:
+        result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **params)
+        scores = evaluate(cache.zoo(zoo_name), result, split="test", limit=limit).table
+    n = 1 + max((r["n"] for r in state["runs"]), default=0)
+    record = {"id": uuid.uuid4().hex[:12], "n": n, "label": label(n, method, result.params), "zoo": zoo_name,
+              "tasks": tasks, "method": method, "params": dict(result.params), "limit": limit,
+              "seconds": float(result.info.get("seconds", 0.0)), "pinned": False,
+              "cancelled": bool(result.info.get("cancelled", False)), **_score_fields(scores)}
+    cache.remember(record["id"], result)
+    return _with_run(state, record), view(record, result)
+
+
+def _score_fields(scores: pd.DataFrame) -> dict[str, Any]:
+    return {"scores": scores.to_dict(orient="records"), "mean_merged": float(scores.merged.mean()),
+            "mean_normalized": float(scores.normalized.mean())}
+
+
+def _with_run(state: dict, record: dict) -> dict:
+    """The state with `record` added (or replacing the run with its id) and made current; old unpinned runs
+    beyond MAX_UNPINNED are dropped."""
+    runs = [r for r in state["runs"] if r["id"] != record["id"]] + [record]
+    runs.sort(key=lambda r: r["n"])
+    unpinned = [r["id"] for r in runs if not r["pinned"]]
+    dropped = set(unpinned[:-MAX_UNPINNED])
+    return {"runs": [r for r in runs if r["id"] not in dropped], "current": record["id"]}
+
+
+def find(state: dict, run_id: str | None) -> dict[str, Any]:
+    """The run record with id (or label) `run_id` in this session, or a readable error."""
+    for r in state["runs"]:
+        if run_id in (r["id"], r["label"]):
+            return r
+    if not state["runs"]:
+        raise ValueError("No runs yet: press Run (or move a slider) first.")
+    raise ValueError(f"Run {run_id!r} is not in this session's history.")
+
+
+def result_of(record: dict[str, Any]) -> MergeResult:
+    """The MergeResult of a run: kept in memory for recent runs, merged again from its record otherwise
+    (data-free methods are deterministic given their parameters and seed)."""
+    result = cache.RESULTS.get(record["id"])
+    if result is not None:
+        return result
+    if "zoo" in registry.get(record["method"]).injected:
+        raise ValueError(f"Run {record['label']} learned from data and is no longer in memory: run it again.")
+    with cache.COMPUTE:
+        result = merge(cache.vectors(record["zoo"], record["tasks"]), record["method"], **record["params"])
+    cache.remember(record["id"], result)
+    return result
+
+
+def view(record: dict[str, Any], result: MergeResult) -> RunView:
+    scores = pd.DataFrame(record["scores"])
+    table = scores.assign(**{c: (100 * scores[c]).round(1) for c in PERCENT})
+    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result))
+
+
+def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView]:
+    """Score a run (the current one by default) on the whole test split and update its record."""
+    record = find(state, run_id or state["current"])
+    result = result_of(record)
+    with cache.COMPUTE:
+        scores = evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None).table
+    record = {**record, "limit": None, **_score_fields(scores)}
+    return _with_run(state, record), view(record, result)
+
+
+def show(state: dict, run_id: str) -> tuple[dict, RunView]:
+    """Make a run of the history current again (its figures and table come back)."""
+    record = find(state, run_id)
+    return {**state, "current": record["id"]}, view(record, result_of(record))
+
+
+def warm(zoo_name: str, tasks: list[str] | None = None, limit: int | None = LIVE_LIMIT) -> None:
+    """Fill the shared caches for a zoo (task vectors, zoo figures, test images, base and expert accuracies),
+    so that the first page view and the first slider release are fast."""
+    z = cache.zoo(zoo_name)
+    tasks = list(tasks or z.tasks)
+    views.zoo_figures(zoo_name, tasks)
+    with cache.COMPUTE:
+        for task in tasks:
+            reference_accuracies(z, task, "test", limit)

@@ -1,0 +1,50 @@
+"""The session's run history: a table of runs, pinning, and a side-by-side comparison of two runs."""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .. import plots as P
+from .handlers import find
+
+COLUMNS = ["run", "pinned", "zoo", "experts", "images/task", "mean acc %", "normalized %", "seconds"]
+
+
+def history_table(state: dict) -> pd.DataFrame:
+    """One row per run of this session, newest first."""
+    rows = [(r["label"], "📌" if r["pinned"] else "", r["zoo"], len(r["tasks"]),
+             "all" if r["limit"] is None else r["limit"], round(100 * r["mean_merged"], 1),
+             round(100 * r["mean_normalized"], 1), round(r["seconds"], 2)) for r in reversed(state["runs"])]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def run_labels(state: dict) -> list[str]:
+    """The labels of this session's runs, newest first (the choices of the run pickers)."""
+    return [r["label"] for r in reversed(state["runs"])]
+
+
+def toggle_pin(state: dict, run_id: str) -> dict:
+    """Pin a run (it stays in the history) or unpin it."""
+    record = find(state, run_id)
+    runs = [{**r, "pinned": not r["pinned"]} if r["id"] == record["id"] else r for r in state["runs"]]
+    return {**state, "runs": runs}
+
+
+def compare(state: dict, run_a: str, run_b: str) -> tuple[go.Figure, pd.DataFrame]:
+    """Two runs side by side: grouped accuracy bars and a per-task table of both and their difference (in %)."""
+    a, b = find(state, run_a), find(state, run_b)
+    if a["id"] == b["id"]:
+        raise ValueError("Pick two different runs to compare.")
+    frames = [pd.DataFrame(r["scores"]).assign(method=r["label"]) for r in (a, b)]
+    common = [t for t in frames[0].task if t in set(frames[1].task)]
+    if not common:
+        raise ValueError(f"Runs {a['label']} and {b['label']} share no task, so there is nothing to compare.")
+    both = pd.concat([f[f.task.isin(common)] for f in frames], ignore_index=True)
+    note = "" if a["limit"] == b["limit"] else " (scored on different numbers of test images)"
+    figure = P.accuracy_bars(both, title=f"{a['label']} vs {b['label']}{note}")
+    left, right = (f.set_index("task").loc[common, "merged"] for f in frames)
+    left, right = (pd.concat([s, pd.Series({"mean": s.mean()})]) for s in (left, right))
+    table = pd.DataFrame({"task": left.index, "A %": (100 * left).round(1).to_numpy(),
+                          "B %": (100 * right).round(1).to_numpy(),
+                          "B − A": (100 * (right - left)).round(1).to_numpy()})
+    return figure, table

@@ -1,0 +1,43 @@
+"""Long runs (AdaMerging, aTLAS, TALL masks' validation search) in a thread of the server's own process, so the
+page can show progress and a live loss curve while they run, and a Cancel button can stop them."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from ..methods.runner import Progress
+
+
+def stream(work: Callable[[Callable[[Progress], None]], Any]) -> Iterator[tuple[str, Any]]:
+    """Run `work(report)` in a thread; yield ("progress", Progress) for every report and finally ("done", value).
+    An exception raised by `work` is raised here, in the caller's thread."""
+    events: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            events.put(("done", work(lambda p: events.put(("progress", p)))))
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            events.put(("error", err))
+
+    threading.Thread(target=target, name="explorer-merge", daemon=True).start()
+    while True:
+        kind, payload = events.get()
+        if kind == "error":
+            raise payload
+        yield kind, payload
+        if kind == "done":
+            return
+
+
+def loss_frame(reports: list[Progress]) -> pd.DataFrame:
+    """The loss curve so far, `step, loss`, from the progress reports received."""
+    return pd.DataFrame({"step": [p.step for p in reports], "loss": [float(p.loss) for p in reports]})
+
+
+def progress_text(p: Progress) -> str:
+    """One line for the status box: step, loss and, when measured, the mean held-out accuracy."""
+    acc = "" if not p.accuracy else f", held-out accuracy {sum(p.accuracy.values()) / len(p.accuracy):.1%}"
+    return f"step {p.step} / {p.total}: loss {p.loss:.4f}{acc}"
