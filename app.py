@@ -108,7 +108,8 @@ def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) ->
     labels = history.run_labels(state)
     current = view.record["label"]
     second = labels[1] if len(labels) > 1 else current
-    return (view.status, state, view.table, *[view.figures[n] for n in views.RUN_FIGURES], view.mask_note,
+    figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) for n in views.RUN_FIGURES]
+    return (view.status, state, view.table, *figures, view.mask_note,
             history.history_table(state), gr.update(choices=labels, value=current),
             gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
             gr.skip() if loss is None else loss)
@@ -190,8 +191,8 @@ def _tabs(ui: UI) -> dict:
                 e["compare_a"] = gr.Dropdown([], label="Run A", elem_id="compare-a")
                 e["compare_b"] = gr.Dropdown([], label="Run B", elem_id="compare-b")
                 b["compare"] = gr.Button("Compare A and B", elem_id="compare", variant="primary")
-            e["compare_table"] = gr.Dataframe(label="Accuracy (%): A, B and B − A", elem_id="compare-table",
-                                              interactive=False)
+            e["compare_table"] = gr.Dataframe(history.compare_frame(), label="Merged accuracy (%): A, B and B − A",
+                                              elem_id="compare-table", interactive=False)
             ui.plots["compare_plot"] = gr.Plot(elem_id="compare-plot", show_label=False)
         with gr.Tab("Export", id="export"):
             gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
@@ -313,7 +314,7 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
 def build_demo(zoo: str = "demo") -> gr.Blocks:
     """The dashboard, opened on zoo `zoo`; nothing heavy happens until a page loads."""
     ui = UI()
-    with gr.Blocks(title="Model Merging Explorer") as demo:
+    with gr.Blocks(title="Model Merging Explorer", fill_width=True) as demo:
         ui.state = gr.State(handlers.new_state())
         gr.Markdown(HEADER)
         with gr.Row():

@@ -53,15 +53,16 @@ def method_choices() -> list[tuple[str, str]]:
 
 
 def is_live(method: str) -> bool:
-    """Whether slider releases re-run `method` at once (data-free methods are fast enough)."""
-    return not registry.get(method).needs_data
+    """Whether slider releases re-run `method` at once: yes for methods that read no data (fast), no for those
+    that learn or select on the zoo's images (AdaMerging, aTLAS, TALL masks' validation search)."""
+    return "zoo" not in registry.get(method).injected
 
 
 def method_card(method: str) -> str:
     """Markdown shown beside a method's controls: what it does, its formula and its paper."""
     m: Method = registry.get(method)
-    kind = "learns its coefficients from unlabeled data (press Run)" if m.needs_data else \
-        "data-free: moving a slider re-runs it"
+    kind = "data-free: releasing a slider re-runs it" if is_live(method) else \
+        "reads the zoo's images: press Run (progress shows below)"
     per_task = " It gives one model per task (the task id picks the mask)." if m.per_task else ""
     return (f"### {m.title}\n{m.summary}{per_task}\n\n**Formula:** `{m.formula}`\n\n"
             f"**Paper:** {m.paper}\n\n*{kind}.*")

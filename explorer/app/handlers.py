@@ -115,7 +115,7 @@ def result_of(record: dict[str, Any]) -> MergeResult:
 
 def view(record: dict[str, Any], result: MergeResult) -> RunView:
     scores = pd.DataFrame(record["scores"])
-    table = scores.assign(**{c: (100 * scores[c]).round(1) for c in PERCENT})
+    table = scores.assign(**{c: [f"{100 * v:.1f}" for v in scores[c]] for c in PERCENT})
     return RunView(record, table, views.run_figures(result, scores), views.mask_note(result))
 
 

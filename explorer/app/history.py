@@ -44,7 +44,12 @@ def compare(state: dict, run_a: str, run_b: str) -> tuple[go.Figure, pd.DataFram
     figure = P.accuracy_bars(both, title=f"{a['label']} vs {b['label']}{note}")
     left, right = (f.set_index("task").loc[common, "merged"] for f in frames)
     left, right = (pd.concat([s, pd.Series({"mean": s.mean()})]) for s in (left, right))
-    table = pd.DataFrame({"task": left.index, "A %": (100 * left).round(1).to_numpy(),
-                          "B %": (100 * right).round(1).to_numpy(),
-                          "B − A": (100 * (right - left)).round(1).to_numpy()})
-    return figure, table
+    return figure, compare_frame(left, right)
+
+
+def compare_frame(a: pd.Series | None = None, b: pd.Series | None = None) -> pd.DataFrame:
+    """Per task (index), the merged accuracy of runs A and B and their difference, in % (empty without runs)."""
+    a = pd.Series(dtype=float) if a is None else a
+    b = pd.Series(dtype=float) if b is None else b
+    return pd.DataFrame({"task": list(a.index), "A %": (100 * a).round(1).to_numpy(),
+                         "B %": (100 * b).round(1).to_numpy(), "B − A": (100 * (b - a)).round(1).to_numpy()})

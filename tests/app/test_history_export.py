@@ -1,0 +1,101 @@
+"""Run history (table, pin, compare), exports (weights + record, figures) and the streaming runner."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from explorer.app import export, handlers, history
+from explorer.app.stream import loss_frame, progress_text, stream
+from explorer.methods.runner import Progress
+
+from .conftest import ZOO
+
+
+@pytest.fixture
+def two_runs(zoo):
+    state, _ = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "task_arithmetic", {"scale": 0.3}, limit=8)
+    state, _ = handlers.run(state, ZOO, zoo.tasks, "ties", {"density": 0.2}, limit=8)
+    return state
+
+
+def test_history_table_newest_first_with_pins(two_runs):
+    state = history.toggle_pin(two_runs, two_runs["runs"][0]["id"])
+    table = history.history_table(state)
+    assert list(table.run) == history.run_labels(state) == [r["label"] for r in reversed(state["runs"])]
+    assert list(table.pinned) == ["", "📌"]
+    assert table["mean acc %"].iloc[1] == round(100 * state["runs"][0]["mean_merged"], 1)
+    assert history.toggle_pin(state, state["runs"][0]["label"])["runs"][0]["pinned"] is False
+
+
+def test_compare_two_runs_by_hand(two_runs):
+    a, b = two_runs["runs"]
+    figure, table = history.compare(two_runs, a["label"], b["id"])
+    left = [r["merged"] for r in a["scores"]]
+    right = [r["merged"] for r in b["scores"]]
+    assert list(table.task) == [r["task"] for r in a["scores"]] + ["mean"]
+    diffs = [round(100 * (y - x), 1) for x, y in zip(left, right)]
+    mean_diff = round(100 * (sum(right) / len(right) - sum(left) / len(left)), 1)
+    assert list(table["B − A"]) == pytest.approx(diffs + [mean_diff])
+    assert {t.name for t in figure.data} >= {a["label"], b["label"]}
+    with pytest.raises(ValueError, match="two different runs"):
+        history.compare(two_runs, a["id"], a["label"])
+
+
+def test_no_runs_yet_is_a_readable_error():
+    with pytest.raises(ValueError, match="No runs yet"):
+        export.export_weights(handlers.new_state(), None, "/tmp")
+
+
+def test_export_weights_and_record(two_runs, tmp_path, zoo):
+    weights, record = export.export_weights(two_runs, None, tmp_path)
+    result = handlers.result_of(handlers.find(two_runs, two_runs["current"]))
+    saved = load_file(str(weights))
+    expected = result.state_dict()
+    assert set(saved) == set(expected)
+    assert all((saved[k] == expected[k]).all() for k in expected)
+    data = json.loads(record.read_text())
+    assert data["method"] == "ties" and data["params"]["density"] == 0.2
+    assert data["scores"] == two_runs["runs"][-1]["scores"] and data["zoo"] == ZOO
+    assert len(data["inputs"]["zoo"]) == 16
+
+
+def test_export_figures_html_is_one_offline_page(two_runs, tmp_path):
+    path = export.export_figures(two_runs, None, "html", tmp_path)
+    html = path.read_text()
+    figures = export.run_and_zoo_figures(handlers.find(two_runs, two_runs["current"]))
+    assert html.count('class="plotly-graph-div"') == len(figures) == 9  # TIES has masks: nothing left out
+    assert "<script src=" not in html  # plotly.js is embedded once, nothing is fetched
+    with pytest.raises(ValueError, match="not supported"):
+        export.export_figures(two_runs, None, "svg", tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="PNG export renders with kaleido and Chromium")
+def test_export_figures_png_zip(two_runs, tmp_path):
+    path = export.export_figures(two_runs, two_runs["runs"][0]["id"], "png", tmp_path)  # task arithmetic
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        assert "overlap.png" not in names and "cosine.png" in names and len(names) == 7
+        assert all(archive.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
+
+
+def test_stream_yields_progress_then_the_result_and_reraises_errors():
+    def work(report):
+        for step in (1, 2):
+            report(Progress(step, 2, 1.0 / step, pd.DataFrame()))
+        return "merged"
+    events = list(stream(work))
+    assert [k for k, _ in events] == ["progress", "progress", "done"] and events[-1][1] == "merged"
+    frame = loss_frame([p for k, p in events if k == "progress"])
+    assert frame.to_dict("list") == {"step": [1, 2], "loss": [1.0, 0.5]}
+    assert progress_text(events[1][1]) == "step 2 / 2: loss 0.5000"
+
+    def broken(report):
+        raise ValueError("bad parameter")
+    with pytest.raises(ValueError, match="bad parameter"):
+        list(stream(broken))
