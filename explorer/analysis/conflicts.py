@@ -62,9 +62,9 @@ def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = 
     keep = _active(tv, topk)
 
     def counts(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
-        pos, neg = _signs(x, None if keep is None else keep[name])
+        pos, neg = (s.float() for s in _signs(x, None if keep is None else keep[name]))
         opposite = cross(pos, neg)
-        return opposite + opposite.T, cross(pos | neg, pos | neg)
+        return opposite + opposite.T, cross(pos + neg, pos + neg)
 
     sums = _per_group(tv, by, counts)
     frac = {g: opposite / both for g, (opposite, both) in sums.items()}
