@@ -47,8 +47,9 @@ def controls() -> list[Control]:
 
 
 def method_choices() -> list[tuple[str, str]]:
-    """(label, name) pairs for the method picker; data-driven methods are marked as slow."""
-    return [(f"{m.title}{'  (learns from data: slow)' if m.needs_data else ''}", m.name)
+    """(label, name) pairs for the method picker; methods that read the zoo's images are marked (they run on
+    the Run button only and take longer)."""
+    return [(m.title if is_live(m.name) else f"{m.title} · reads data, press Run", m.name)
             for m in registry.all_methods()]
 
 

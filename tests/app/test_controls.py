@@ -74,4 +74,4 @@ def test_live_only_for_methods_that_read_no_data_and_cards_show_formula_and_pape
     m = registry.get("ties")
     assert m.formula in card and m.paper in card
     labels = dict((v, k) for k, v in controls.method_choices())
-    assert "slow" in labels["adamerging"] and "slow" not in labels["ties"]
+    assert "press Run" in labels["adamerging"] and labels["ties"] == m.title

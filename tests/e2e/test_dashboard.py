@@ -1,0 +1,110 @@
+"""The dashboard in a real browser: pick TIES, move the density slider, Run, and check the accuracy table and the
+cosine heatmap against the library; sessions are isolated; bad input gives a message in the page."""
+from __future__ import annotations
+
+import pytest
+
+import explorer as ex
+from explorer.app.handlers import LIVE_LIMIT
+
+from .conftest import ZOO
+
+expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
+WAIT = 60_000  # ms; a first merge on a loaded shared CPU can take a while
+
+
+def status(page):
+    return page.locator("#status")
+
+
+def pick_method(page, title: str) -> None:
+    page.locator("#method input").click()
+    page.get_by_role("option", name=title).click()
+
+
+def drag_slider(page, elem_id: str, start: float, stop: float) -> float:
+    """Drag a slider's thumb from `start` to `stop` (fractions of its width); the value it landed on."""
+    box = page.locator(f"#{elem_id} input[type=range]").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + start * box["width"], y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + stop * box["width"], y, steps=6)
+    page.mouse.up()
+    return float(page.locator(f"#{elem_id} input[type=number]").input_value())
+
+
+def body_rows(page, elem_id: str):
+    """The data rows of a gr.Dataframe (a grid of role=row elements holding role=gridcell cells)."""
+    return page.locator(f"#{elem_id} [role=row]:has([role=gridcell])")
+
+
+def table_rows(page, elem_id: str) -> list[list[str]]:
+    rows = body_rows(page, elem_id)
+    return [[c.strip() for c in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+            for i in range(rows.count())]
+
+
+def test_ties_run_matches_the_library(page, tiny_zoo):
+    expect(status(page)).to_contain_text("Run #1 task_arithmetic(scale=0.3)", timeout=WAIT)
+    pick_method(page, "TIES")
+    expect(status(page)).to_contain_text("#2 ties(density=0.2", timeout=WAIT)  # picking a method runs it live
+    density = drag_slider(page, "param-ties-density", 0.2, 0.6)
+    assert 0.3 < density < 0.9
+    expect(status(page)).to_contain_text(f"#3 ties(density={density:g},", timeout=WAIT)  # slider release: live
+    page.locator("#run").click()
+    expect(status(page)).to_contain_text(f"#4 ties(density={density:g},", timeout=WAIT)
+
+    tv = ex.task_vectors(tiny_zoo)
+    scores = ex.evaluate(tiny_zoo, ex.merge(tv, "ties", density=density), limit=LIVE_LIMIT).table
+    expected = [[r.task, *[f"{100 * r[c]:.1f}" for c in ("base", "expert", "merged", "normalized")]]
+                for _, r in scores.iterrows()]
+    assert table_rows(page, "accuracy-table") == expected
+
+    page.get_by_role("tab", name="Cosine conflicts").click()
+    plot = page.locator("#cosine .js-plotly-plot")
+    expect(plot).to_be_visible(timeout=WAIT)
+    cosine = ex.analysis.cosine(tv)
+    z = plot.evaluate("el => el._fullData[0].z")  # the values plotly drew (decoded from the figure JSON)
+    for i, a in enumerate(cosine.index):
+        for j, b in enumerate(cosine.columns):
+            if i != j:  # the diagonal is left blank
+                assert z[i][j] == pytest.approx(cosine.loc[a, b], abs=1e-9)
+    shown = set(page.locator("#cosine .js-plotly-plot text").all_text_contents())
+    assert {f"{cosine.iloc[0, 1]:.3f}", f"{cosine.iloc[1, 2]:.3f}"} <= shown
+
+
+def test_sessions_do_not_see_each_others_runs(browser, server):
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1500, "height": 1100})
+        pages.append(context.new_page())
+        pages[-1].goto(server, wait_until="load")
+    alice, bob = pages
+    for p in pages:
+        expect(status(p)).to_contain_text("Run #1", timeout=WAIT)
+    pick_method(alice, "TIES")
+    expect(status(alice)).to_contain_text("#2 ties(", timeout=WAIT)
+    alice.locator("#run").click()
+    expect(status(alice)).to_contain_text("#3 ties(", timeout=WAIT)
+    for p in pages:
+        p.get_by_role("tab", name="History & compare").click()
+    expect(body_rows(alice, "history")).to_have_count(3, timeout=WAIT)
+    expect(body_rows(bob, "history")).to_have_count(1, timeout=WAIT)
+    assert "ties" not in bob.locator("#history").inner_text()
+    assert "ties" in alice.locator("#history").inner_text()
+    for p in pages:
+        p.context.close()
+
+
+def test_bad_input_shows_a_message_not_a_traceback(page):
+    expect(status(page)).to_contain_text("Run #1", timeout=WAIT)
+    pick_method(page, "TIES")
+    expect(status(page)).to_contain_text("#2 ties(", timeout=WAIT)
+    box = page.locator("#param-ties-density input[type=number]")
+    box.fill("5")
+    box.press("Tab")  # leaving the box releases the slider with the typed value
+    expect(status(page)).to_contain_text("'density': 5.0 is out of range; allowed [0.0, 1.0]", timeout=WAIT)
+    for task in ("task1", "task2"):
+        page.locator("#experts").get_by_label(task).uncheck()
+    expect(status(page)).to_contain_text("Pick at least two experts", timeout=WAIT)
+    assert "Traceback" not in page.content()
