@@ -3,6 +3,7 @@ and, with --html, one self-contained page (plotly.js inlined, works offline)."""
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +31,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--limit", type=int, help="accuracy: at most this many images per task")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     parser.add_argument("--html", help="write every figure into this self-contained HTML page")
+    parser.add_argument("--png", metavar="DIR", help="also write each figure as DIR/<name>.png (needs kaleido and "
+                        "a Chromium: `apt-get install chromium`)")
     parser.set_defaults(func=run)
 
 
@@ -151,6 +154,28 @@ def page(title: str, subtitle: str, sections: list) -> str:
     return "\n".join(parts)
 
 
+def slug(heading: str) -> str:
+    """A file name from a figure heading: `TIES: mask overlap (Jaccard)` -> `ties-mask-overlap-jaccard`."""
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-")
+
+
+def write_pngs(folder: str, sections: list) -> list[Path]:
+    """Each figure as a PNG at its own size (one browser session for all of them); returns the paths."""
+    import plotly.io as pio
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = [fig for _, _, fig in sections]
+    paths = [out / f"{slug(heading)}.png" for heading, _, _ in sections]
+    try:
+        pio.write_images(figs, paths, width=[f.layout.width or 1000 for f in figs],
+                         height=[f.layout.height or 560 for f in figs], scale=2)
+    except (RuntimeError, ValueError, ImportError) as err:
+        raise RuntimeError(f"--png could not render with kaleido ({err}); install Chromium "
+                           "(`apt-get install chromium`) and kaleido (`pip install kaleido`), or use --html") from err
+    return paths
+
+
 def run(args: Any) -> int:
     from .merge import load_task_vectors
 
@@ -167,7 +192,11 @@ def run(args: Any) -> int:
             print(f"== {heading}\n{table.to_string(float_format=lambda v: f'{v:.4f}')}\n")
     if args.html:
         subtitle = f"zoo {zoo_id} · tasks {', '.join(tv.tasks)} · {len(sections)} figures"
+        Path(args.html).parent.mkdir(parents=True, exist_ok=True)
         Path(args.html).write_text(page(f"Model Merging Explorer: {', '.join(what)}", subtitle, sections),
                                    encoding="utf-8")
         print(f"wrote {args.html}")
+    if args.png:
+        for path in write_pngs(args.png, sections):
+            print(f"wrote {path}")
     return 0

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import struct
 
 import pytest
 
@@ -76,3 +78,24 @@ def test_user_errors_are_one_line(zoo_folder, capsys, argv, message):
     assert main(["analyse", "--zoo", str(folder), "--device", "cpu", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explorer analyse: error:") and message in err
+
+
+def test_slug_names_png_files():
+    from explorer.commands.analyse import slug
+
+    assert slug("ties: mask overlap (Jaccard)") == "ties-mask-overlap-jaccard"
+    assert slug("Sign conflicts (top 20% entries)") == "sign-conflicts-top-20-entries"
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="PNG export needs a Chromium (apt-get install chromium)")
+def test_png_export_at_twice_the_layout_size(zoo_folder, tmp_path, capsys):
+    folder, _ = zoo_folder
+    assert main(["analyse", "--zoo", str(folder), "--what", "cosine", "--device", "cpu",
+                 "--png", str(tmp_path / "png")]) == 0
+    files = sorted((tmp_path / "png").iterdir())
+    assert [f.name for f in files] == ["cosine-similarity-per-layer.png", "cosine-similarity-whole-model.png"]
+    header = files[1].read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    assert (width, height) == (2 * (300 + 80 * 3), 2 * (190 + 70 * 3))  # the cosine map's own size, scale 2
