@@ -19,6 +19,7 @@ import explorer as ex
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", default="demo")
+    parser.add_argument("--root", default=None, help="another build of the demo zoo (a folder)")
     parser.add_argument("--steps", type=int, default=None, help="default: the method's declared default")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=None, help="default: the method's declared default")
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    zoo = ex.load_zoo(args.zoo)
+    zoo = ex.load_zoo(args.zoo, **({"root": args.root} if args.root else {}))
     tv = ex.task_vectors(zoo)
     given = {k: getattr(args, k) for k in ("steps", "lr") if getattr(args, k) is not None}
     start = time.perf_counter()

@@ -47,6 +47,7 @@ def runs(tv, zoo, args) -> list[tuple[str, object, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", default="demo")
+    parser.add_argument("--root", default=None, help="another build of the demo zoo (a folder)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=20)
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    zoo = ex.load_zoo(args.zoo)
+    zoo = ex.load_zoo(args.zoo, **({"root": args.root} if args.root else {}))
     tv = ex.task_vectors(zoo)
     rows, first = [], None
     for label, res, seconds in runs(tv, zoo, args):

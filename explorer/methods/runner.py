@@ -7,6 +7,7 @@ Lambda and no model is copied per step. c(j) is the column of parameter tensor j
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
@@ -85,7 +86,9 @@ class FunctionalMerge:
         if missing:
             raise ValueError(f"the task vectors lack {len(missing)} entries of the zoo's model: {missing[:8]}; "
                              f"build them from the whole state dict (ex.task_vectors(zoo))")
-        self.heads = {t: _frozen(zoo.head(t), self.device) for t in self.tasks}
+        # Own copies of the heads: the zoo's may hold tensors made under torch.inference_mode (loaded
+        # lazily inside an evaluation), which autograd refuses to save; a deep copy makes normal tensors.
+        self.heads = {t: _frozen(copy.deepcopy(zoo.head(t)), self.device) for t in self.tasks}
 
     def coefficients(self, value: float) -> Tensor:
         """A [T, L] coefficient tensor filled with `value` (float32, on the task vectors' device)."""

@@ -175,9 +175,10 @@ def test_atlas_cancel_keeps_the_best_completed_epoch(tv):
 
 
 def test_images_made_under_inference_mode_still_train():
-    """A zoo may generate its data lazily inside an evaluation (torch.inference_mode); training must still work."""
+    """A zoo may load heads and data lazily inside an evaluation (torch.inference_mode); training must still work."""
     fresh = TinyZoo()
     with torch.inference_mode():
+        fresh.heads = {t: torch.nn.Linear(8, 3) for t in fresh.tasks}  # heads loaded inside an evaluation
         for task in fresh.tasks:
             for split in ("validation", "test"):
                 assert fresh.dataset(task, split).tensors[0].is_inference()
