@@ -127,8 +127,10 @@ def sign_disagreement(frames: pd.DataFrame | Mapping[str, pd.DataFrame],
                     customdata=frame[["shared"]].to_numpy(),
                     hovertemplate=f"{label}<br>%{{x}}<br>disagreement: %{{y:.4f}}<br>"
                                   "entries active in ≥ 2 tasks: %{customdata[0]:.4f}<extra></extra>")
-    return _styled(fig, title, frame.columns[0], "fraction with mixed signs", barmode="group",
-                   yaxis={"range": [0, 1]})
+    group = frame.columns[0]
+    note = "among the entries that two or more tasks use: the share where not all of them agree in sign"
+    return _styled(fig, _subtitled(title, note), "layer (input → output)" if group == "layer" else group,
+                   "fraction with mixed signs", barmode="group", yaxis={"range": [0, 1]})
 
 
 def _task_lines(frame: pd.DataFrame, x: str, y: str, hover: str, colors: Mapping[str, str]) -> go.Figure:
@@ -263,5 +265,7 @@ def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: s
     label = "normalized accuracy" if normalized else "accuracy"
     fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": label}}})
     fig.update_annotations(font_size=FONT + 2)
-    return _styled(fig, title or f"{label} of θ0 + λ_A·τ_{task_a} + λ_B·τ_{task_b}", None, None,
+    default = _subtitled(f"{label} of θ0 + λ_A·τ_A + λ_B·τ_B", f"A = {task_a}, B = {task_b}; (0, 0) is the "
+                         f"base model, (1, 0) the {task_a} expert")
+    return _styled(fig, title or default, None, None,
                    width=1300, height=500)
