@@ -88,7 +88,8 @@ def _masks(ctx: dict) -> list:
     name = res.method
     heading = f"{name}: how many tasks keep each entry"
     return [(heading, usage, plots.mask_usage(usage, title=heading)),
-            (f"{name}: usage per layer", None, plots.mask_usage(A.mask_usage(res, by="layer"))),
+            (f"{name}: usage per layer", None, plots.mask_usage(A.mask_usage(res, by="layer"), title=f"{heading}, "
+                                                                "per layer")),
             (f"{name}: mask overlap (Jaccard)", jaccard, plots.mask_overlap_map(jaccard)),
             (f"{name}: mask density per layer", None, plots.mask_density(A.mask_density(res, by="layer")))]
 
