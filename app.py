@@ -135,7 +135,7 @@ def _widget(c: controls.Control) -> gr.components.Component:
 
 
 def _sidebar(ui: UI, zoo: str) -> tuple:
-    """Zoo, experts, method with its card and generated controls, Run / Cancel / full evaluation, status."""
+    """Zoo, experts, method with its card and generated controls, Run / Cancel / full evaluation."""
     ui.zoo = gr.Dropdown(zoo_choices(zoo), value=zoo, label="Zoo", elem_id="zoo",
                          info="demo: a tiny CLIP-style ViT with 8 experts, offline; others need their checkpoints")
     ui.experts = gr.CheckboxGroup(choices=[], label="Experts to merge", elem_id="experts")
@@ -151,10 +151,9 @@ def _sidebar(ui: UI, zoo: str) -> tuple:
         ui.groups[m.name] = group
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run")
-        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", interactive=False)
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", visible=False)
     full = gr.Button(f"Score on the full test split (live view: first {handlers.LIVE_LIMIT} images per task)",
                      elem_id="full-eval", size="sm")
-    ui.status = gr.Markdown("Loading the zoo…", elem_id="status")
     return run, cancel, full
 
 
@@ -253,7 +252,7 @@ def on_zoo_figures(zoo_name: str, tasks: list[str]) -> tuple:
 def on_method(method: str) -> tuple:
     m = registry.get(method)
     return (controls.method_card(method), *[gr.update(visible=g.name == method) for g in registry.all_methods()],
-            gr.update(interactive="cancel" in m.injected), gr.update(visible=m.needs_data))
+            gr.update(visible="cancel" in m.injected), gr.update(visible=m.needs_data))
 
 
 def on_export_weights(state: dict) -> tuple:
@@ -321,6 +320,7 @@ def build_demo(zoo: str = "demo") -> gr.Blocks:
             with gr.Column(scale=1, min_width=360):
                 run, cancel, full = _sidebar(ui, zoo)
             with gr.Column(scale=3):
+                ui.status = gr.Markdown("Loading the zoo…", elem_id="status")
                 buttons = _tabs(ui)
         _wire(demo, ui, run, cancel, full, buttons)
     return demo.queue(max_size=32, default_concurrency_limit=1)
@@ -334,6 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "folder holding a demo-zoo build")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the "
                         "internet; off by default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; "
+                        "on a CPU shared with other jobs, 1 is often fastest)")
     return parser.parse_args(argv)
 
 
@@ -356,9 +358,14 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     demo = build_demo(args.zoo)
-    threading.Thread(target=warm, args=(args.zoo,), name="explorer-warm", daemon=True).start()
-    launch(demo, args.host, args.port, args.share)
+    launch(demo, args.host, args.port, args.share, prevent_thread_lock=True)
+    threading.Thread(target=warm, args=(args.zoo,), name="explorer-warm", daemon=True).start()  # once serving
+    demo.block_thread()
 
 
 if __name__ == "__main__":

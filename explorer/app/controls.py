@@ -63,7 +63,7 @@ def method_card(method: str) -> str:
     """Markdown shown beside a method's controls: what it does, its formula and its paper."""
     m: Method = registry.get(method)
     kind = "data-free: releasing a slider re-runs it" if is_live(method) else \
-        "reads the zoo's images: press Run (progress shows below)"
+        "reads the zoo's images: press Run (progress and status show above the results)"
     per_task = " It gives one model per task (the task id picks the mask)." if m.per_task else ""
     return (f"### {m.title}\n{m.summary}{per_task}\n\n**Formula:** `{m.formula}`\n\n"
             f"**Paper:** {m.paper}\n\n*{kind}.*")

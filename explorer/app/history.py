@@ -35,16 +35,31 @@ def compare(state: dict, run_a: str, run_b: str) -> tuple[go.Figure, pd.DataFram
     a, b = find(state, run_a), find(state, run_b)
     if a["id"] == b["id"]:
         raise ValueError("Pick two different runs to compare.")
-    frames = [pd.DataFrame(r["scores"]).assign(method=r["label"]) for r in (a, b)]
+    names = short_labels(a, b)
+    frames = [pd.DataFrame(r["scores"]).assign(method=name) for r, name in zip((a, b), names)]
     common = [t for t in frames[0].task if t in set(frames[1].task)]
     if not common:
         raise ValueError(f"Runs {a['label']} and {b['label']} share no task, so there is nothing to compare.")
     both = pd.concat([f[f.task.isin(common)] for f in frames], ignore_index=True)
     note = "" if a["limit"] == b["limit"] else " (scored on different numbers of test images)"
-    figure = P.accuracy_bars(both, title=f"{a['label']} vs {b['label']}{note}")
+    figure = P.accuracy_bars(both, title=f"A = {names[0]} vs B = {names[1]}{note}")
     left, right = (f.set_index("task").loc[common, "merged"] for f in frames)
     left, right = (pd.concat([s, pd.Series({"mean": s.mean()})]) for s in (left, right))
     return figure, compare_frame(left, right)
+
+
+def short_labels(a: dict, b: dict) -> tuple[str, str]:
+    """Names for two runs that show only what tells them apart: the parameters whose values differ (same
+    method), or just number and method (different methods)."""
+    if a["method"] != b["method"]:
+        return f"#{a['n']} {a['method']}", f"#{b['n']} {b['method']}"
+    differ = [k for k in a["params"] if a["params"][k] != b["params"].get(k)]
+
+    def name(r: dict) -> str:
+        shown = ", ".join(f"{k}={r['params'][k]:g}" if isinstance(r["params"][k], float) else f"{k}={r['params'][k]}"
+                          for k in differ)
+        return f"#{r['n']} {r['method']}({shown})"
+    return name(a), name(b)
 
 
 def compare_frame(a: pd.Series | None = None, b: pd.Series | None = None) -> pd.DataFrame:

@@ -121,4 +121,4 @@ def test_adaptive_runs_report_progress_and_stop_when_cancelled(zoo):
     assert [p.step for p in reports][-1] == 4 and not view.record["cancelled"]
     _, stopped = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "adamerging", params, limit=4,
                               cancel=lambda: True)
-    assert stopped.record["cancelled"]
+    assert stopped.record["cancelled"] and "Cancelled" in stopped.status and "Cancelled" not in view.status

@@ -41,7 +41,9 @@ def test_compare_two_runs_by_hand(two_runs):
     diffs = [round(100 * (y - x), 1) for x, y in zip(left, right)]
     mean_diff = round(100 * (sum(right) / len(right) - sum(left) / len(left)), 1)
     assert list(table["B − A"]) == pytest.approx(diffs + [mean_diff])
-    assert {t.name for t in figure.data} >= {a["label"], b["label"]}
+    assert {t.name for t in figure.data} >= {"#1 task_arithmetic", "#2 ties"}
+    assert history.short_labels(a, {**a, "n": 7, "params": {"scale": 0.5}}) == ("#1 task_arithmetic(scale=0.3)",
+                                                                               "#7 task_arithmetic(scale=0.5)")
     with pytest.raises(ValueError, match="two different runs"):
         history.compare(two_runs, a["id"], a["label"])
 

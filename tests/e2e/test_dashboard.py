@@ -108,3 +108,32 @@ def test_bad_input_shows_a_message_not_a_traceback(page):
         page.locator("#experts").get_by_label(task).uncheck()
     expect(status(page)).to_contain_text("Pick at least two experts", timeout=WAIT)
     assert "Traceback" not in page.content()
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Tab")
+
+
+def test_adaptive_method_streams_a_loss_curve_and_can_be_cancelled(page):
+    expect(status(page)).to_contain_text("Run #1", timeout=WAIT)
+    pick_method(page, "AdaMerging")
+    expect(status(page)).to_contain_text("press Run to start it", timeout=WAIT)  # no live run for a data method
+    expect(page.locator("#cancel")).to_be_visible()
+    set_number(page, "param-adamerging-steps", "20")
+    set_number(page, "param-adamerging-batch", "4")
+    set_number(page, "param-adamerging-log_every", "2")
+    page.locator("#run").click()
+    expect(status(page)).to_contain_text("#2 adamerging(granularity=layer", timeout=WAIT)
+    expect(status(page)).not_to_contain_text("Cancelled")
+    expect(page.locator("#loss-curve")).to_be_visible()
+    expect(page.locator("#loss-curve canvas, #loss-curve svg").first).to_be_visible(timeout=WAIT)
+
+    set_number(page, "param-adamerging-steps", "10000")
+    set_number(page, "param-adamerging-log_every", "1")
+    page.locator("#run").click()
+    expect(status(page)).to_contain_text("step ", timeout=WAIT)  # progress streams into the status box
+    page.locator("#cancel").click()
+    expect(status(page)).to_contain_text("#3 adamerging(", timeout=WAIT)
+    expect(status(page)).to_contain_text("Cancelled", timeout=WAIT)
