@@ -18,6 +18,7 @@ import inspect  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402
@@ -29,6 +30,7 @@ from explorer.app.stream import loss_frame, progress_text, stream  # noqa: E402
 from explorer.methods import registry  # noqa: E402
 
 DEFAULT_METHOD = "task_arithmetic"
+UPDATE_EVERY = 0.25  # seconds between progress updates of a long run (loss curve, status)
 CSS = """
 #status {min-height: 2.5em}
 .method-card code {white-space: pre-wrap}
@@ -224,13 +226,16 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         flag = cache.cancel_flag(request.session_hash)
         flag.clear()
         reports: list = []
+        shown = 0.0
         for kind, payload in stream(lambda report: handlers.run(*args, callback=report, cancel=flag.is_set)):
             if kind == "done":
                 yield run_values(ui, *payload, loss=loss_frame(reports) if reports else None)
                 return
             reports.append(payload)
-            progress((payload.step, payload.total), desc=progress_text(payload))
-            yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_frame(reports))
+            if time.monotonic() - shown >= UPDATE_EVERY:  # the page gets at most a few updates a second
+                shown = time.monotonic()
+                progress((payload.step, payload.total), desc=progress_text(payload))
+                yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_frame(reports))
     return on_run
 
 
