@@ -11,10 +11,4 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("zoo", help="build, describe and convert zoos")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name in VERB_MODULES:
-        try:
-            module = importlib.import_module(f"explorer.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"explorer.commands.{name}":
-                raise
-            continue
-        module.add_verbs(verbs)
+        importlib.import_module(f"explorer.commands.{name}").add_verbs(verbs)
