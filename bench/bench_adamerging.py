@@ -2,9 +2,10 @@
 against Task Arithmetic at its best validation lambda (0.1 .. 1.0).
 
 Run: .venv/bin/python bench/bench_adamerging.py [--steps 100] [--batch 16] [--lr 1e-3] [--threads 2]
-     [--granularity layer] [--plus]
+     [--granularity layer] [--plus] [--diagnose]
 Prints the merge's wall time and seconds per step, the loss at the start and the end, and both methods'
-average test accuracy (absolute and normalized).
+average test accuracy (absolute and normalized), per task; --diagnose adds test accuracy and prediction
+entropy of task arithmetic across lambda, which shows whether entropy is a usable proxy on this zoo.
 """
 from __future__ import annotations
 
@@ -14,6 +15,26 @@ import time
 import torch
 
 import explorer as ex
+from explorer.evaluate import eval_data
+from explorer.methods.adaptive import softmax_entropy
+from explorer.methods.runner import FunctionalMerge
+
+
+def entropy_vs_accuracy(zoo, tv, lambdas: list[float]) -> None:
+    """Print, for task arithmetic at each lambda, every task's test accuracy and mean prediction entropy:
+    AdaMerging can only help where lower entropy goes with higher accuracy across merges."""
+    fm = FunctionalMerge(tv, zoo, "task")
+    print("lambda | " + " | ".join(f"{t} acc / H" for t in tv.tasks) + " | mean acc / H")
+    with torch.no_grad():
+        for lam in lambdas:
+            theta, cells, accs, ents = fm.theta(fm.coefficients(lam)), [], [], []
+            for task in tv.tasks:
+                x, y = eval_data(zoo, task, "test", None, fm.device)
+                logits = fm.logits(theta, task, x)
+                accs.append(float((logits.argmax(1) == y).float().mean()))
+                ents.append(float(softmax_entropy(logits).mean()))
+                cells.append(f"{100 * accs[-1]:.0f} / {ents[-1]:.2f}")
+            print(f"{lam} | " + " | ".join(cells) + f" | {100 * sum(accs) / len(accs):.1f} / {sum(ents) / len(ents):.2f}")
 
 
 def main() -> None:
@@ -27,6 +48,8 @@ def main() -> None:
     parser.add_argument("--plus", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also print accuracy and entropy of task arithmetic for lambda in 0 .. 1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     zoo = ex.load_zoo(args.zoo, **({"root": args.root} if args.root else {}))
@@ -49,6 +72,12 @@ def main() -> None:
           f"normalized {100 * ta.scores.mean['normalized']:.1f}%")
     print(f"coefficients: mean {res.coefficients.to_numpy().mean():.3f}, "
           f"min {res.coefficients.to_numpy().min():.3f}, max {res.coefficients.to_numpy().max():.3f}")
+    per_task = ex.evaluate(zoo, res, "test").table.set_index("task")["merged"]
+    print("per task (AdaMerging vs TA): " + ", ".join(
+        f"{t} {100 * per_task[t]:.0f}/{100 * m:.0f}" for t, m in zip(ta.scores.table["task"], ta.scores.table["merged"])))
+    print("mean coefficient per task: " + ", ".join(f"{t} {v:.2f}" for t, v in res.coefficients.mean(axis=1).items()))
+    if args.diagnose:
+        entropy_vs_accuracy(zoo, tv, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0])
 
 
 if __name__ == "__main__":
