@@ -13,19 +13,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import argparse  # noqa: E402
-import functools  # noqa: E402
-import inspect  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
 from explorer.app import cache, controls, export, handlers, history, views  # noqa: E402
+from explorer.app.widgets import guarded, widget  # noqa: E402
 from explorer.app.stream import loss_frame, progress_text, stream  # noqa: E402
 from explorer.methods import registry  # noqa: E402
 
@@ -43,45 +40,6 @@ def zoo_choices(default: str) -> list[str]:
 
     names = ["demo", *sorted(named_zoos())]
     return names if default in names else [default, *names]
-
-
-# --- error handling: every handler shows problems in the page, never a traceback ---------------------------
-def _problem(err: Exception, toast: bool) -> str:
-    if isinstance(err, (ValueError, FileNotFoundError, KeyError, TypeError)):
-        text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    else:  # a bug: the log gets the traceback, the page a short line
-        traceback.print_exc(file=sys.stderr)
-        text = f"Something went wrong ({type(err).__name__}: {err}). The server log has the details."
-    if toast:
-        gr.Warning(text)
-    return f"⚠️ {text}"
-
-
-def guarded(n_outputs: int, toast: bool = True) -> Callable:
-    """Wrap a handler whose first output is the status box: on error, show the message there (and as a toast
-    unless the handler is a follow-up step of another event) and leave every other output as it was. Works for
-    plain and generator handlers."""
-    def wrap(fn: Callable) -> Callable:
-        def failed(err: Exception) -> tuple:
-            return (_problem(err, toast), *[gr.skip()] * (n_outputs - 1))
-
-        if inspect.isgeneratorfunction(fn):
-            @functools.wraps(fn)
-            def gen(*args, **kwargs):
-                try:
-                    yield from fn(*args, **kwargs)
-                except Exception as err:
-                    yield failed(err)
-            return gen
-
-        @functools.wraps(fn)
-        def plain(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as err:
-                return failed(err)
-        return plain
-    return wrap
 
 
 @dataclass
@@ -122,20 +80,6 @@ HEADER = ("# Model Merging Explorer\nMerge fine-tuned CLIP experts (task vectors
           "happened. Pick experts and a method; data-free methods re-run as soon as you release a slider.")
 
 
-def _widget(c: controls.Control) -> gr.components.Component:
-    """The widget of one declared parameter: slider, number box, dropdown or checkbox."""
-    p = c.param
-    common = {"label": c.label, "info": p.help, "elem_id": c.elem_id}
-    if c.kind == "slider":
-        return gr.Slider(p.low, p.high, value=p.default, step=p.step, **common)
-    if c.kind == "number":
-        return gr.Number(value=p.default, minimum=p.low, maximum=p.high, step=p.step or 1,
-                         precision=0 if p.type is int else None, **common)
-    if c.kind == "dropdown":
-        return gr.Dropdown(list(p.choices), value=p.default, **common)
-    return gr.Checkbox(value=p.default, **common)
-
-
 def _sidebar(ui: UI, zoo: str) -> tuple:
     """Zoo, experts, method with its card and generated controls, Run / Cancel / full evaluation."""
     ui.zoo = gr.Dropdown(zoo_choices(zoo), value=zoo, label="Zoo", elem_id="zoo",
@@ -149,7 +93,7 @@ def _sidebar(ui: UI, zoo: str) -> tuple:
             mine = [c for c in specs if c.method == m.name]
             if not mine:
                 gr.Markdown("This method has no parameters.")
-            ui.widgets += [_widget(c) for c in mine]
+            ui.widgets += [widget(c) for c in mine]
         ui.groups[m.name] = group
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run")
@@ -159,8 +103,9 @@ def _sidebar(ui: UI, zoo: str) -> tuple:
     return run, cancel, full
 
 
-def _plot(ui: UI, name: str) -> None:
-    ui.plots[name] = gr.Plot(elem_id=name.replace("_", "-"), show_label=False)
+def _plots(ui: UI, *names: str) -> None:
+    for name in names:
+        ui.plots[name] = gr.Plot(elem_id=name.replace("_", "-"), show_label=False)
 
 
 def _tabs(ui: UI) -> dict:
@@ -169,41 +114,53 @@ def _tabs(ui: UI) -> dict:
     with gr.Tabs(elem_id="tabs"):
         with gr.Tab("Accuracy", id="accuracy"):
             e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
-            _plot(ui, "accuracy")
+            _plots(ui, "accuracy")
             e["loss"] = gr.LinePlot(x="step", y="loss", label="Loss while learning the coefficients",
                                     elem_id="loss-curve", visible=False)
         with gr.Tab("Cosine conflicts", id="cosine"):
-            _plot(ui, "cosine"), _plot(ui, "cosine_layers")
+            _plots(ui, "cosine", "cosine_layers")
         with gr.Tab("Sign conflicts", id="signs"):
-            _plot(ui, "signs"), _plot(ui, "sign_layers")
+            _plots(ui, "signs", "sign_layers")
         with gr.Tab("Mask overlaps", id="masks"):
             e["mask_note"] = gr.Markdown(elem_id="mask-note")
-            _plot(ui, "overlap"), _plot(ui, "usage")
+            _plots(ui, "overlap", "usage")
         with gr.Tab("Layer-wise scaling", id="layers"):
-            _plot(ui, "coefficients"), _plot(ui, "norms")
+            _plots(ui, "coefficients", "norms")
         with gr.Tab("History & compare", id="history"):
-            e["history"] = gr.Dataframe(label="Runs of this session (newest first)", elem_id="history",
-                                        interactive=False)
-            with gr.Row():
-                e["pick"] = gr.Dropdown([], label="Run", elem_id="pick-run", scale=3)
-                b["show"] = gr.Button("Show", elem_id="show-run", scale=1)
-                b["pin"] = gr.Button("Pin / unpin", elem_id="pin-run", scale=1)
-            with gr.Row():
-                e["compare_a"] = gr.Dropdown([], label="Run A", elem_id="compare-a")
-                e["compare_b"] = gr.Dropdown([], label="Run B", elem_id="compare-b")
-                b["compare"] = gr.Button("Compare A and B", elem_id="compare", variant="primary")
-            e["compare_table"] = gr.Dataframe(history.compare_frame(), label="Merged accuracy (%): A, B and B − A",
-                                              elem_id="compare-table", interactive=False)
-            ui.plots["compare_plot"] = gr.Plot(elem_id="compare-plot", show_label=False)
+            _history_tab(ui, b)
         with gr.Tab("Export", id="export"):
-            gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
-                        "of its figures (one offline HTML page, or PNGs in a zip).")
-            b["weights"] = gr.Button("Export merged weights + run record", elem_id="export-weights")
-            e["weights_files"] = gr.File(label="Weights and record", file_count="multiple", elem_id="weights-files")
-            e["format"] = gr.Radio(list(export.FORMATS), value="html", label="Figure format", elem_id="fig-format")
-            b["figures"] = gr.Button("Export figures", elem_id="export-figures")
-            e["figure_file"] = gr.File(label="Figures", elem_id="figure-file")
+            _export_tab(ui, b)
     return b
+
+
+def _history_tab(ui: UI, b: dict) -> None:
+    """The session's runs, a picker to show or pin one, and two pickers to compare runs side by side."""
+    e = ui.extra
+    e["history"] = gr.Dataframe(label="Runs of this session (newest first)", elem_id="history",
+                                interactive=False)
+    with gr.Row():
+        e["pick"] = gr.Dropdown([], label="Run", elem_id="pick-run", scale=3)
+        b["show"] = gr.Button("Show", elem_id="show-run", scale=1)
+        b["pin"] = gr.Button("Pin / unpin", elem_id="pin-run", scale=1)
+    with gr.Row():
+        e["compare_a"] = gr.Dropdown([], label="Run A", elem_id="compare-a")
+        e["compare_b"] = gr.Dropdown([], label="Run B", elem_id="compare-b")
+        b["compare"] = gr.Button("Compare A and B", elem_id="compare", variant="primary")
+    e["compare_table"] = gr.Dataframe(history.compare_frame(), label="Merged accuracy (%): A, B and B − A",
+                                      elem_id="compare-table", interactive=False)
+    ui.plots["compare_plot"] = gr.Plot(elem_id="compare-plot", show_label=False)
+
+
+def _export_tab(ui: UI, b: dict) -> None:
+    """Buttons that write the current run's weights + record, or its figures, and the files to download."""
+    e = ui.extra
+    gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
+                "of its figures (one offline HTML page, or PNGs in a zip).")
+    b["weights"] = gr.Button("Export merged weights + run record", elem_id="export-weights")
+    e["weights_files"] = gr.File(label="Weights and record", file_count="multiple", elem_id="weights-files")
+    e["format"] = gr.Radio(list(export.FORMATS), value="html", label="Figure format", elem_id="fig-format")
+    b["figures"] = gr.Button("Export figures", elem_id="export-figures")
+    e["figure_file"] = gr.File(label="Figures", elem_id="figure-file")
 
 
 # --- handlers: read the widgets, call explorer.app, write the widgets ---------------------------------------

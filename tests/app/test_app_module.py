@@ -34,8 +34,10 @@ def test_layout_has_a_widget_per_parameter_and_the_tested_elements(app_module, z
     assert ZOO in app_module.zoo_choices(ZOO) and "demo" in app_module.zoo_choices(ZOO)
 
 
-def test_guarded_turns_errors_into_a_status_message(app_module):
-    @app_module.guarded(3, toast=False)
+def test_guarded_turns_errors_into_a_status_message():
+    from explorer.app.widgets import guarded
+
+    @guarded(3, toast=False)
     def fails(x):
         raise ValueError(f"parameter 'density': {x} is out of range")
 
@@ -43,7 +45,7 @@ def test_guarded_turns_errors_into_a_status_message(app_module):
     assert status == "⚠️ parameter 'density': 5.0 is out of range"
     assert len(rest) == 2
 
-    @app_module.guarded(2, toast=False)
+    @guarded(2, toast=False)
     def streams():
         yield "step 1", 1
         raise RuntimeError("boom")

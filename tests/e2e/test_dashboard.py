@@ -137,3 +137,35 @@ def test_adaptive_method_streams_a_loss_curve_and_can_be_cancelled(page):
     page.locator("#cancel").click()
     expect(status(page)).to_contain_text("#3 adamerging(", timeout=WAIT)
     expect(status(page)).to_contain_text("Cancelled", timeout=WAIT)
+
+
+def test_page_fetches_nothing_from_outside(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(server, wait_until="load")
+    expect(status(page)).to_contain_text("Run #1", timeout=WAIT)
+    page.get_by_role("tab", name="Cosine conflicts").click()
+    expect(page.locator("#cosine .js-plotly-plot")).to_be_visible(timeout=WAIT)
+    outside = [u for u in urls if not u.startswith((server, "data:", "blob:"))]
+    assert urls and not outside
+    context.close()
+
+
+def test_a_zoo_that_fails_to_load_is_reported_in_the_page(page, monkeypatch):
+    from explorer.app import cache
+    from explorer.zoo.openclip import named_zoos
+
+    name = sorted(named_zoos())[0]  # a real zoo from zoos/*.json, offered in the zoo picker
+
+    def broken(name, **kwargs):
+        raise OSError(f"checkpoint of {name} is unreadable")
+
+    monkeypatch.setattr(cache, "load_zoo", broken)  # the server runs in this process
+    expect(status(page)).to_contain_text("Run #1", timeout=WAIT)
+    page.locator("#zoo input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    expect(status(page)).to_contain_text(f"could not load zoo '{name}': checkpoint of {name} is unreadable",
+                                         timeout=WAIT)
+    assert "Traceback" not in page.content()
