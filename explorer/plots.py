@@ -14,9 +14,10 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-# Okabe & Ito (2008), yellow last (weak on white), then Paul Tol's muted set for more than eight tasks.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442",
-           "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255")
+# Okabe & Ito (2008) with Paul Tol's wine in place of black (black marks aggregates: "mean", "all") and
+# yellow last (weak on white), then Tol's muted set for more than eight tasks.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#882255", "#F0E442",
+           "#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#AA4499")
 DIVERGING = "RdBu_r"  # blue = negative / agreeing, white = centre, red = positive / conflicting
 SEQUENTIAL = "Blues"
 SERIES = {"base": "#BBBBBB", "expert": "#444444"}  # zero-shot and fine-tuned reference bars
@@ -267,5 +268,5 @@ def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: s
     fig.update_annotations(font_size=FONT + 2)
     default = _subtitled(f"{label} of θ0 + λ_A·τ_A + λ_B·τ_B", f"A = {task_a}, B = {task_b}; (0, 0) is the "
                          f"base model, (1, 0) the {task_a} expert")
-    return _styled(fig, title or default, None, None,
-                   width=1300, height=500)
+    return _styled(fig, title or default, None, None, width=1300, height=540,
+                   margin={"l": 90, "r": 30, "t": 130, "b": 80})
