@@ -1,6 +1,6 @@
 """The Model Merging Explorer dashboard: pick a zoo, experts and a merge method, move its sliders, see what happened.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--zoo demo] [--share]
+    python app.py [--host 127.0.0.1] [--port 7860] [--zoo demo] [--threads N] [--share]
 
 Only wiring lives here: the handlers are in `explorer/app/`, analyses in `explorer/analysis`, figures in
 `explorer/plots.py`. Nothing is fetched from the network (analytics off, assets bundled, share off by default).
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no network calls
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no telemetry, no network calls
 
 import argparse  # noqa: E402
 import tempfile  # noqa: E402
@@ -22,8 +21,8 @@ from typing import Any, Callable  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from explorer.app import cache, controls, export, handlers, history, views  # noqa: E402
-from explorer.app.widgets import guarded, widget  # noqa: E402
 from explorer.app.stream import loss_frame, progress_text, stream  # noqa: E402
+from explorer.app.widgets import guarded, widget  # noqa: E402
 from explorer.methods import registry  # noqa: E402
 
 DEFAULT_METHOD = "task_arithmetic"
@@ -157,10 +156,11 @@ def _export_tab(ui: UI, b: dict) -> None:
     gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
                 "of its figures (one offline HTML page, or PNGs in a zip).")
     b["weights"] = gr.Button("Export merged weights + run record", elem_id="export-weights")
-    e["weights_files"] = gr.File(label="Weights and record", file_count="multiple", elem_id="weights-files")
+    e["weights_files"] = gr.File(label="Weights and record", file_count="multiple", elem_id="weights-files",
+                                 interactive=False, height=140)
     e["format"] = gr.Radio(list(export.FORMATS), value="html", label="Figure format", elem_id="fig-format")
     b["figures"] = gr.Button("Export figures", elem_id="export-figures")
-    e["figure_file"] = gr.File(label="Figures", elem_id="figure-file")
+    e["figure_file"] = gr.File(label="Figures", elem_id="figure-file", interactive=False, height=100)
 
 
 # --- handlers: read the widgets, call explorer.app, write the widgets ---------------------------------------
@@ -178,7 +178,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
             yield run_values(ui, *handlers.run(*args))
             return
         if live:
-            yield (f"{method} learns from data: press **Run** to start it.", *[gr.skip()] * (n - 1))
+            yield (f"{method} reads the zoo's images: press **Run** to start it.", *[gr.skip()] * (n - 1))
             return
         flag = cache.cancel_flag(request.session_hash)
         flag.clear()

@@ -66,5 +66,5 @@ def compare_frame(a: pd.Series | None = None, b: pd.Series | None = None) -> pd.
     """Per task (index), the merged accuracy of runs A and B and their difference, in % (empty without runs)."""
     a = pd.Series(dtype=float) if a is None else a
     b = pd.Series(dtype=float) if b is None else b
-    return pd.DataFrame({"task": list(a.index), "A %": (100 * a).round(1).to_numpy(),
-                         "B %": (100 * b).round(1).to_numpy(), "B − A": (100 * (b - a)).round(1).to_numpy()})
+    return pd.DataFrame({"task": list(a.index), "A %": [f"{100 * v:.1f}" for v in a],
+                         "B %": [f"{100 * v:.1f}" for v in b], "B − A": [f"{100 * v:+.1f}" for v in b - a]})

@@ -40,7 +40,8 @@ def test_compare_two_runs_by_hand(two_runs):
     assert list(table.task) == [r["task"] for r in a["scores"]] + ["mean"]
     diffs = [round(100 * (y - x), 1) for x, y in zip(left, right)]
     mean_diff = round(100 * (sum(right) / len(right) - sum(left) / len(left)), 1)
-    assert list(table["B − A"]) == pytest.approx(diffs + [mean_diff])
+    assert [float(v) for v in table["B − A"]] == pytest.approx(diffs + [mean_diff])
+    assert table["A %"].iloc[0] == f"{100 * left[0]:.1f}" and table["B − A"].iloc[0].startswith(("+", "-"))
     assert {t.name for t in figure.data} >= {"#1 task_arithmetic", "#2 ties"}
     assert history.short_labels(a, {**a, "n": 7, "params": {"scale": 0.5}}) == ("#1 task_arithmetic(scale=0.3)",
                                                                                "#7 task_arithmetic(scale=0.5)")
