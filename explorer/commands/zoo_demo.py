@@ -8,7 +8,7 @@ from pathlib import Path
 def add_verbs(verbs) -> None:
     from ..zoo.data import TASKS
 
-    build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (about 30 min on 2 CPU cores)")
+    build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (CPU minutes; the card records how long)")
     build.add_argument("--out", default=None, help="output folder (default: assets/demo-zoo)")
     build.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
     build.add_argument("--tasks", nargs="+", default=None, choices=TASKS, metavar="TASK",
@@ -22,6 +22,7 @@ def add_verbs(verbs) -> None:
     card.add_argument("--root", default=None, help="the demo zoo folder (default: assets/demo-zoo)")
     card.add_argument("--write", action="store_true", help="also write the card to <root>/README.md")
     card.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    card.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     card.set_defaults(func=run_card)
 
 
@@ -52,9 +53,12 @@ def _write_card(root: Path | None, device: str) -> str:
 
 
 def run_card(args: argparse.Namespace) -> int:
+    import torch
+
     from ..zoo.demo import DemoZoo
     from ..zoo.demo_card import card, render
 
+    torch.set_num_threads(args.threads)
     if args.write:
         print(_write_card(Path(args.root) if args.root else None, args.device))
     else:

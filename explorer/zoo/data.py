@@ -154,17 +154,17 @@ def _signs(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
     return _paint(street, mask, sign)
 
 
-@_task("counting", ["one", "two", "three", "four", "five", "six"])
+@_task("counting", ["one", "two", "three", "four"])
 def _counting(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
-    """CLEVR-count-like: 1 to 6 small blocks on a tabletop, in distinct cells of a 6x6 grid."""
+    """CLEVR-count-like: 1 to 4 blocks on a tabletop, each in its own cell of a 4x4 grid."""
     n = len(y)
     img = _fill(_colors(rng, n, (0.75, 0.72, 0.65), 0.06))
     img = img * (0.85 + 0.15 * _smooth_noise(rng, n, 3))[..., None]
-    cells = np.argsort(rng.random((n, 36)), axis=1)
-    for j in range(6):
-        cy = 3 + 5 * (cells[:, j] // 6) + rng.uniform(-0.8, 0.8, n)
-        cx = 3 + 5 * (cells[:, j] % 6) + rng.uniform(-0.8, 0.8, n)
-        half = rng.uniform(1.2, 2.0, n)
+    cells = np.argsort(rng.random((n, 16)), axis=1)
+    for j in range(4):
+        cy = 4 + 8 * (cells[:, j] // 4) + rng.uniform(-1.5, 1.5, n)
+        cx = 4 + 8 * (cells[:, j] % 4) + rng.uniform(-1.5, 1.5, n)
+        half = rng.uniform(1.5, 2.5, n)
         box = (abs(_XX - cx[:, None, None]) < half[:, None, None]) & (abs(_YY - cy[:, None, None]) < half[:, None, None])
         img = _paint(img, box & (j <= y)[:, None, None], rng.random((n, 3), dtype=np.float32) * 0.6)
     return img

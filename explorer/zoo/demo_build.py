@@ -33,13 +33,14 @@ class Recipe:
     tasks: tuple[str, ...] = tuple(TASKS)
     arch: dict = field(default_factory=lambda: dict(ARCH))
     split_sizes: dict = field(default_factory=lambda: dict(SPLIT_SIZES))
-    batch_size: int = 128
-    pretrain_steps: int = 1000
+    batch_size: int = 64
+    pretrain_steps: int = 1200
     pretrain_lr: float = 1e-3
-    finetune_steps: int = 250
-    finetune_lr: float = 2e-4
+    finetune_steps: int = 300
+    finetune_lr: float = 5e-4
     weight_decay: float = 0.1
     logit_scale: float = 100.0
+    head_noise: float = 0.5
 
     def scaled(self, factor: float) -> "Recipe":
         """The same recipe with both step counts multiplied by `factor` (at least 1 step each)."""
@@ -98,14 +99,20 @@ def features(encoder: nn.Module, x: Tensor, batch: int = 512) -> Tensor:
 
 
 def prototype_heads(recipe: Recipe, base: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Each task's frozen head weight [C, D]: the mean normalised base feature of each class on its train split."""
+    """Each task's frozen head weight [C, D]: the mean normalised base feature of the class's pair on the
+    train split plus `head_noise` times a seeded random unit direction per class, so (as CLIP's text heads)
+    a head knows the coarse concept and only weakly the fine class."""
     encoder = build_encoder(recipe.arch)
     encoder.load_state_dict(base)
+    gen = torch.Generator().manual_seed(recipe.seed)
     heads = {}
     for task in recipe.tasks:
         x, y = generate(task, "train", recipe.split_sizes["train"], recipe.data_seed)
         f = F.normalize(features(encoder, x), dim=-1)
-        heads[task] = F.normalize(torch.stack([f[y == c].mean(0) for c in range(len(CLASSES[task]))]), dim=-1)
+        classes = len(CLASSES[task])
+        pairs = F.normalize(torch.stack([f[y // 2 == p].mean(0) for p in range((classes + 1) // 2)]), dim=-1)
+        noise = F.normalize(torch.randn(classes, f.shape[1], generator=gen), dim=-1)
+        heads[task] = F.normalize(pairs[torch.arange(classes) // 2] + recipe.head_noise * noise, dim=-1)
     return heads
 
 

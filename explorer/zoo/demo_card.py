@@ -77,12 +77,14 @@ parameter names as ViT-B/32's visual tower), a pretrained base and {len(zoo.task
 - **Pretraining**: all tasks' `pretrain` images ({r['split_sizes']['pretrain']} per task) labelled only by their \
 class pair, {r['pretrain_steps']} AdamW steps of {r['batch_size']} at lr {r['pretrain_lr']} (cosine, 10 % warm-up, \
 weight decay {r['weight_decay']}, clip 1), {secs['pretrain']:.0f} s.
-- **Heads** (frozen, shared by base, experts and merges): the base's mean normalised feature per class on the train \
-split; logits = {r['logit_scale']:g} x cosine, as CLIP's zero-shot text heads.
+- **Heads** (frozen, shared by base, experts and merges): per class, the base's mean normalised feature of its \
+class pair on the train split plus {r['head_noise']:g} x a seeded random unit direction; logits = \
+{r['logit_scale']:g} x cosine. Like CLIP's zero-shot text heads, they know the coarse concept but only weakly the \
+fine class, so the base is clearly below the experts.
 - **Experts**: the base fine-tuned on its task's train split ({r['split_sizes']['train']} images) through the frozen \
 head, {r['finetune_steps']} steps of {r['batch_size']} at lr {r['finetune_lr']}; \
 {min(secs[t] for t in zoo.tasks):.0f}-{max(secs[t] for t in zoo.tasks):.0f} s each.
-- Built in {secs['total'] / 60:.1f} min with torch {cfg['torch']} on {cfg['threads']} CPU threads. Weights are \
+- Built in {secs['total'] / 60:.1f} min with torch {cfg['torch']} with {cfg['threads']} torch CPU thread(s). Weights are \
 stored in float16: the largest change of an expert's test accuracy against its float32 weights was \
 {max(cfg['fp16_check'].values()):.4f}.
 
@@ -96,7 +98,7 @@ lambda = {c.lambdas['ties']:g}, each chosen by average normalized accuracy on th
 Quality bar:
 {checks}
 
-The task vectors are nearly orthogonal (pairwise cosine {c.cosine[0]:.2f} to {c.cosine[1]:.2f}), yet merging \
-them still loses accuracy: a low cosine between task vectors does not by itself mean they merge without \
-interference, since what matters is how each update changes the features the other tasks' heads read.
+The pairwise cosine between the task vectors ranges from {c.cosine[0]:.2f} to {c.cosine[1]:.2f}, yet merging \
+them loses accuracy: a low cosine does not by itself mean task vectors merge without interference, since what \
+matters is how each update moves the features that the other tasks' heads read.
 """

@@ -86,7 +86,7 @@ def test_builder_cli_builds_one_expert(tmp_path):
     assert cli_main(["zoo", "build-demo", "--out", str(out), "--tasks", "clock", "--steps-scale", "0.01",
                      "--no-card"]) == 0
     zoo = DemoZoo(out)
-    assert zoo.tasks == ["clock"] and zoo.config["recipe"]["finetune_steps"] == 2
+    assert zoo.tasks == ["clock"] and zoo.config["recipe"]["finetune_steps"] == 3
     base, expert = zoo.base_state_dict(), zoo.expert_state_dict("clock")
     assert any(not torch.equal(base[k], expert[k]) for k in base)
     assert zoo.config["fp16_check"]["clock"] <= 0.02  # float16 storage keeps the accuracy
