@@ -26,22 +26,24 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def runs(tv, zoo, args) -> list[tuple[str, object, float]]:
-    """(label, MergeResult, seconds) of every method compared."""
-    out = []
+def runs(tv, zoo, args):
+    """Yield (label, MergeResult, seconds) of every method compared, one at a time."""
     ta, s = timed(lambda: ex.select(tv, "task_arithmetic", grid={"scale": TA_GRID}, zoo=zoo))
-    out.append((f"Task Arithmetic (lambda={ta.params['scale']})", ta.result, s))
+    yield f"Task Arithmetic (lambda={ta.params['scale']})", ta.result, s
     ties, s = timed(lambda: ex.select(tv, "ties", grid={"scale": TIES_GRID}, zoo=zoo, density=0.2))
-    out.append((f"TIES density 0.2 (lambda={ties.params['scale']})", ties.result, s))
+    yield f"TIES density 0.2 (lambda={ties.params['scale']})", ties.result, s
     common = {"steps": args.steps, "lr": args.lr, "seed": args.seed}
     for label, kwargs in [("AdaMerging task-wise", {"granularity": "task"}),
                           ("AdaMerging layer-wise", {"granularity": "layer"}),
                           ("AdaMerging++ layer-wise", {"granularity": "layer", "plus": True})]:
         res, s = timed(lambda: ex.merge(tv, "adamerging", **kwargs, **common))
-        out.append((f"{label} ({args.steps} steps, lr {args.lr:g})", res, s))
+        yield f"{label} ({args.steps} steps, lr {args.lr:g})", res, s
     res, s = timed(lambda: ex.merge(tv, "atlas", epochs=args.epochs, seed=args.seed))
-    out.append((f"aTLAS ({args.epochs} epochs, best epoch {res.info['best_epoch']})", res, s))
-    return out
+    yield f"aTLAS ({args.epochs} epochs, best epoch {res.info['best_epoch']})", res, s
+
+
+def row(label: str, values, tail: str) -> str:
+    return f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in values) + f" | {tail} |"
 
 
 def main() -> None:
@@ -58,23 +60,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     zoo = ex.load_zoo(args.zoo, **({"root": args.root} if args.root else {}))
     tv = ex.task_vectors(zoo)
-    rows, first = [], None
+    rows = []
+    print(f"zoo {args.zoo}, test split, torch threads {args.threads}\n", flush=True)
     for label, res, seconds in runs(tv, zoo, args):
         table = ex.evaluate(zoo, res, "test").table
-        first = table if first is None else first
+        if not rows:
+            print("| method | " + " | ".join(table["task"]) + " | avg | normalized | seconds |")
+            print("|---" * (len(table) + 4) + "|")
+            print(row("Pretrained base", table["base"], f"{100 * table['base'].mean():.1f} | | "))
+            print(row("Individual experts", table["expert"], f"{100 * table['expert'].mean():.1f} | | "))
         rows.append({"method": label, "seconds": round(seconds, 1), "mean": float(table["merged"].mean()),
                      "normalized": float(table["normalized"].mean()),
                      "per_task": dict(zip(table["task"], table["merged"].astype(float)))})
-    tasks = list(first["task"])
-    refs = [("Pretrained base", first["base"]), ("Individual experts", first["expert"])]
-    print(f"zoo {args.zoo}, test split, torch threads {args.threads}\n")
-    print("| method | " + " | ".join(tasks) + " | avg | normalized | seconds |")
-    print("|---" * (len(tasks) + 4) + "|")
-    for label, col in refs:
-        print(f"| {label} | " + " | ".join(f"{100 * v:.1f}" for v in col) + f" | {100 * col.mean():.1f} | | |")
-    for r in rows:
-        cells = " | ".join(f"{100 * r['per_task'][t]:.1f}" for t in tasks)
-        print(f"| {r['method']} | {cells} | {100 * r['mean']:.1f} | {100 * r['normalized']:.1f} | {r['seconds']} |")
+        print(row(label, table["merged"], f"{100 * rows[-1]['mean']:.1f} | {100 * rows[-1]['normalized']:.1f} | "
+                                          f"{seconds:.1f}"), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=1)
