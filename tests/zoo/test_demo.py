@@ -81,10 +81,11 @@ def test_card_matches_evaluation_and_meets_the_quality_bar():
     assert abs(rows["average"][5] - rows["average"][3]) >= 1.0  # TIES lands visibly apart from TA
 
 
+@pytest.mark.slow
 def test_builder_cli_builds_one_expert(tmp_path):
     out = tmp_path / "zoo"
     assert cli_main(["zoo", "build-demo", "--out", str(out), "--tasks", "clock", "--steps-scale", "0.01",
-                     "--no-card"]) == 0
+                     "--threads", "1", "--no-card"]) == 0
     zoo = DemoZoo(out)
     assert zoo.tasks == ["clock"] and zoo.config["recipe"]["finetune_steps"] == 3
     base, expert = zoo.base_state_dict(), zoo.expert_state_dict("clock")
@@ -93,6 +94,7 @@ def test_builder_cli_builds_one_expert(tmp_path):
     assert 0.0 <= ex.evaluate(zoo, expert, limit=64).mean["merged"] <= 1.0
 
 
+@pytest.mark.slow
 def test_builder_is_reproducible(tmp_path):
     recipe = Recipe(tasks=("signs", "scenes"), split_sizes=SMALL, pretrain_steps=3, finetune_steps=2, batch_size=16)
     build(tmp_path / "a", recipe)
