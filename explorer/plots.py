@@ -45,7 +45,9 @@ def _styled(fig: go.Figure, title: str, x: str | None, y: str | None, **layout) 
 
 
 def _fmt(values: np.ndarray, digits: int) -> np.ndarray:
-    return np.vectorize(lambda v: "n/a" if np.isnan(v) else f"{v:.{digits}f}", otypes=[object])(values)
+    # `+ 0.0` turns a rounded -0.000 into 0.000, which would otherwise read as a (tiny) conflict
+    return np.vectorize(lambda v: "n/a" if np.isnan(v) else f"{round(v, digits) + 0.0:.{digits}f}",
+                        otypes=[object])(values)
 
 
 def _subtitled(title: str, note: str) -> str:
@@ -167,7 +169,7 @@ def mask_usage(usage: pd.DataFrame, title: str = "How many tasks keep each param
     fig = go.Figure()
     if "layer" not in usage.columns:
         fig.add_bar(x=usage.n_tasks.astype(str), y=usage.fraction, customdata=usage["count"], showlegend=False,
-                    texttemplate="%{y:.1%}", textposition="outside",
+                    texttemplate="%{y:.1%}", textposition="outside", cliponaxis=False,
                     marker_color=[USAGE_COLORS[c] for c in usage.category],
                     hovertemplate="kept by %{x} task(s)<br>fraction: %{y:.4f}<br>entries: %{customdata:,}"
                                   "<extra></extra>")
@@ -175,7 +177,7 @@ def mask_usage(usage: pd.DataFrame, title: str = "How many tasks keep each param
             fig.add_scatter(x=[None], y=[None], mode="markers", name=category,
                             marker={"color": color, "symbol": "square", "size": 14})
         return _styled(fig, title, "number of tasks keeping the entry", "fraction of entries",
-                       yaxis={"tickformat": ".0%", "rangemode": "tozero"})
+                       yaxis={"tickformat": ".0%", "range": [0, 1.12 * float(usage.fraction.max() or 1)]})
     shared = sorted(k for k in usage.n_tasks.unique() if k >= 2)
     blues = sample_colorscale(SEQUENTIAL, [0.4 + 0.6 * (i + 1) / len(shared) for i in range(len(shared))])
     for k, rows in usage.groupby("n_tasks", sort=True):

@@ -146,3 +146,17 @@ def test_interpolation_heatmap_three_panels_on_one_scale():
     assert a.shape == (3, 2) and list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [0, 0.5, 1]
     assert a[2, 1] == 3 and b[2, 1] == 4 and mean[2, 1] == 3.5  # lambda_b = 1 (row), lambda_a = 1 (column)
     assert fig.layout.xaxis.title.text == "λ mnist" and fig.layout.yaxis.title.text == "λ svhn"
+
+
+def test_rounded_negative_zero_prints_as_zero_and_usage_labels_fit():
+    import numpy as np
+    import pandas as pd
+
+    from explorer import plots
+    from explorer.plots import _fmt
+
+    assert list(_fmt(np.array([-0.0001, -0.25]), 3)) == ["0.000", "-0.250"]
+    usage = pd.DataFrame({"n_tasks": [0, 1, 2], "count": [1, 6, 3], "fraction": [0.1, 0.6, 0.3],
+                          "category": ["catastrophic", "selfish", "shared"]})
+    fig = plots.mask_usage(usage)
+    assert fig.layout.yaxis.range[1] > 0.6 and fig.data[0].cliponaxis is False
