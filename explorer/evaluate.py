@@ -105,7 +105,7 @@ def task_accuracy(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str
     return _accuracy(zoo, model, _on(weights, dev), task, split, limit, dev)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the zoo caches the data and heads made here, and training reuses them
 def _accuracy(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
               limit: int | None, dev: torch.device) -> float:
     x, y = eval_data(zoo, task, split, limit, dev)
