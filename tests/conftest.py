@@ -27,6 +27,17 @@ def tiny_state_dicts(num_tasks: int = 3, seed: int = 0, noise: float = 0.01):
     return base, experts
 
 
+def write_zoo_folder(root, num_tasks: int = 3):
+    """A folder zoo (`base.safetensors` + `<task>.safetensors`) of tiny towers: (folder, base, experts)."""
+    from explorer.weights import write_weights
+
+    base, experts = tiny_state_dicts(num_tasks=num_tasks)
+    write_weights(base, root / "zoo" / "base.safetensors")
+    for task, sd in experts.items():
+        write_weights(sd, root / "zoo" / f"{task}.safetensors")
+    return root / "zoo", base, experts
+
+
 @pytest.fixture
 def tiny_tv() -> ex.TaskVectors:
     base, experts = tiny_state_dicts()

@@ -9,20 +9,16 @@ import pytest
 
 import explorer as ex
 from explorer.cli import main
-from explorer.weights import write_weights
 from explorer.zoo import register_zoo
-from tests.conftest import TinyZoo, tiny_state_dicts
+from tests.conftest import TinyZoo, write_zoo_folder
 
 register_zoo("tiny-analyse-test")(TinyZoo)
 
 
 @pytest.fixture
 def zoo_folder(tmp_path):
-    base, experts = tiny_state_dicts(num_tasks=3)
-    write_weights(base, tmp_path / "zoo" / "base.safetensors")
-    for task, sd in experts.items():
-        write_weights(sd, tmp_path / "zoo" / f"{task}.safetensors")
-    return tmp_path / "zoo", ex.task_vectors(base, experts, device="cpu")
+    folder, base, experts = write_zoo_folder(tmp_path)
+    return folder, ex.task_vectors(base, experts, device="cpu")
 
 
 def figures_in(page: str) -> int:

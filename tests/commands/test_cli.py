@@ -10,17 +10,13 @@ import torch
 
 import explorer as ex
 from explorer.cli import main
-from explorer.weights import read_weights, write_weights
-from tests.conftest import tiny_state_dicts
+from explorer.weights import read_weights
+from tests.conftest import write_zoo_folder
 
 
 @pytest.fixture
 def zoo_folder(tmp_path):
-    base, experts = tiny_state_dicts(num_tasks=3)
-    write_weights(base, tmp_path / "zoo" / "base.safetensors")
-    for task, sd in experts.items():
-        write_weights(sd, tmp_path / "zoo" / f"{task}.safetensors")
-    return tmp_path / "zoo", base, experts
+    return write_zoo_folder(tmp_path)
 
 
 def test_methods_lists_every_method_with_ranges_and_defaults(capsys):
