@@ -6,7 +6,6 @@ Whole-model results are square T x T DataFrames indexed by task; per-group resul
 from __future__ import annotations
 
 import pandas as pd
-import torch
 from torch import Tensor
 
 from ..methods.blocks import keep_topk

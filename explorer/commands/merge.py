@@ -63,7 +63,7 @@ def run(args) -> int:
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
         print(scores.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.out:
-        record = ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
+        ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
         print(f"wrote {args.out} and {args.report or Path(args.out).with_suffix('.json')}")
     elif args.report:
         from ..runs import RunRecord

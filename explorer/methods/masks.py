@@ -9,7 +9,7 @@ from torch import Tensor
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
-from .blocks import per_task, scaled, tall_mask, task_sum, ties_vector
+from .blocks import per_task, tall_mask, task_sum, ties_vector
 from .registry import Param, register
 
 LAM_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)  # the TALL-masks paper's per-task search grid

@@ -25,7 +25,7 @@ from . import register_zoo
 from .base import Zoo
 from .datasets import task_dataset, task_spec
 from .formats import read_checkpoint, to_openclip
-from .heads import ZeroShotHead, cached_head, head_cache_key, head_weight
+from .heads import cached_head, head_cache_key, head_weight
 from .hub import HubFile, resolve_sources
 
 TAG_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -78,3 +78,24 @@ def test_python_dash_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "explorer", "methods", "--markdown"], capture_output=True,
                           text=True, check=True)
     assert done.stdout.startswith("| method |") and "`ties`" in done.stdout
+
+
+def test_merge_on_the_demo_zoo_with_eval_prints_the_library_scores(tmp_path, capsys):
+    report = tmp_path / "run.json"
+    assert main(["merge", "--zoo", "demo", "--method", "task_arithmetic", "-p", "scale=0.3", "--eval",
+                 "--limit", "32", "--device", "cpu", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    zoo = ex.load_zoo("demo")
+    expected = ex.evaluate(zoo, ex.merge(ex.task_vectors(zoo, device="cpu"), "task_arithmetic", scale=0.3),
+                           limit=32, device="cpu").table
+    for row in expected.itertuples():
+        assert f"{row.task}" in out and f"{row.merged:.4f}" in out
+    record = json.loads(report.read_text())
+    assert record["zoo"] == "demo" and len(record["scores"]) == len(zoo.tasks)
+    assert record["inputs"]["zoo_fingerprint"] == zoo.fingerprint()
+
+
+def test_eval_on_a_folder_zoo_explains_what_is_missing(zoo_folder, capsys):
+    folder, _, _ = zoo_folder
+    assert main(["merge", "--zoo", str(folder), "--method", "average", "--eval", "--device", "cpu"]) == 2
+    assert "--eval needs a zoo with heads and data" in capsys.readouterr().err
