@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
+from ..weights import read_weights
 from . import register_zoo
 from .base import Zoo
 
@@ -39,11 +40,9 @@ def build_encoder(arch: dict) -> nn.Module:
 
 
 def _load_fp32(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
     if not path.exists():
         raise FileNotFoundError(f"demo zoo file {path} is missing; rebuild it with `explorer zoo build-demo`")
-    return {k: v.float() for k, v in load_file(str(path)).items()}
+    return {k: v.float() for k, v in read_weights(path).items()}
 
 
 class DemoZoo(Zoo):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weights import write_weights
 from .data import CLASSES, SPLIT_SIZES, TASKS, generate
 from .demo import CosineHead, build_encoder
 
@@ -128,10 +129,7 @@ def finetune(recipe: Recipe, base: dict[str, Tensor], head: Tensor, task: str) -
 
 
 def _save(path: Path, tensors: dict[str, Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in tensors.items()}, str(path))
+    write_weights({k: v.to(torch.float16) for k, v in tensors.items()}, path)
 
 
 def build(out: str | Path, recipe: Recipe = Recipe(), log: Callable[[str], None] | None = None) -> dict:

@@ -115,6 +115,16 @@ class OpenClipZoo(Zoo):
         raw = read_checkpoint(path, allow_pickle=self.allow_pickle)
         return to_openclip(raw, expected=self.expected_shapes, fill=fill, source=f"{label} ({path})")
 
+    def fingerprint(self) -> str:
+        """A short hash of the weight files (cheaper than the base class's pass over every loaded tensor)."""
+        import hashlib
+
+        from ..weights import file_sha256
+
+        labels = ["base"] + [f"expert {t}" for t in self.tasks]
+        joined = "".join(f"{label}:{file_sha256(self.files[label])};" for label in labels)
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
     @cached_property
     def _base(self) -> dict[str, Tensor]:
         return self._load("base")

@@ -103,3 +103,12 @@ def test_missing_local_file_and_bad_arguments_are_clear(tmp_path):
         ex.load_zoo("openclip", arch="ViT-Q-99", experts={"mnist": "x"})
     with pytest.raises(ValueError, match="needs experts="):
         ex.load_zoo("openclip", arch=cfg, base="x")
+
+
+def test_fingerprint_follows_the_weight_files(tmp_path):
+    zoo, _, _ = make_zoo(tmp_path, "visual_safetensors")
+    first = zoo.fingerprint()
+    assert len(first) == 16 and first == zoo.fingerprint()
+    expert_file = zoo.files["expert svhn"]
+    expert_file.write_bytes(expert_file.read_bytes() + b" ")  # any change to an expert's file
+    assert zoo.fingerprint() != first
