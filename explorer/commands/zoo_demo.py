@@ -9,7 +9,7 @@ def add_verbs(verbs) -> None:
     from ..zoo.data import TASKS
 
     build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (CPU minutes; the card records how long)")
-    build.add_argument("--out", default=None, help="output folder (default: assets/demo-zoo)")
+    build.add_argument("--out", default=None, help="output folder (default: explorer/zoo/demo-zoo)")
     build.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
     build.add_argument("--tasks", nargs="+", default=None, choices=TASKS, metavar="TASK",
                        help=f"build only these tasks (default: all of {', '.join(TASKS)})")
@@ -19,7 +19,7 @@ def add_verbs(verbs) -> None:
 
     card = verbs.add_parser("card", help="print (or write) a zoo's card with its accuracy table")
     card.add_argument("zoo", choices=["demo"], help="the zoo (only the demo zoo has a card)")
-    card.add_argument("--root", default=None, help="the demo zoo folder (default: assets/demo-zoo)")
+    card.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/zoo/demo-zoo)")
     card.add_argument("--write", action="store_true", help="also write the card to <root>/README.md")
     card.add_argument("--device", default="auto", help="auto, cpu or cuda")
     card.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")

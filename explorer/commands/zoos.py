@@ -1,9 +1,8 @@
 """`explorer zoos`: the zoos that exist and which of them load offline right now."""
 from __future__ import annotations
 
-from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo-zoo"
+from ..zoo.demo import DEFAULT_DIR as DEMO_DIR
 
 
 def add_parser(sub) -> None:
@@ -16,7 +15,7 @@ def zoo_rows() -> list[dict[str, str]]:
     from ..zoo.openclip import named_zoos, named_sources
 
     rows = [{"zoo": "demo", "family": "-", "arch": "tiny ViT", "tasks": "8",
-             "offline": "yes" if DEMO_DIR.is_dir() else "no (assets/demo-zoo/ missing: explorer zoo build-demo)"}]
+             "offline": "yes" if DEMO_DIR.is_dir() else "no (explorer/zoo/demo-zoo/ missing: explorer zoo build-demo)"}]
     for name, spec in named_zoos().items():
         for family, fam in spec["families"].items():
             if fam.get("needs_root"):

@@ -1,6 +1,6 @@
 """The embedded demo zoo: a small CLIP-style ViT, its pretrained base and 8 experts, loaded offline.
 
-Weights live in `assets/demo-zoo/` (safetensors, float16 on disk, float32 in memory); `config.json`
+Weights live in `explorer/zoo/demo-zoo/` (package data) (safetensors, float16 on disk, float32 in memory); `config.json`
 beside them holds the architecture, tasks, class names and the recipe. Task data are generated from
 seeds by `explorer.zoo.data`, so no image files ship.
 """
@@ -17,7 +17,7 @@ from ..weights import read_weights
 from . import register_zoo
 from .base import Zoo
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "assets" / "demo-zoo"
+DEFAULT_DIR = Path(__file__).resolve().parent / "demo-zoo"  # package data: it ships in the wheel
 
 
 class CosineHead(nn.Module):
@@ -46,7 +46,7 @@ def _load_fp32(path: Path) -> dict[str, Tensor]:
 
 
 class DemoZoo(Zoo):
-    """The demo zoo read from `root` (default `assets/demo-zoo`); experts and datasets load on first use."""
+    """The demo zoo read from `root` (default `explorer/zoo/demo-zoo`); experts and datasets load on first use."""
 
     name = "demo"
 
