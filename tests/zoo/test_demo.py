@@ -87,7 +87,7 @@ def test_builder_cli_builds_one_expert(tmp_path):
     assert cli_main(["zoo", "build-demo", "--out", str(out), "--tasks", "clock", "--steps-scale", "0.01",
                      "--threads", "1", "--no-card"]) == 0
     zoo = DemoZoo(out)
-    assert zoo.tasks == ["clock"] and zoo.config["recipe"]["finetune_steps"] == 3
+    assert zoo.tasks == ["clock"] and zoo.config["recipe"]["finetune_steps"] == round(0.01 * Recipe().finetune_steps)
     base, expert = zoo.base_state_dict(), zoo.expert_state_dict("clock")
     assert any(not torch.equal(base[k], expert[k]) for k in base)
     assert zoo.config["fp16_check"]["clock"] <= 0.02  # float16 storage keeps the accuracy
@@ -96,7 +96,8 @@ def test_builder_cli_builds_one_expert(tmp_path):
 
 @pytest.mark.slow
 def test_builder_is_reproducible(tmp_path):
-    recipe = Recipe(tasks=("signs", "scenes"), split_sizes=SMALL, pretrain_steps=3, finetune_steps=2, batch_size=16)
+    recipe = Recipe(tasks=("signs", "scenes"), split_sizes=SMALL, pretrain_steps=3, finetune_steps=2, pretrain_batch=16,
+                    finetune_batch=16)
     build(tmp_path / "a", recipe)
     build(tmp_path / "b", recipe)
     for name in ("base.safetensors", "heads.safetensors", "experts/signs.safetensors", "experts/scenes.safetensors"):
