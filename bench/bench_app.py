@@ -79,8 +79,9 @@ SHOWN = """label => document.querySelector('#status').innerText.includes(label)
 
 def browser(zoo: str, repeats: int) -> list[float]:
     """Seconds from releasing the TIES density slider to the page showing that run's status and table."""
-    import app
     from playwright.sync_api import expect, sync_playwright
+
+    import app
 
     demo, port = app.build_demo(zoo), free_port()
     app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)

@@ -12,12 +12,13 @@ import importlib
 from typing import Any
 
 from . import methods  # noqa: F401  (registers the methods)
+
+# Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
+from .evaluate import Scores, evaluate, select
 from .merging import list_methods, merge
 from .result import MergeResult
 from .taskvec import TaskVectors, task_vectors
 from .zoo import Zoo, load_zoo
-# Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
-from .evaluate import Scores, evaluate, select
 
 __version__ = "0.1.0"
 

@@ -56,8 +56,8 @@ def _signs(x: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
 
 def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = None) -> pd.DataFrame:
     """Pairwise sign conflict: among entries active in both tasks (non-zero, and with `topk` among each task's
-    top-`topk` fraction by magnitude, as TIES trims), the fraction with opposite signs. T x T for by=None, else tidy `layer|kind, task_a, task_b,
-    conflict`. NaN where two tasks share no active entry."""
+    top-`topk` fraction by magnitude, as TIES trims), the fraction with opposite signs. T x T for by=None, else
+    tidy `layer|kind, task_a, task_b, conflict`. NaN where two tasks share no active entry."""
     keep = _active(tv, topk)
 
     def counts(name: str, x: Tensor) -> tuple[Tensor, Tensor]:

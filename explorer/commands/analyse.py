@@ -46,6 +46,7 @@ def _floats(text: str, flag: str) -> list[float]:
 def _merge(ctx: dict, section: str):
     """The merge a section analyses: --method with its -p values, or the section's default method."""
     import explorer as ex
+
     from .merge import parse_params
 
     args = ctx["args"]
@@ -59,7 +60,8 @@ def _merge(ctx: dict, section: str):
 
 
 def _cosine(ctx: dict) -> list:
-    from .. import analysis as A, plots
+    from .. import analysis as A
+    from .. import plots
 
     cos = A.cosine(ctx["tv"])
     return [("Cosine similarity (whole model)", cos, plots.cosine_map(cos)),
@@ -67,7 +69,8 @@ def _cosine(ctx: dict) -> list:
 
 
 def _signs(ctx: dict) -> list:
-    from .. import analysis as A, plots
+    from .. import analysis as A
+    from .. import plots
 
     tv, topk = ctx["tv"], ctx["args"].topk
     conflicts = A.sign_conflicts(tv, topk=topk)
@@ -81,7 +84,8 @@ def _signs(ctx: dict) -> list:
 
 
 def _masks(ctx: dict) -> list:
-    from .. import analysis as A, plots
+    from .. import analysis as A
+    from .. import plots
 
     res = _merge(ctx, "masks")
     usage, jaccard = A.mask_usage(res), A.mask_overlap(res)
@@ -95,7 +99,8 @@ def _masks(ctx: dict) -> list:
 
 
 def _layers(ctx: dict) -> list:
-    from .. import analysis as A, plots
+    from .. import analysis as A
+    from .. import plots
 
     norms = A.layer_norms(ctx["tv"])
     res = _merge(ctx, "layers")
@@ -113,7 +118,8 @@ def _layers(ctx: dict) -> list:
 
 
 def _accuracy(ctx: dict) -> list:
-    from .. import analysis as A, plots
+    from .. import analysis as A
+    from .. import plots
     from ..methods import registry
 
     args, zoo, tv = ctx["args"], ctx["zoo"], ctx["tv"]

@@ -38,6 +38,7 @@ def parse_params(method: str, pairs: list[str]) -> dict:
 def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
     """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name or a folder of safetensors."""
     import explorer as ex
+
     from ..weights import read_folder
 
     if Path(zoo_arg).is_dir():

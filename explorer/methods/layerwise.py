@@ -32,7 +32,8 @@ def _base_vector(tv: TaskVectors, base: str, density: float, k: int, lam: float)
                 "(used when alpha_mode=fixed)", low=0.0, high=3.0, step=0.05, paper=None),
           Param("beta", float, 0.5, "extra scale that grows linearly to the deepest block", low=0.0, high=3.0,
                 step=0.05, paper=0.5),
-          params.density(0.2, "ties base only: fraction of each task vector kept by magnitude"), params.CONSENSUS_K, params.TALL_LAM,
+          params.density(0.2, "ties base only: fraction of each task vector kept by magnitude"), params.CONSENSUS_K,
+          params.TALL_LAM,
           title="LiNeS (layer-increasing network scaling)",
           paper="Wang, Dimitriadis et al., LiNeS: Post-training Layer Scaling Prevents Forgetting and Enhances "
                 "Model Merging, ICLR 2025",

@@ -7,7 +7,6 @@ import pytest
 import explorer as ex
 from explorer.app.handlers import LIVE_LIMIT
 
-
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 WAIT = 60_000  # ms; a first merge on a loaded shared CPU can take a while
 

@@ -8,8 +8,9 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
-from ..conftest import tiny_state_dicts, tiny_tower
 from explorer.zoo.base import Zoo
+
+from ..conftest import tiny_state_dicts, tiny_tower
 
 SIZES = {"train": 32, "validation": 48, "test": 40}
 
