@@ -81,10 +81,10 @@ def browser(zoo: str, repeats: int) -> list[float]:
     """Seconds from releasing the TIES density slider to the page showing that run's status and table."""
     from playwright.sync_api import expect, sync_playwright
 
-    import app
+    from explorer.app import serve, ui
 
-    demo, port = app.build_demo(zoo), free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    demo, port = ui.build_demo(zoo), free_port()
+    serve.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     times = []
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,

@@ -18,7 +18,7 @@ from .evaluate import Scores, evaluate, select
 from .merging import list_methods, merge
 from .result import MergeResult
 from .taskvec import TaskVectors, task_vectors
-from .zoo import Zoo, load_zoo
+from .zoo import Zoo, list_zoos, load_zoo
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,5 @@ def __getattr__(name: str) -> Any:
     return module if attr is None else getattr(module, attr)
 
 
-__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "load_zoo", "merge", "select",
-           "task_vectors",
-           *_LAZY]
+__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "list_zoos", "load_zoo",
+           "merge", "select", "task_vectors", *_LAZY]

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
+from .checks import check_finite
 from .device import resolve_device
 from .result import MergeResult
 from .taskvec import TaskVectors
@@ -160,6 +161,9 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
     is_result = isinstance(result, MergeResult)
     if not is_result and not isinstance(result, Mapping):
         raise TypeError(f"evaluate() takes a MergeResult or a state dict, got {type(result).__name__}")
+    if not is_result:
+        check_finite("state dict", result, "the weights to evaluate hold non-finite values (NaN or Inf)",
+                     "A model with NaN/Inf weights has no meaningful accuracy.")
     tasks = list(tasks or (result.tasks if is_result else zoo.tasks))
     for task in tasks:
         zoo.check_task(task)

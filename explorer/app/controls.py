@@ -56,7 +56,7 @@ def method_choices() -> list[tuple[str, str]]:
 def is_live(method: str) -> bool:
     """Whether slider releases re-run `method` at once: yes for methods that read no data (fast), no for those
     that learn or select on the zoo's images (AdaMerging, aTLAS, TALL masks' validation search)."""
-    return "zoo" not in registry.get(method).injected
+    return not registry.get(method).reads_data
 
 
 def method_card(method: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..checks import check_experts
 from ..evaluate import evaluate, reference_accuracies
 from ..merging import merge
 from ..methods import registry
@@ -47,9 +48,7 @@ class RunView:
 
 
 def check_tasks(tasks: list[str] | None) -> list[str]:
-    if not tasks or len(tasks) < 2:
-        raise ValueError("Pick at least two experts to merge (tick them under “Experts”).")
-    return list(tasks)
+    return check_experts(tasks or [], "tick two or more under “Experts”")
 
 
 def label(n: int, method: str, params: dict[str, Any]) -> str:
@@ -106,7 +105,7 @@ def result_of(record: dict[str, Any]) -> MergeResult:
     result = cache.RESULTS.get(record["id"])
     if result is not None:
         return result
-    if "zoo" in registry.get(record["method"]).injected:
+    if registry.get(record["method"]).reads_data:
         raise ValueError(f"Run {record['label']} learned from data and is no longer in memory: run it again.")
     with cache.COMPUTE:
         result = merge(cache.vectors(record["zoo"], record["tasks"]), record["method"], **record["params"])

@@ -39,12 +39,16 @@ def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
     """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name or a folder of safetensors."""
     import explorer as ex
 
+    from ..checks import check_experts
     from ..weights import read_folder
 
     if Path(zoo_arg).is_dir():
         base, experts, hashes = read_folder(zoo_arg)
+        check_experts(tasks or list(experts), "put two or more <task>.safetensors beside base.safetensors"
+                      if tasks is None else "name two or more with --tasks")
         return ex.task_vectors(base, experts, tasks=tasks, device=device), None, str(Path(zoo_arg)), hashes
     zoo = ex.load_zoo(zoo_arg)
+    check_experts(tasks or zoo.tasks, "name two or more with --tasks")
     tv = ex.task_vectors(zoo, tasks=tasks, device=device)
     return tv, zoo, zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
 

@@ -117,6 +117,16 @@ class Method:
         return values
 
     @property
+    def reads_data(self) -> bool:
+        """Whether the method reads the zoo's models and images (learns or selects on data), so it is slow."""
+        return "zoo" in self.injected
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether a running merge stops early, keeping what it learned, when asked to (a `cancel` callable)."""
+        return "cancel" in self.injected
+
+    @property
     def help(self) -> str:
         return f"{self.title}. {self.summary} Formula: {self.formula} Paper: {self.paper}."
 
@@ -151,6 +161,8 @@ def register(name: str, *params: Param, title: str, paper: str, formula: str, su
 
 def get(name: str) -> Method:
     """The method registered under `name`, or a ValueError listing the known ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"a method is named by a string (see ex.list_methods()), got {type(name).__name__}")
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]

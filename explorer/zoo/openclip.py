@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..device import resolve_device
-from . import register_zoo
+from . import NAMED_DIR, register_zoo
 from .base import Zoo
 from .datasets import task_dataset, task_spec
 from .formats import read_checkpoint, to_openclip
@@ -200,7 +200,7 @@ def load_openclip(**kwargs: Any) -> OpenClipZoo:
 
 
 # --- named zoos: zoos/<name>.json ------------------------------------------------------------------------
-ZOO_DIR = Path(__file__).with_name("zoos")
+ZOO_DIR = NAMED_DIR
 
 
 def named_zoos() -> dict[str, dict[str, Any]]:

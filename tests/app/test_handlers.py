@@ -50,7 +50,7 @@ def test_state_holds_only_small_plain_records(zoo):
 
 @pytest.mark.parametrize("tasks", [None, [], ["task0"]])
 def test_fewer_than_two_experts_is_a_readable_error(zoo, tasks):
-    with pytest.raises(ValueError, match="at least two experts"):
+    with pytest.raises(ValueError, match="at least 2 experts"):
         handlers.run(handlers.new_state(), ZOO, tasks, "ties", TIES)
 
 
