@@ -79,6 +79,13 @@ def params_from_values(method: str, values: Sequence[Any]) -> dict[str, Any]:
     return registry.get(method).resolve(given)
 
 
+def value_note(c: Control, value: Any) -> str:
+    """The status line after Enter in a number box of a method that runs on Run only: the value is kept, or the
+    range message (ValueError) when it is out of range."""
+    checked = c.param.validate(_coerce(c.param, value))
+    return f"{c.param.name} = {checked} is set: press **Run** to start {c.method}."
+
+
 def _coerce(p: Param, value: Any) -> Any:
     """Widgets send floats for integer sliders and None for emptied number boxes: map those back."""
     if value is None or value == "":

@@ -74,6 +74,13 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
     return _with_run(state, record), view(record, result)
 
 
+def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any]) -> bool:
+    """Whether the session's current run already has these settings (a repeated event need not merge again)."""
+    current = next((r for r in state["runs"] if r["id"] == state["current"]), None)
+    return current is not None and (current["zoo"], current["tasks"], current["method"]) == \
+        (zoo_name, list(tasks or []), method) and current["params"] == registry.get(method).resolve(params)
+
+
 def _score_fields(scores: pd.DataFrame) -> dict[str, Any]:
     return {"scores": scores.to_dict(orient="records"), "mean_merged": float(scores.merged.mean()),
             "mean_normalized": float(scores.normalized.mean())}

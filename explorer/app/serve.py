@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from . import handlers
-from .ui import CSS, build_demo
+from .ui import CSS, HEAD, build_demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +42,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     """Start serving `demo` (local connections never go through a proxy)."""
     local = "localhost,127.0.0.1"
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), local]))
-    return demo.launch(server_name=host, server_port=port, share=share, css=CSS,
+    return demo.launch(server_name=host, server_port=port, share=share, css=CSS, head=HEAD,
                        footer_links=["gradio", "settings"], **kwargs)
 
 

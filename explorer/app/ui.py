@@ -6,6 +6,7 @@ network (analytics off, assets bundled, share off by default).
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,15 @@ CSS = """
 #status {min-height: 2.5em}
 .method-card code {white-space: pre-wrap}
 """
+# A slider's number box has no submit event: Enter leaves the box, which applies the value as Tab does (a release).
+HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  const box = e.target;
+  if (e.key !== "Enter" || !box.matches || !box.matches("input[type=number]")) return;
+  const block = box.closest(".block");
+  if (block && block.querySelector("input[type=range]")) box.blur();
+}, true);
+</script>"""
 
 
 def zoo_choices(default: str) -> list[str]:
@@ -167,6 +177,9 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         params = controls.params_from_values(method, [data[w] for w in ui.widgets])
         args = (data[ui.state], data[ui.zoo], data[ui.experts], method, params)
         if controls.is_live(method):
+            if live and handlers.repeats_current(*args):  # e.g. Enter, then Tab out of the same box
+                yield (gr.skip(),) * n
+                return
             yield run_values(ui, *handlers.run(*args))
             return
         if live:
@@ -248,9 +261,11 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
         .then(follow_up, **live)
     ui.method.change(on_method, ui.method, [ui.card, *ui.groups.values(), cancel, e["loss"]]).then(follow_up, **live)
     for c, w in zip(controls.controls(), ui.widgets):
-        if controls.is_live(c.method):
-            event = {"slider": "release", "number": "submit"}.get(c.kind, "input")
-            getattr(w, event)(make_run(ui, live=True), **live)
+        if controls.is_live(c.method):  # a number box applies on Enter (submit) and on Tab (blur)
+            for event in {"slider": ["release"], "number": ["submit", "blur"]}.get(c.kind, ["input"]):
+                getattr(w, event)(make_run(ui, live=True), **live)
+        elif c.kind == "number":  # methods that read data run on Run only: Enter checks the value now
+            w.submit(guarded(1)(functools.partial(controls.value_note, c)), w, ui.status, preprocess=False)
     run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, **merge)
     cancel.click(on_cancel, None, ui.status, concurrency_limit=None)
     full.click(guarded(len(outs))(lambda s: run_values(ui, *handlers.evaluate_full(s))), ui.state, outs, **merge)

@@ -108,6 +108,32 @@ def test_bad_input_shows_a_message_not_a_traceback(page):
     assert "Traceback" not in page.content()
 
 
+def test_enter_in_a_number_box_applies_the_value(page):
+    expect(status(page)).to_contain_text("Run #1 task_arithmetic(scale=0.3)", timeout=WAIT)
+    box = page.locator("#param-task_arithmetic-scale input[type=number]")  # a slider's number box
+    box.fill("0.55")
+    box.press("Enter")
+    expect(status(page)).to_contain_text("task_arithmetic(scale=0.55)", timeout=WAIT)
+    pick_method(page, "DARE (Drop And REscale)")
+    expect(status(page)).to_contain_text("dare(drop=0.5", timeout=WAIT)
+    seed = page.locator("#param-dare-seed input")  # a number box of a live method
+    seed.fill("5")
+    seed.press("Enter")
+    expect(status(page)).to_contain_text("seed=5)", timeout=WAIT)
+    seed.fill("-3")
+    seed.press("Enter")
+    expect(status(page)).to_contain_text("'seed': -3 is out of range; allowed [0, 2147483647]", timeout=WAIT)
+    pick_method(page, "AdaMerging")
+    expect(status(page)).to_contain_text("press Run to start it", timeout=WAIT)
+    every = page.locator("#param-adamerging-log_every input")  # a method that runs on Run only
+    every.fill("0")
+    every.press("Enter")
+    expect(status(page)).to_contain_text("'log_every': 0 is out of range; allowed [1, 100000]", timeout=WAIT)
+    every.fill("7")
+    every.press("Enter")
+    expect(status(page)).to_contain_text("log_every = 7 is set: press Run to start adamerging", timeout=WAIT)
+
+
 def set_number(page, elem_id: str, value: str) -> None:
     box = page.locator(f"#{elem_id} input[type=number]")
     box.fill(value)
