@@ -128,6 +128,12 @@ def reference_accuracies(zoo: Zoo, task: str, split: str = "test", limit: int | 
     return cache.reference[key]
 
 
+def percent(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A copy of a scores table for people: the accuracy columns (base, expert, merged, normalized) as text in %."""
+    shown = [c for c in COLUMNS[1:] if c in frame.columns]
+    return frame.assign(**{c: [f"{100 * v:.{digits}f}" for v in frame[c]] for c in shown})
+
+
 @dataclass
 class Scores:
     """Per-task accuracies: `table` has one row per task (task, base, expert, merged, normalized, as
@@ -143,8 +149,9 @@ class Scores:
 
     def __repr__(self) -> str:
         m = self.mean
-        return (f"Scores({self.split}, {len(self.table)} tasks: base {m['base']:.3f}, expert {m['expert']:.3f}, "
-                f"merged {m['merged']:.3f}, normalized {m['normalized']:.3f})")
+        return (f"Scores({self.split}, {len(self.table)} tasks, mean accuracy %: base {100 * m['base']:.1f}, "
+                f"expert {100 * m['expert']:.1f}, merged {100 * m['merged']:.1f}, "
+                f"normalized {100 * m['normalized']:.1f})")
 
 
 def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor], split: str = "test",

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..checks import check_experts
-from ..evaluate import evaluate, reference_accuracies
+from ..evaluate import evaluate, percent, reference_accuracies
 from ..merging import merge
 from ..methods import registry
 from ..result import MergeResult
@@ -21,7 +21,6 @@ from . import cache, views
 
 LIVE_LIMIT = 32        # test images per task in the live view (the first ones, the same every time): 0.5 s budget
 MAX_UNPINNED = 20      # older unpinned runs drop out of the history
-PERCENT = ["base", "expert", "merged", "normalized"]
 
 
 def new_state() -> dict[str, Any]:
@@ -36,6 +35,7 @@ class RunView:
     table: pd.DataFrame
     figures: dict[str, go.Figure | None]
     mask_note: str
+    losses: list[float] | None = None  # the objective at every step, for methods that learn their coefficients
 
     @property
     def status(self) -> str:
@@ -122,8 +122,10 @@ def result_of(record: dict[str, Any]) -> MergeResult:
 
 def view(record: dict[str, Any], result: MergeResult) -> RunView:
     scores = pd.DataFrame(record["scores"])
-    table = scores.assign(**{c: [f"{100 * v:.1f}" for v in scores[c]] for c in PERCENT})
-    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result))
+    table = percent(scores)
+    losses = result.info.get("loss")
+    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result),
+                   [float(v) for v in losses] if losses else None)
 
 
 def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView]:

@@ -14,10 +14,11 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
 from . import cache, controls, export, handlers, history, views
-from .stream import loss_frame, progress_text, stream
+from .stream import loss_figure, progress_text, stream
 from .widgets import guarded, widget
 
 DEFAULT_METHOD = "task_arithmetic"
@@ -116,9 +117,11 @@ def _tabs(ui: UI) -> dict:
         with gr.Tab("Accuracy", id="accuracy"):
             e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
             _plots(ui, "accuracy")
-            e["loss"] = gr.LinePlot(x="step", y="loss", label="Loss while learning the coefficients",
-                                    elem_id="loss-curve", visible=False)
+            e["loss"] = gr.Plot(elem_id="loss-curve", show_label=False, visible=False)
         with gr.Tab("Cosine conflicts", id="cosine"):
+            e["zoom"] = gr.Checkbox(False, label="Zoom the colour scales to the values shown (cosine and sign maps; "
+                                    "off: the natural ranges, cosine −1 … 1 and sign conflict 0 … 1)",
+                                    elem_id="zoom")
             _plots(ui, "cosine", "cosine_layers")
         with gr.Tab("Sign conflicts", id="signs"):
             _plots(ui, "signs", "sign_layers")
@@ -191,13 +194,14 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         shown = 0.0
         for kind, payload in stream(lambda report: handlers.run(*args, callback=report, cancel=flag.is_set)):
             if kind == "done":
-                yield run_values(ui, *payload, loss=loss_frame(reports) if reports else None)
+                losses = payload[1].losses
+                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None)  # every step
                 return
             reports.append(payload)
             if time.monotonic() - shown >= UPDATE_EVERY:  # the page gets at most a few updates a second
                 shown = time.monotonic()
                 progress((payload.step, payload.total), desc=progress_text(payload))
-                yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_frame(reports))
+                yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_figure(reports))
     return on_run
 
 
@@ -211,8 +215,8 @@ def on_zoo(zoo_name: str) -> tuple:
     return f"Zoo `{zoo_name}`: {len(z.tasks)} experts.", gr.update(choices=list(z.tasks), value=list(z.tasks))
 
 
-def on_zoo_figures(zoo_name: str, tasks: list[str]) -> tuple:
-    figures = views.zoo_figures(zoo_name, handlers.check_tasks(tasks))
+def on_zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> tuple:
+    figures = views.zoo_figures(zoo_name, handlers.check_tasks(tasks), zoom)
     return (gr.skip(), *[figures[n] for n in views.ZOO_FIGURES])
 
 
@@ -256,9 +260,10 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     load_zoo = guarded(2)(on_zoo)
     for listener in (demo.load, ui.zoo.input):
         listener(load_zoo, ui.zoo, [ui.status, ui.experts]) \
-            .then(zoo_figures, [ui.zoo, ui.experts], zoo_outs).then(follow_up, **live)
-    ui.experts.input(zoo_figures, [ui.zoo, ui.experts], zoo_outs, trigger_mode="always_last") \
+            .then(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs).then(follow_up, **live)
+    ui.experts.input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs, trigger_mode="always_last") \
         .then(follow_up, **live)
+    e["zoom"].input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs)
     ui.method.change(on_method, ui.method, [ui.card, *ui.groups.values(), cancel, e["loss"]]).then(follow_up, **live)
     for c, w in zip(controls.controls(), ui.widgets):
         if controls.is_live(c.method):  # a number box applies on Enter (submit) and on Tab (blur)

@@ -15,20 +15,20 @@ RUN_FIGURES = ("accuracy", "overlap", "usage", "coefficients")
 SIGN_TOPK = 0.2  # the share of each task vector TIES keeps by default: where sign conflicts matter
 
 
-def zoo_figures(zoo_name: str, tasks: list[str]) -> dict[str, go.Figure]:
+def zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> dict[str, go.Figure]:
     """Figures of the task vectors themselves (cosine and sign conflicts, layer norms), built once per
-    (zoo, tasks, device) and shared by every session."""
+    (zoo, tasks, device, zoom) and shared by every session; zoom fits the conflict maps' colours to the values."""
     def make() -> dict[str, go.Figure]:
         tv = cache.vectors(zoo_name, tasks)
         signs = {"all entries": A.sign_disagreement(tv),
                  f"top {SIGN_TOPK:.0%} of each task": A.sign_disagreement(tv, topk=SIGN_TOPK)}
-        return {"cosine": P.cosine_map(A.cosine(tv)),
-                "cosine_layers": P.pair_profile(A.conflict_profile(tv, "cosine")),
-                "signs": P.sign_conflict_map(A.sign_conflicts(tv)),
+        return {"cosine": P.cosine_map(A.cosine(tv), zoom=zoom),
+                "cosine_layers": P.pair_profile(A.conflict_profile(tv, "cosine"), zoom=zoom),
+                "signs": P.sign_conflict_map(A.sign_conflicts(tv), zoom=zoom),
                 "sign_layers": P.sign_disagreement(signs),
                 "norms": P.layer_norms(A.layer_norms(tv))}
 
-    return cache.ZOO_FIGURES.get(cache.tv_key(zoo_name, tasks), make)
+    return cache.ZOO_FIGURES.get((*cache.tv_key(zoo_name, tasks), bool(zoom)), make)
 
 
 def mask_figures(result: MergeResult) -> dict[str, go.Figure | None]:

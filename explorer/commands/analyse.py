@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--split", default="test", help="accuracy: the split to evaluate (default test)")
     parser.add_argument("--limit", type=int, help="accuracy: at most this many images per task")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument("--zoom", action="store_true", help="cosine/signs: fit the colour scales to the values "
+                        "(default: the natural ranges, cosine -1..1 and sign conflict 0..1)")
     parser.add_argument("--html", help="write every figure into this self-contained HTML page")
     parser.add_argument("--png", metavar="DIR", help="also write each figure as DIR/<name>.png (needs kaleido and "
                         "a Chromium: `apt-get install chromium`)")
@@ -63,9 +65,9 @@ def _cosine(ctx: dict) -> list:
     from .. import analysis as A
     from .. import plots
 
-    cos = A.cosine(ctx["tv"])
-    return [("Cosine similarity (whole model)", cos, plots.cosine_map(cos)),
-            ("Cosine similarity per layer", None, plots.pair_profile(A.conflict_profile(ctx["tv"])))]
+    cos, zoom = A.cosine(ctx["tv"]), ctx["args"].zoom
+    return [("Cosine similarity (whole model)", cos, plots.cosine_map(cos, zoom=zoom)),
+            ("Cosine similarity per layer", None, plots.pair_profile(A.conflict_profile(ctx["tv"]), zoom=zoom))]
 
 
 def _signs(ctx: dict) -> list:
@@ -77,10 +79,11 @@ def _signs(ctx: dict) -> list:
     label = f"top {topk:.0%}"
     both = {"all entries": A.sign_disagreement(tv), f"each task's {label}": A.sign_disagreement(tv, topk=topk)}
     return [(f"Sign conflicts ({label} entries)", conflicts,
-             plots.sign_conflict_map(conflicts, title=f"Sign conflicts over each task's {label} entries")),
+             plots.sign_conflict_map(conflicts, title=f"Sign conflicts over each task's {label} entries",
+                                     zoom=ctx["args"].zoom)),
             ("Sign disagreement per layer", both[f"each task's {label}"], plots.sign_disagreement(both)),
             (f"Sign conflicts per layer ({label})", None,
-             plots.pair_profile(A.conflict_profile(tv, metric="signs", topk=topk)))]
+             plots.pair_profile(A.conflict_profile(tv, metric="signs", topk=topk), zoom=ctx["args"].zoom))]
 
 
 def _masks(ctx: dict) -> list:
@@ -184,6 +187,7 @@ def write_pngs(folder: str, sections: list) -> list[Path]:
 
 
 def run(args: Any) -> int:
+    from ..evaluate import percent
     from .merge import load_task_vectors
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -196,7 +200,8 @@ def run(args: Any) -> int:
     sections = [item for w in what for item in SECTIONS[w](ctx)]
     for heading, table, _ in sections:
         if table is not None:
-            print(f"== {heading}\n{table.to_string(float_format=lambda v: f'{v:.4f}')}\n")
+            shown = percent(table, digits=2) if "merged" in table.columns else table  # accuracy: in %
+            print(f"== {heading}\n{shown.to_string(float_format=lambda v: f'{v:.4f}')}\n")
     if args.html:
         subtitle = f"zoo {zoo_id} · tasks {', '.join(tv.tasks)} · {len(sections)} figures"
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)

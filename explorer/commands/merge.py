@@ -56,6 +56,8 @@ def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
 def run(args) -> int:
     import explorer as ex
 
+    from ..evaluate import percent
+
     params = parse_params(args.method, args.param)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device)
@@ -66,7 +68,9 @@ def run(args) -> int:
         if zoo is None:
             raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); a folder of weights has none")
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
-        print(scores.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        images = "" if args.limit is None else f" (first {args.limit} images per task)"
+        print(f"accuracy (%) on the test split{images}:")
+        print(percent(scores.table, digits=2).to_string(index=False))
     if args.out:
         ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
         print(f"wrote {args.out} and {args.report or Path(args.out).with_suffix('.json')}")

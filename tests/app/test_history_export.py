@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from explorer.app import export, handlers, history
-from explorer.app.stream import loss_frame, progress_text, stream
+from explorer.app.stream import loss_figure, progress_text, stream
 from explorer.methods.runner import Progress
 
 from .conftest import ZOO
@@ -94,8 +94,8 @@ def test_stream_yields_progress_then_the_result_and_reraises_errors():
         return "merged"
     events = list(stream(work))
     assert [k for k, _ in events] == ["progress", "progress", "done"] and events[-1][1] == "merged"
-    frame = loss_frame([p for k, p in events if k == "progress"])
-    assert frame.to_dict("list") == {"step": [1, 2], "loss": [1.0, 0.5]}
+    curve = loss_figure([p for k, p in events if k == "progress"]).data[0]
+    assert list(curve.x) == [1, 2] and list(curve.y) == [1.0, 0.5]
     assert progress_text(events[1][1]) == "step 2 / 2: loss 0.5000"
 
     def broken(report):

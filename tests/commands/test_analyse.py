@@ -56,7 +56,7 @@ def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
     assert main(["analyse", "--zoo", "tiny-analyse-test", "--what", "accuracy", "--lambdas", "0,1",
                  "--pair", "a,b", "--device", "cpu", "--html", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "task_arithmetic: accuracy per task" in text and "0.7500" in text  # the experts' accuracy
+    assert "task_arithmetic: accuracy per task" in text and "75.00" in text  # the experts' accuracy, in %
     assert figures_in(out.read_text()) == 3
 
 

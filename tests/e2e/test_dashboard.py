@@ -152,7 +152,9 @@ def test_adaptive_method_streams_a_loss_curve_and_can_be_cancelled(page):
     expect(status(page)).to_contain_text("#2 adamerging(granularity=layer", timeout=WAIT)
     expect(status(page)).not_to_contain_text("Cancelled")
     expect(page.locator("#loss-curve")).to_be_visible()
-    expect(page.locator("#loss-curve canvas, #loss-curve svg").first).to_be_visible(timeout=WAIT)
+    curve = page.locator("#loss-curve .js-plotly-plot")
+    expect(curve).to_be_visible(timeout=WAIT)
+    assert curve.evaluate("el => Array.from(el._fullData[0].x)") == list(range(1, 21))  # every step, integers
 
     set_number(page, "param-adamerging-steps", "10000")
     set_number(page, "param-adamerging-log_every", "1")
