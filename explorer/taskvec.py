@@ -88,6 +88,9 @@ class TaskVectors:
             raise ValueError("TaskVectors needs at least one task")
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"task names must be unique, got {tasks}")
+        if not deltas:
+            raise ValueError("the base has no floating-point parameter: there is nothing to merge (task vectors are "
+                             "differences of float weights)")
         self.tasks = list(tasks)
         self.base = base
         self.deltas = deltas

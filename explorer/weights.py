@@ -11,6 +11,8 @@ from torch import Tensor
 def read_weights(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a `.safetensors` file, or from a `.pt`/`.pth` state dict (weights_only=True)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder, not a weight file")
     if not path.is_file():
         raise FileNotFoundError(f"weight file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":

@@ -119,3 +119,32 @@ def test_dashboard_refuses_nan_weights_and_one_expert(nan_zoo):
 def test_dashboard_names_a_missing_zoo_folder():
     with pytest.raises(ValueError, match=r"zoo folder '/no/such/folder' not found"):
         handlers.run(handlers.new_state(), "/no/such/folder", ["a", "b"], "ties", {})
+
+
+# --- found by the fuzz suite (tests/fuzz), pinned here ------------------------------------------------
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_integer_parameter_refuses_non_finite_numbers_by_name(tiny_tv, value):
+    with pytest.raises(ValueError, match=r"parameter 'k': .* is not a finite number; allowed \[0, 20\]"):
+        ex.merge(tiny_tv, "consensus", k=value)
+
+
+@pytest.mark.parametrize("text,problem", [("{", "is not valid JSON"), ("", "is not valid JSON"),
+                                          ('{"classes": {}}', "no list of task names"),
+                                          ('{"tasks": 3}', "no list of task names")])
+def test_a_broken_demo_zoo_config_is_named(tmp_path, text, problem):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=rf"config.json {problem}"):
+        ex.load_zoo("demo", root=tmp_path)
+
+
+def test_a_base_without_float_tensors_has_nothing_to_merge():
+    with pytest.raises(ValueError, match="nothing to merge"):
+        ex.task_vectors({"step": torch.tensor(3)}, {"a": {"step": torch.tensor(4)}, "b": {"step": torch.tensor(5)}})
+
+
+def test_a_folder_where_a_weight_file_should_be_is_named(tmp_path):
+    from explorer.weights import read_weights
+
+    (tmp_path / "x.safetensors").mkdir()
+    with pytest.raises(ValueError, match="is a folder, not a weight file"):
+        read_weights(tmp_path / "x.safetensors")

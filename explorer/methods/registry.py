@@ -6,6 +6,7 @@ declarations, so a parameter is described exactly once.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -65,6 +66,8 @@ class Param:
         if self.type in (int, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"parameter {self.name!r}: {value!r} is not a number; allowed {allowed}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"parameter {self.name!r}: {value!r} is not a finite number; allowed {allowed}")
             if self.type is int and float(value) != int(value):
                 raise ValueError(f"parameter {self.name!r}: {value!r} is not an integer; allowed {allowed}")
             value = self.type(value)
