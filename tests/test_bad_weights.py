@@ -129,8 +129,8 @@ def test_an_integer_parameter_refuses_non_finite_numbers_by_name(tiny_tv, value)
 
 
 @pytest.mark.parametrize("text,problem", [("{", "is not valid JSON"), ("", "is not valid JSON"),
-                                          ('{"classes": {}}', "no list of task names"),
-                                          ('{"tasks": 3}', "no list of task names")])
+                                          ('{"classes": {}}', "has no list of task names"),
+                                          ('{"tasks": 3}', "has no list of task names")])
 def test_a_broken_demo_zoo_config_is_named(tmp_path, text, problem):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(ValueError, match=rf"config.json {problem}"):
