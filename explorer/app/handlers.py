@@ -21,6 +21,9 @@ from . import cache, views
 
 LIVE_LIMIT = 32        # test images per task in the live view (the first ones, the same every time): 0.5 s budget
 MAX_UNPINNED = 20      # older unpinned runs drop out of the history
+MAX_PINNED = 10        # so a session's history holds at most 30 small records (and the server 12 results)
+HISTORY_NOTE = (f"Runs of this session, newest first: the last {MAX_UNPINNED} runs are kept, plus up to "
+                f"{MAX_PINNED} pinned ones")
 
 
 def new_state() -> dict[str, Any]:

@@ -140,8 +140,7 @@ def _tabs(ui: UI) -> dict:
 def _history_tab(ui: UI, b: dict) -> None:
     """The session's runs, a picker to show or pin one, and two pickers to compare runs side by side."""
     e = ui.extra
-    e["history"] = gr.Dataframe(label="Runs of this session (newest first)", elem_id="history",
-                                interactive=False)
+    e["history"] = gr.Dataframe(label=handlers.HISTORY_NOTE, elem_id="history", interactive=False)
     with gr.Row():
         e["pick"] = gr.Dropdown([], label="Run", elem_id="pick-run", scale=3)
         b["show"] = gr.Button("Show", elem_id="show-run", scale=1)
@@ -271,7 +270,7 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
                 getattr(w, event)(make_run(ui, live=True), **live)
         elif c.kind == "number":  # methods that read data run on Run only: Enter checks the value now
             w.submit(guarded(1)(functools.partial(controls.value_note, c)), w, ui.status, preprocess=False)
-    run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, **merge)
+    run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, api_name="run", **merge)
     cancel.click(on_cancel, None, ui.status, concurrency_limit=None)
     full.click(guarded(len(outs))(lambda s: run_values(ui, *handlers.evaluate_full(s))), ui.state, outs, **merge)
     b["show"].click(guarded(len(outs))(lambda s, r: run_values(ui, *handlers.show(s, r))), [ui.state, e["pick"]],

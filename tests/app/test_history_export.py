@@ -102,3 +102,17 @@ def test_stream_yields_progress_then_the_result_and_reraises_errors():
         raise ValueError("bad parameter")
     with pytest.raises(ValueError, match="bad parameter"):
         list(stream(broken))
+
+
+def test_pins_are_capped_so_the_history_stays_bounded(zoo, monkeypatch):
+    monkeypatch.setattr(history, "MAX_PINNED", 2)
+    state = handlers.new_state()
+    for scale in (0.1, 0.2, 0.3):
+        state, _ = handlers.run(state, ZOO, zoo.tasks, "task_arithmetic", {"scale": scale}, limit=4)
+    state = history.toggle_pin(history.toggle_pin(state, "#1 task_arithmetic(scale=0.1)"),
+                               "#2 task_arithmetic(scale=0.2)")
+    with pytest.raises(ValueError, match="At most 2 runs can be pinned"):
+        history.toggle_pin(state, "#3 task_arithmetic(scale=0.3)")
+    state = history.toggle_pin(state, "#1 task_arithmetic(scale=0.1)")  # unpinning is always allowed
+    assert [r["pinned"] for r in state["runs"]] == [False, True, False]
+    assert "last 20 runs are kept, plus up to 10 pinned" in handlers.HISTORY_NOTE
