@@ -14,9 +14,10 @@ from typing import Any
 from . import methods  # noqa: F401  (registers the methods)
 
 # Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
-from .evaluate import Scores, evaluate, select
+from .evaluate import Scores, evaluate
 from .merging import list_methods, merge
 from .result import MergeResult
+from .selection import select
 from .taskvec import TaskVectors, task_vectors
 from .zoo import Zoo, list_zoos, load_zoo
 

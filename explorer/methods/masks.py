@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..result import MergeResult
+from ..scoring import task_accuracy
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import per_task, tall_mask, task_sum, ties_vector
@@ -26,8 +27,6 @@ def mtl_vector(tv: TaskVectors, mtl: str, density: float) -> dict[str, Tensor]:
 def _choose_lams(tv: TaskVectors, mtl: dict[str, Tensor], zoo: Any) -> tuple[list[float], dict]:
     """Per task, the TALL lambda from LAM_GRID whose compressed model theta_0 + m_t * tau_MTL scores best on
     that task's validation split."""
-    from ..evaluate import task_accuracy
-
     table: dict[str, dict[float, float]] = {t: {} for t in tv.tasks}
     for lam in LAM_GRID:
         masks = tall_mask(tv.deltas, mtl, lam)

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 from ..weights import read_weights
 from . import register_zoo
 from .base import Zoo
+from .data import generate
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "demo-zoo"  # package data: it ships in the wheel
 
@@ -101,8 +102,6 @@ class DemoZoo(Zoo):
 
     def dataset(self, task: str, split: str) -> Dataset:
         """The task's generated images for `split` (made once, then kept)."""
-        from .data import generate
-
         self.check_task(task)
         self.check_split(split)
         if (task, split) not in self._data:

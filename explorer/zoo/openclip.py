@@ -10,6 +10,7 @@ each request (lazily, in the dtype they were stored in), heads come from the pre
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import cached_property
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..device import resolve_device
+from ..weights import file_sha256
 from . import NAMED_DIR, register_zoo
 from .base import Zoo
 from .datasets import task_dataset, task_spec
@@ -117,10 +119,6 @@ class OpenClipZoo(Zoo):
 
     def fingerprint(self) -> str:
         """A short hash of the weight files (cheaper than the base class's pass over every loaded tensor)."""
-        import hashlib
-
-        from ..weights import file_sha256
-
         labels = ["base"] + [f"expert {t}" for t in self.tasks]
         joined = "".join(f"{label}:{file_sha256(self.files[label])};" for label in labels)
         return hashlib.sha256(joined.encode()).hexdigest()[:16]

@@ -108,30 +108,28 @@ def test_bad_input_shows_a_message_not_a_traceback(page):
     assert "Traceback" not in page.content()
 
 
+def enter(page, selector: str, value: str, shows: str) -> None:
+    """Type `value` into a box, press Enter, and wait for the status to show `shows`."""
+    box = page.locator(selector)
+    box.fill(value)
+    box.press("Enter")
+    expect(status(page)).to_contain_text(shows, timeout=WAIT)
+
+
 def test_enter_in_a_number_box_applies_the_value(page):
     expect(status(page)).to_contain_text("Run #1 task_arithmetic(scale=0.3)", timeout=WAIT)
-    box = page.locator("#param-task_arithmetic-scale input[type=number]")  # a slider's number box
-    box.fill("0.55")
-    box.press("Enter")
-    expect(status(page)).to_contain_text("task_arithmetic(scale=0.55)", timeout=WAIT)
+    # a slider's number box
+    enter(page, "#param-task_arithmetic-scale input[type=number]", "0.55", "task_arithmetic(scale=0.55)")
     pick_method(page, "DARE (Drop And REscale)")
     expect(status(page)).to_contain_text("dare(drop=0.5", timeout=WAIT)
-    seed = page.locator("#param-dare-seed input")  # a number box of a live method
-    seed.fill("5")
-    seed.press("Enter")
-    expect(status(page)).to_contain_text("seed=5)", timeout=WAIT)
-    seed.fill("-3")
-    seed.press("Enter")
-    expect(status(page)).to_contain_text("'seed': -3 is out of range; allowed [0, 2147483647]", timeout=WAIT)
+    # a number box of a live method: the value runs, or the range message shows
+    enter(page, "#param-dare-seed input", "5", "seed=5)")
+    enter(page, "#param-dare-seed input", "-3", "'seed': -3 is out of range; allowed [0, 2147483647]")
     pick_method(page, "AdaMerging")
     expect(status(page)).to_contain_text("press Run to start it", timeout=WAIT)
-    every = page.locator("#param-adamerging-log_every input")  # a method that runs on Run only
-    every.fill("0")
-    every.press("Enter")
-    expect(status(page)).to_contain_text("'log_every': 0 is out of range; allowed [1, 100000]", timeout=WAIT)
-    every.fill("7")
-    every.press("Enter")
-    expect(status(page)).to_contain_text("log_every = 7 is set: press Run to start adamerging", timeout=WAIT)
+    # a method that runs on Run only: Enter confirms the value, or shows the range message
+    enter(page, "#param-adamerging-log_every input", "0", "'log_every': 0 is out of range; allowed [1, 100000]")
+    enter(page, "#param-adamerging-log_every input", "7", "log_every = 7 is set: press Run to start adamerging")
 
 
 def set_number(page, elem_id: str, value: str) -> None:
