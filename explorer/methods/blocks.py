@@ -106,6 +106,14 @@ def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: 
     return merged, kept
 
 
+def consensus_vector(deltas: Stacked, shared: Mapping[str, Tensor], lam: float,
+                     k: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Consensus merging: m_cons = 1{sum_t tall_mask_t >= k}, applied to the multi-task vector `shared`.
+    Returns (m_cons * shared, the TALL masks name -> [T, ...])."""
+    masks = tall_mask(deltas, shared, lam)
+    return {n: (masks[n].sum(dim=0) >= k).to(v.dtype) * v for n, v in shared.items()}, masks
+
+
 def ties_split(deltas: Stacked, density: float, sign: str = "mass",
                scope: str = "global") -> dict[str, Tensor]:
     """Each task's trimmed, sign-agreeing entries (`ties_merging_split`): name -> [T, ...]; summing over

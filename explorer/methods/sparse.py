@@ -8,6 +8,7 @@ from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import apply_masks, keep_topk, per_task, scaled, task_sum, ties_vector
+from .compose import compose
 from .registry import Param, register
 
 
@@ -53,11 +54,8 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
 def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float, density: float, aggregate: str,
          seed: int) -> MergeResult:
     dropped, kept = _drop(tv, drop, rescale, seed)
-    if base == "task_arithmetic":
-        return MergeResult(tv, scaled(task_sum(dropped), scale), masks=per_task(kept, tv.tasks),
-                           info={"seed": seed})
-    merged, agree = ties_vector(dropped, density, "mass", aggregate, "global")
-    masks = {n: kept[n] & agree[n] for n in kept}
+    merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
+    masks = kept if agree is None else {n: kept[n] & agree[n] for n in kept}
     return MergeResult(tv, scaled(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 
