@@ -10,7 +10,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
 LAYERS = [("checks", "device", "weights"), ("zoo",), ("taskvec", "result"), ("scoring",), ("methods",),
-          ("merging", "evaluate"), ("selection", "analysis", "runs"), ("plots",), ("app",),
+          ("merging", "evaluate"), ("selection", "analysis", "runs"), ("plots", "figures"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 # Tools of the demo-zoo rebuild (owned elsewhere): they build and score the zoo, so they sit above it.

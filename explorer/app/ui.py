@@ -116,20 +116,20 @@ def _tabs(ui: UI) -> dict:
     with gr.Tabs(elem_id="tabs"):
         with gr.Tab("Accuracy", id="accuracy"):
             e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
-            _plots(ui, "accuracy")
+            _plots(ui, *views.TABS["accuracy"])
             e["loss"] = gr.Plot(elem_id="loss-curve", show_label=False, visible=False)
         with gr.Tab("Cosine conflicts", id="cosine"):
             e["zoom"] = gr.Checkbox(False, label="Zoom the colour scales to the values shown (cosine and sign maps; "
                                     "off: the natural ranges, cosine −1 … 1 and sign conflict 0 … 1)",
                                     elem_id="zoom")
-            _plots(ui, "cosine", "cosine_layers")
+            _plots(ui, *views.TABS["cosine"])
         with gr.Tab("Sign conflicts", id="signs"):
-            _plots(ui, "signs", "sign_layers")
+            _plots(ui, *views.TABS["signs"])
         with gr.Tab("Mask overlaps", id="masks"):
             e["mask_note"] = gr.Markdown(elem_id="mask-note")
-            _plots(ui, "overlap", "usage")
+            _plots(ui, *views.TABS["masks"])
         with gr.Tab("Layer-wise scaling", id="layers"):
-            _plots(ui, "coefficients", "norms")
+            _plots(ui, *views.TABS["layers"])
         with gr.Tab("History & compare", id="history"):
             _history_tab(ui, b)
         with gr.Tab("Export", id="export"):
