@@ -87,6 +87,16 @@ def test_cli_refuses_a_nan_expert(tmp_path, capsys):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_cli_names_an_integer_tensor_where_the_base_has_a_float_one(tmp_path, capsys):
+    base, experts = tiny_state_dicts(2)
+    experts["task1"][NAN_KEY] = experts["task1"][NAN_KEY].round().to(torch.int32)
+    write_weights(base, tmp_path / "base.safetensors")
+    for task, sd in experts.items():
+        write_weights(sd, tmp_path / f"{task}.safetensors")
+    err = _cli_error(["merge", "--zoo", str(tmp_path), "--method", "ties"], capsys)
+    assert "expert 'task1' has 1 integer/float mismatch(es)" in err and "base torch.float32 vs torch.int32" in err
+
+
 def test_cli_one_expert_folder_and_missing_folder(tmp_path, capsys):
     folder, _, _ = write_zoo_folder(tmp_path, num_tasks=1)
     err = _cli_error(["merge", "--zoo", str(folder), "--method", "ties"], capsys)
@@ -114,6 +124,18 @@ def test_dashboard_refuses_nan_weights_and_one_expert(nan_zoo):
         handlers.run(handlers.new_state(), "nan-zoo", nan_zoo.tasks, "task_arithmetic", {"scale": 0.3})
     with pytest.raises(ValueError, match=r"at least 2 experts, got 1 \('task0'\)"):
         handlers.run(handlers.new_state(), "nan-zoo", ["task0"], "task_arithmetic", {"scale": 0.3})
+
+
+def test_dashboard_names_an_integer_tensor_where_the_base_has_a_float_one():
+    z = TinyZoo()
+    z.experts["task0"] = {**z.experts["task0"], NAN_KEY: z.experts["task0"][NAN_KEY].round().long()}
+    cache.register_zoo("int-zoo", z)
+    try:
+        with pytest.raises(ValueError, match=r"expert 'task0' has 1 integer/float mismatch"):
+            handlers.run(handlers.new_state(), "int-zoo", z.tasks, "ties", {})
+    finally:
+        cache.ZOOS.clear()
+        cache.TASK_VECTORS.clear()
 
 
 def test_dashboard_names_a_missing_zoo_folder():
