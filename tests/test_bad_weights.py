@@ -10,7 +10,7 @@ from explorer.app import cache, handlers
 from explorer.cli import main
 from explorer.weights import write_weights
 from tests.conftest import tiny_state_dicts, write_zoo_folder
-from tests.methods.tinyzoo import TinyZoo
+from tests.tinyzoo import TinyZoo
 
 NAN_KEY, INF_KEY = "conv1.weight", "ln_pre.bias"
 

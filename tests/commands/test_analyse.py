@@ -11,9 +11,10 @@ import explorer as ex
 from explorer import figures as F
 from explorer.cli import main
 from explorer.zoo import register_zoo
-from tests.conftest import TinyZoo, write_zoo_folder
+from tests.conftest import write_zoo_folder
+from tests.tinyzoo import TinyZoo
 
-register_zoo("tiny-analyse-test")(TinyZoo)
+register_zoo("tiny-analyse-test")(TinyZoo.known)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from explorer.app import cache
-
-from ..methods.tinyzoo import TinyZoo
+from tests.tinyzoo import TinyZoo
 
 CHROMIUM = Path("/usr/bin/chromium")
 ZOO = "tiny-e2e"

@@ -10,8 +10,7 @@ import explorer as ex
 from explorer.methods.adaptive import lp_penalty, softmax_entropy
 from explorer.methods.blocks import ties_split
 from explorer.methods.runner import Progress
-
-from .tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import torch
 
 import explorer as ex
 from explorer.methods.masks import LAM_GRID
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse)
 
 from .test_data_free import TAU, tall_tv, tv_from
-from .tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse)
 
 # TIES over TAU at density 0.5 (see test_ties_hand_computed_with_zero_sum_tie): disjoint sum and mean
 TIES_SUM = [3.0, -3.0, 0.0, 4.0, 0.0, 3.0]

@@ -7,8 +7,7 @@ import torch
 import explorer as ex
 from explorer.methods.adaptive import softmax_entropy
 from explorer.methods.runner import FunctionalMerge, Progress, optimize, reporter, require_zoo
-
-from .tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture
