@@ -46,6 +46,19 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
                        footer_links=["gradio", "settings"], **kwargs)
 
 
+def start(demo: gr.Blocks, host: str, port: int, share: bool, tries: int = 3) -> None:
+    """Launch without blocking. Gradio gives up when its own first request to the page takes over 3 s (a loaded
+    machine), saying localhost is not accessible: close and try again, up to `tries` times."""
+    for attempt in range(tries):
+        try:
+            launch(demo, host, port, share, prevent_thread_lock=True, quiet=True)
+            return
+        except ValueError as err:
+            if "localhost is not accessible" not in str(err) or attempt == tries - 1:
+                raise
+            demo.close()
+
+
 def port_taken(host: str, port: int) -> str:
     """The one line printed when another server holds the port."""
     return (f"explorer app: port {port} on {host} is already in use (another dashboard?). Stop it, or choose "
@@ -61,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     demo = build_demo(args.zoo)
     try:
-        launch(demo, args.host, args.port, args.share, prevent_thread_lock=True, quiet=True)
+        start(demo, args.host, args.port, args.share)
     except OSError as err:
         if "port" not in str(err).lower():
             raise

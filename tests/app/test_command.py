@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from explorer.app import serve
 from explorer.cli import build_parser, main
 from explorer.commands import app as command
@@ -38,3 +40,23 @@ def test_a_taken_port_prints_one_line_naming_it_and_how_to_choose_another(capsys
     err = capsys.readouterr().err.strip()
     assert err == serve.port_taken("127.0.0.1", port)
     assert f"port {port} on 127.0.0.1 is already in use" in err and f"make app PORT={port + 1}" in err
+
+
+def test_a_slow_first_page_is_retried_not_reported_as_unreachable(monkeypatch):
+    calls, closed = [], []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ValueError("When localhost is not accessible, a shareable link must be created.")
+
+    class Demo:
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(serve, "launch", flaky)
+    serve.start(Demo(), "127.0.0.1", 7999, False)
+    assert len(calls) == 2 and closed == [True]
+    monkeypatch.setattr(serve, "launch", lambda *a, **k: (_ for _ in ()).throw(ValueError("other problem")))
+    with pytest.raises(ValueError, match="other problem"):
+        serve.start(Demo(), "127.0.0.1", 7999, False)
