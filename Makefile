@@ -9,7 +9,7 @@ export NO_PROXY := localhost,127.0.0.1
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: app test browser bench
+.PHONY: app test lint browser bench
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,7 +25,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  echo "chromium is not installed: browser tests will be skipped (apt-get install chromium)"
 
-test: $(STAMP) browser
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest -q tests --nbmake notebooks
 
 bench: $(STAMP)

@@ -79,11 +79,12 @@ SHOWN = """label => document.querySelector('#status').innerText.includes(label)
 
 def browser(zoo: str, repeats: int) -> list[float]:
     """Seconds from releasing the TIES density slider to the page showing that run's status and table."""
-    import app
     from playwright.sync_api import expect, sync_playwright
 
-    demo, port = app.build_demo(zoo), free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    from explorer.app import serve, ui
+
+    demo, port = ui.build_demo(zoo), free_port()
+    serve.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     times = []
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,

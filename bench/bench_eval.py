@@ -38,7 +38,8 @@ def main() -> None:
     print(f"generating the {len(zoo.tasks)} test splits: {t_data:.2f} s")
     scores, t_full = timed(lambda: ex.evaluate(zoo, res))
     print(f"evaluate(base + {len(zoo.tasks)} experts + 1 merge, test split, "
-          f"{len(zoo.dataset(zoo.tasks[0], 'test'))} images/task, cold, data generated): {t_full:.2f} s; with generation {t_full + t_data:.2f} s")
+          f"{len(zoo.dataset(zoo.tasks[0], 'test'))} images/task, cold, data generated): {t_full:.2f} s; "
+          f"with generation {t_full + t_data:.2f} s")
     _, t_again = timed(lambda: ex.evaluate(zoo, ex.merge(tv, "task_arithmetic", scale=0.4)))
     print(f"evaluate(one more merge, test split, references cached): {t_again:.2f} s")
 

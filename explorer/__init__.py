@@ -12,12 +12,14 @@ import importlib
 from typing import Any
 
 from . import methods  # noqa: F401  (registers the methods)
+
+# Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
+from .evaluate import Scores, evaluate
 from .merging import list_methods, merge
 from .result import MergeResult
+from .selection import select
 from .taskvec import TaskVectors, task_vectors
-from .zoo import Zoo, load_zoo
-# Eager: a lazy `evaluate` would be shadowed by the `explorer.evaluate` submodule once anything imports it.
-from .evaluate import Scores, evaluate, select
+from .zoo import Zoo, list_zoos, load_zoo
 
 __version__ = "0.1.0"
 
@@ -39,6 +41,5 @@ def __getattr__(name: str) -> Any:
     return module if attr is None else getattr(module, attr)
 
 
-__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "load_zoo", "merge", "select",
-           "task_vectors",
-           *_LAZY]
+__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "list_zoos", "load_zoo",
+           "merge", "select", "task_vectors", *_LAZY]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from .checks import check_finite
 from .methods import registry
 from .result import MergeResult
 from .taskvec import TaskVectors
@@ -12,7 +13,8 @@ from .taskvec import TaskVectors
 def list_methods() -> list[dict]:
     """Every registered method with its declared parameters (name, range, default, help)."""
     return [{"name": m.name, "title": m.title, "paper": m.paper, "formula": m.formula, "summary": m.summary,
-             "needs_data": m.needs_data, "per_task": m.per_task,
+             "needs_data": m.needs_data, "reads_data": m.reads_data, "cancellable": m.cancellable,
+             "per_task": m.per_task,
              "params": [p.as_dict() for p in m.params]} for m in registry.all_methods()]
 
 
@@ -33,4 +35,8 @@ def merge(tv: TaskVectors, method: str, *, zoo: Any = None, callback: Callable |
     result = m.fn(tv, **values, **{k: v for k, v in injected.items() if k in m.injected})
     result.method, result.params = method, values
     result.info.setdefault("seconds", time.perf_counter() - start)
+    if result.delta is not None:
+        check_finite("merged task vector", result.delta, f"the {method} merge produced non-finite values (NaN or Inf)",
+                     f"Its parameters ({values}) made the merged task vector overflow: lower the scale, or check "
+                     "the experts' magnitudes.")
     return result

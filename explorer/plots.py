@@ -6,6 +6,7 @@ renders with an older plotly.js).
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -54,66 +55,97 @@ def _subtitled(title: str, note: str) -> str:
     return f"{title}<br><sup>{note}</sup>"
 
 
+def _zrange(z: np.ndarray, natural: tuple[float, float], center: float | None, zoom: bool) -> tuple[float, float]:
+    """The colour range: the quantity's natural range, or with `zoom` the values' own range (symmetric around
+    `center` when there is one)."""
+    finite = z[np.isfinite(z)]
+    if not zoom or not finite.size:
+        return natural
+    if center is None:
+        return float(finite.min()), float(finite.max()) if finite.max() > finite.min() else natural[1]
+    half = float(np.abs(finite - center).max()) or 1e-12
+    return center - half, center + half
+
+
+def _range_note(lo: float, hi: float, zoom: bool) -> str:
+    return f"colour range {lo:+.3g} … {hi:+.3g}" + (" (zoomed to the values)" if zoom else "")
+
+
 def _pair_map(matrix: pd.DataFrame, title: str, name: str, *, center: float | None, blank_diagonal: bool,
-              digits: int = 3, colorscale: str = DIVERGING) -> go.Figure:
-    """A T x T heatmap of a square task DataFrame: task_a down the rows, task_b across, values printed."""
+              zrange: tuple[float, float], digits: int = 3, colorscale: str = DIVERGING) -> go.Figure:
+    """A T x T heatmap of a square task DataFrame: task_a down the rows, task_b across, values printed,
+    coloured over `zrange` (centred on `center` when given)."""
     z = matrix.to_numpy(dtype=float).copy()
     text = _fmt(z, digits)
     if blank_diagonal:
         np.fill_diagonal(z, np.nan)
         np.fill_diagonal(text, "")
-    finite = z[np.isfinite(z)]
-    zrange = {"zmin": 0.0, "zmax": float(finite.max()) if finite.size else 1.0}
-    if center is not None:
-        half = float(np.abs(finite - center).max()) if finite.size else 1.0
-        zrange = {"zmin": center - (half or 1.0), "zmax": center + (half or 1.0), "zmid": center}
+    scale = {"zmin": zrange[0], "zmax": zrange[1], **({} if center is None else {"zmid": center})}
     tasks_a, tasks_b = [str(t) for t in matrix.index], [str(t) for t in matrix.columns]
     fig = go.Figure(go.Heatmap(
-        z=z, x=tasks_b, y=tasks_a, text=text, texttemplate="%{text}", colorscale=colorscale, **zrange,
+        z=z, x=tasks_b, y=tasks_a, text=text, texttemplate="%{text}", colorscale=colorscale, **scale,
         colorbar={"title": {"text": name}}, xgap=2, ygap=2,
         hovertemplate=f"%{{y}} vs %{{x}}<br>{name}: %{{z:.4f}}<extra></extra>"))
     return _styled(fig, title, "task", "task", yaxis={"autorange": "reversed", "showgrid": False},
                    xaxis={"showgrid": False}, height=190 + 70 * len(tasks_a), width=300 + 80 * len(tasks_b))
 
 
-def cosine_map(matrix: pd.DataFrame, title: str = "Cosine similarity of task vectors") -> go.Figure:
-    """T x T cosine map (from `analysis.cosine(tv)`): red = aligned, blue = opposed, white = orthogonal; the
-    diagonal (always 1) is left blank so the colour range fits the off-diagonal values."""
-    note = "red: same direction · white: unrelated (orthogonal) · blue: opposed"
-    return _pair_map(matrix, _subtitled(title, note), "cosine", center=0.0, blank_diagonal=True)
+def _off_diagonal(matrix: pd.DataFrame) -> np.ndarray:
+    z = matrix.to_numpy(dtype=float).copy()
+    np.fill_diagonal(z, np.nan)
+    return z
 
 
-def sign_conflict_map(matrix: pd.DataFrame, title: str = "Sign conflicts between task vectors") -> go.Figure:
+def cosine_map(matrix: pd.DataFrame, title: str = "Cosine similarity of task vectors", zoom: bool = False) -> go.Figure:
+    """T x T cosine map (from `analysis.cosine(tv)`): red = aligned, blue = opposed, white = orthogonal, on the
+    fixed range -1..1 (zoom=True: symmetric around 0 to fit the off-diagonal values). The diagonal (always 1) is
+    blank; the subtitle says what the cosines are computed over and the colour range."""
+    lo, hi = _zrange(_off_diagonal(matrix), (-1.0, 1.0), 0.0, zoom)
+    over = matrix.attrs.get("over", "the whole flattened task vectors")
+    note = f"over {over} · red: same direction · blue: opposed · {_range_note(lo, hi, zoom)}"
+    return _pair_map(matrix, _subtitled(title, note), "cosine", center=0.0, blank_diagonal=True, zrange=(lo, hi))
+
+
+def sign_conflict_map(matrix: pd.DataFrame, title: str = "Sign conflicts between task vectors",
+                      zoom: bool = False) -> go.Figure:
     """T x T sign-conflict map (from `analysis.sign_conflicts`): the fraction of shared entries with opposite
-    signs, centred at 0.5 (what independent random signs give): red = more conflict, blue = more agreement."""
-    note = "fraction of shared entries with opposite signs · 0.5 = as if the signs were random"
-    return _pair_map(matrix, _subtitled(title, note), "conflict", center=0.5, blank_diagonal=True)
+    signs on 0..1 centred at 0.5 (what independent random signs give; zoom=True: symmetric around 0.5 to fit the
+    values): red = more conflict, blue = more agreement."""
+    lo, hi = _zrange(_off_diagonal(matrix), (0.0, 1.0), 0.5, zoom)
+    over = matrix.attrs.get("over", "the entries non-zero in both tasks")
+    note = (f"fraction with opposite signs, over {over} · 0.5 = as if the signs were random · "
+            f"{_range_note(lo, hi, zoom)}")
+    return _pair_map(matrix, _subtitled(title, note), "conflict", center=0.5, blank_diagonal=True, zrange=(lo, hi))
 
 
 def mask_overlap_map(matrix: pd.DataFrame, metric: str = "jaccard", title: str | None = None) -> go.Figure:
     """T x T mask overlap (from `analysis.mask_overlap`): Jaccard (0..1) or the count of entries kept by both."""
     title = title or ("Mask overlap (Jaccard: kept by both / kept by either)" if metric == "jaccard"
                       else "Mask overlap (entries kept by both tasks)")
+    natural = (0.0, 1.0) if metric == "jaccard" else (0.0, float(np.nanmax(matrix.to_numpy(dtype=float))) or 1.0)
     return _pair_map(matrix, title, metric, center=None, blank_diagonal=False, colorscale=SEQUENTIAL,
-                     digits=3 if metric == "jaccard" else 0)
+                     digits=3 if metric == "jaccard" else 0, zrange=natural)
 
 
-def pair_profile(profile: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """How each pair of tasks relates across depth (from `analysis.conflict_profile`): pairs down, layers across."""
+def pair_profile(profile: pd.DataFrame, title: str | None = None, zoom: bool = False) -> go.Figure:
+    """How each pair of tasks relates across depth (from `analysis.conflict_profile`): pairs down, layers across,
+    on the natural range (cosine -1..1, conflict 0..1 centred at 0.5; zoom=True fits the values)."""
     value = "cosine" if "cosine" in profile.columns else "conflict"
     grid = profile.pivot(index="pair", columns="layer", values=value)
     grid = grid.loc[list(dict.fromkeys(profile.pair)), list(dict.fromkeys(profile.layer))]
     z = grid.to_numpy(dtype=float)
-    center = 0.0 if value == "cosine" else 0.5
-    finite = z[np.isfinite(z)]
-    half = float(np.abs(finite - center).max()) if finite.size else 1.0
+    center, natural = (0.0, (-1.0, 1.0)) if value == "cosine" else (0.5, (0.0, 1.0))
+    lo, hi = _zrange(z, natural, center, zoom)
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(grid.columns), y=list(grid.index), colorscale=DIVERGING, zmid=center, zmin=center - half,
-        zmax=center + half, colorbar={"title": {"text": value}}, xgap=1, ygap=1,
+        z=z, x=list(grid.columns), y=list(grid.index), colorscale=DIVERGING, zmid=center, zmin=lo,
+        zmax=hi, colorbar={"title": {"text": value}}, xgap=1, ygap=1,
         hovertemplate=f"%{{y}}<br>layer %{{x}}<br>{value}: %{{z:.4f}}<extra></extra>"))
-    default = (_subtitled("Cosine similarity per layer", "red: same direction · blue: opposed")
+    rng = _range_note(lo, hi, zoom)
+    default = (_subtitled("Cosine similarity per layer", f"over each layer's entries · red: same direction · "
+                          f"blue: opposed · {rng}")
                if value == "cosine" else
-               _subtitled("Sign conflicts per layer", "red: more conflict than random signs (0.5) · blue: less"))
+               _subtitled("Sign conflicts per layer", f"over each layer's entries non-zero in both tasks · red: more "
+                          f"conflict than random signs (0.5) · blue: less · {rng}"))
     return _styled(fig, title or default, "layer (input → output)", "task pair", xaxis={"showgrid": False},
                    yaxis={"autorange": "reversed", "showgrid": False}, height=220 + 40 * len(grid))
 
@@ -216,8 +248,8 @@ def accuracy_bars(scores: pd.DataFrame, normalized: bool = False,
     x = tasks + ["mean"]
     value = "normalized" if normalized else "merged"
 
-    def with_mean(values: pd.Series) -> list[float]:
-        return [*values.tolist(), float(values.mean())]
+    def with_mean(values: pd.Series) -> list[float]:  # in %
+        return [100 * v for v in [*values.tolist(), float(values.mean())]]
 
     fig = go.Figure()
     first = scores[scores.method == scores.method.iloc[0]].set_index("task").loc[tasks]
@@ -225,12 +257,12 @@ def accuracy_bars(scores: pd.DataFrame, normalized: bool = False,
     for column, label in refs:
         ys = with_mean(first[column] / first.expert if normalized else first[column])
         fig.add_bar(x=x, y=ys, name=label, marker_color=SERIES[column],
-                    hovertemplate=f"{label}<br>%{{x}}: %{{y:.4f}}<extra></extra>")
+                    hovertemplate=f"{label}<br>%{{x}}: %{{y:.1f}} %<extra></extra>")
     for i, (method, rows) in enumerate(scores.groupby("method", sort=False)):
         ys = with_mean(rows.set_index("task").loc[tasks, value])
         fig.add_bar(x=x, y=ys, name=str(method), marker_color=METHOD_COLORS[i % 6],
-                    hovertemplate=f"{method}<br>%{{x}}: %{{y:.4f}}<extra></extra>")
-    label = "normalized accuracy (merged / expert)" if normalized else "accuracy"
+                    hovertemplate=f"{method}<br>%{{x}}: %{{y:.1f}} %<extra></extra>")
+    label = "normalized accuracy (merged / expert, %)" if normalized else "accuracy (%)"
     return _styled(fig, title, "task", label, barmode="group", yaxis={"rangemode": "tozero"})
 
 
@@ -238,14 +270,15 @@ def lambda_sweep(sweep: pd.DataFrame, normalized: bool = False, title: str | Non
     """Accuracy per task against the swept parameter (from `analysis.lambda_sweep`), plus the mean (dashed)."""
     value = "normalized" if normalized else "merged"
     param = sweep.attrs.get("param", "λ")
-    fig = _task_lines(sweep, "value", value, value, task_colors(list(dict.fromkeys(sweep.task))))
+    sweep = sweep.assign(**{value: 100 * sweep[value]})  # in %
+    fig = _task_lines(sweep, "value", value, f"{value} %", task_colors(list(dict.fromkeys(sweep.task))))
     mean = sweep.groupby("value", sort=True)[value].mean()
     fig.add_scatter(x=mean.index, y=mean.to_numpy(), name="mean", mode="lines+markers",
                     line={"color": "#000000", "width": 4, "dash": "dash"}, marker={"size": 9},
-                    hovertemplate=f"mean<br>{param} %{{x}}<br>{value}: %{{y:.4f}}<extra></extra>")
+                    hovertemplate=f"mean<br>{param} %{{x}}<br>{value} %: %{{y:.1f}}<extra></extra>")
     method = sweep.attrs.get("method", "merge")
     label = "normalized accuracy" if normalized else "accuracy"
-    return _styled(fig, title or f"{method}: {label} per task as {param} varies", param, label)
+    return _styled(fig, title or f"{method}: {label} per task as {param} varies", param, f"{label} (%)")
 
 
 def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
@@ -253,6 +286,7 @@ def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: s
     three heatmaps sharing one colour scale."""
     value = "normalized" if normalized else "merged"
     task_a, task_b = list(dict.fromkeys(grid.task))[:2]
+    grid = grid.assign(**{value: 100 * grid[value]})  # in %
     panels = {f"accuracy on {task_a}": grid[grid.task == task_a], f"accuracy on {task_b}": grid[grid.task == task_b],
               "mean of the two": grid.groupby(["lambda_a", "lambda_b"], as_index=False)[value].mean()}
     fig = make_subplots(rows=1, cols=3, subplot_titles=list(panels), horizontal_spacing=0.08)
@@ -260,15 +294,27 @@ def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: s
         z = rows.pivot(index="lambda_b", columns="lambda_a", values=value)
         fig.add_trace(go.Heatmap(
             z=z.to_numpy(), x=list(z.columns), y=list(z.index), coloraxis="coloraxis", xgap=1, ygap=1,
-            hovertemplate=f"{name}<br>λ {task_a} = %{{x}}<br>λ {task_b} = %{{y}}<br>{value}: %{{z:.4f}}"
+            hovertemplate=f"{name}<br>λ {task_a} = %{{x}}<br>λ {task_b} = %{{y}}<br>{value}: %{{z:.1f}} %"
                           "<extra></extra>"), row=1, col=col)
         fig.update_xaxes(title_text=f"λ {task_a}", tickmode="array", tickvals=list(z.columns), row=1, col=col)
         fig.update_yaxes(title_text=f"λ {task_b}" if col == 1 else "", tickmode="array", tickvals=list(z.index),
                          row=1, col=col)
     label = "normalized accuracy" if normalized else "accuracy"
-    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": label}}})
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": {"text": f"{label} (%)"}}})
     fig.update_annotations(font_size=FONT + 2)
-    default = _subtitled(f"{label} of θ0 + λ_A·τ_A + λ_B·τ_B", f"A = {task_a}, B = {task_b}; (0, 0) is the "
+    default = _subtitled(f"{label} (%) of θ0 + λ_A·τ_A + λ_B·τ_B", f"A = {task_a}, B = {task_b}; (0, 0) is the "
                          f"base model, (1, 0) the {task_a} expert")
     return _styled(fig, title or default, None, None, width=1300, height=540,
                    margin={"l": 90, "r": 30, "t": 130, "b": 80})
+
+
+def loss_curve(losses: Sequence[float], steps: Sequence[int] | None = None,
+               title: str = "Loss while learning the coefficients") -> go.Figure:
+    """The objective at each optimisation step (every step, 1..n, unless `steps` says which), on integer ticks."""
+    steps = list(range(1, len(losses) + 1)) if steps is None else [int(s) for s in steps]
+    fig = go.Figure(go.Scatter(x=steps, y=[float(v) for v in losses], mode="lines+markers" if len(steps) <= 60
+                               else "lines", line={"color": METHOD_COLORS[0], "width": 3}, marker={"size": 6},
+                               hovertemplate="step %{x}<br>loss %{y:.4f}<extra></extra>"))
+    dtick = max(1, math.ceil(max(steps, default=1) / 10))  # whole steps, about ten ticks
+    return _styled(fig, title, "step", "loss", showlegend=False, height=360,
+                   xaxis={"tickmode": "linear", "tick0": 0, "dtick": dtick, "tickformat": "d", "rangemode": "tozero"})

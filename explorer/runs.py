@@ -73,7 +73,8 @@ def save(result: MergeResult, path: str | Path, *, zoo: str | None = None, input
     """Write the merged weights (safetensors) and the RunRecord JSON beside them (or at `report`)."""
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"merged weights are written as safetensors: use a path ending in .safetensors, not {path.name!r}")
+        raise ValueError(f"merged weights are written as safetensors: use a path ending in .safetensors, "
+                         f"not {path.name!r}")
     record = RunRecord.of(result, zoo=zoo, inputs=inputs, scores=scores)
     write_weights(merged_state_dict(result), path, metadata={"method": result.method, "layout": record.layout})
     record.weights = {path.name: file_sha256(path)}

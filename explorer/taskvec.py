@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import torch
 from torch import Tensor
 
+from .checks import nonfinite_problems, raise_nonfinite
 from .device import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +88,9 @@ class TaskVectors:
             raise ValueError("TaskVectors needs at least one task")
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"task names must be unique, got {tasks}")
+        if not deltas:
+            raise ValueError("the base has no floating-point parameter: there is nothing to merge (task vectors are "
+                             "differences of float weights)")
         self.tasks = list(tasks)
         self.base = base
         self.deltas = deltas
@@ -173,20 +177,35 @@ class TaskVectors:
                 f"device={self.device}, dtype={self.dtype})")
 
 
+def _check_types(base: Mapping[str, Tensor], experts: Mapping[str, Mapping[str, Tensor]]) -> None:
+    """TypeError unless the base and every expert map parameter names (str) to tensors."""
+    for owner, sd in [("the base", base), *((f"expert {t!r}", sd) for t, sd in experts.items())]:
+        if not isinstance(sd, Mapping):
+            raise TypeError(f"{owner} must be a state dict (name -> tensor), got {type(sd).__name__}")
+        wrong = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+        if wrong:
+            raise TypeError(f"{owner} must map parameter names to tensors; not so for {wrong[:8]}")
+
+
 def _check_compatible(base: Mapping[str, Tensor], experts: Mapping[str, Mapping[str, Tensor]]) -> None:
     """Raise one error that lists every missing, extra or mis-shaped key across the experts."""
+    _check_types(base, experts)
     problems = []
     for task, sd in experts.items():
         missing = sorted(set(base) - set(sd))
         extra = sorted(set(sd) - set(base))
         shapes = [f"{k}: base {tuple(base[k].shape)} vs {tuple(sd[k].shape)}"
                   for k in base if k in sd and base[k].shape != sd[k].shape]
+        dtypes = [f"{k}: base {base[k].dtype} vs {sd[k].dtype}" for k in base
+                  if k in sd and torch.is_floating_point(base[k]) != torch.is_floating_point(sd[k])]
         if missing:
             problems.append(f"expert {task!r} lacks {len(missing)} key(s): {missing[:8]}")
         if extra:
             problems.append(f"expert {task!r} has {len(extra)} key(s) the base lacks: {extra[:8]}")
         if shapes:
             problems.append(f"expert {task!r} has {len(shapes)} shape mismatch(es): {shapes[:8]}")
+        if dtypes:
+            problems.append(f"expert {task!r} has {len(dtypes)} integer/float mismatch(es): {dtypes[:8]}")
     if problems:
         raise ValueError("experts do not match the base architecture:\n  " + "\n  ".join(problems)
                          + "\nUse checkpoints fine-tuned from this base (same architecture and parameter names).")
@@ -210,11 +229,22 @@ def task_vectors(base: "Mapping[str, Tensor] | Zoo", experts: Mapping[str, Mappi
         experts = {t: zoo.expert_state_dict(t) for t in names}
     else:
         base_sd = base
+        if not isinstance(experts, Mapping):
+            raise TypeError(f"experts must be a dict {{task: state dict}}, got {type(experts).__name__}")
         names = list(tasks or experts)
+        unknown = [t for t in names if t not in experts]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; the experts given are {list(experts)}")
         experts = {t: experts[t] for t in names}
     if not experts:
         raise ValueError("no experts given: pass at least one fine-tuned state dict")
     _check_compatible(base_sd, experts)
+    problems = nonfinite_problems("base", base_sd)
+    for t in names:
+        problems += nonfinite_problems(f"expert {t!r}", experts[t])
+    raise_nonfinite(problems, "non-finite weights (NaN or Inf) cannot be merged",
+                    "Task vectors of NaN/Inf weights would merge into NaN: re-export the named checkpoints "
+                    "(a diverged fine-tune, or a corrupt file).")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     base_f, extras, deltas = {}, {}, {}
     for name, theta0 in base_sd.items():

@@ -11,6 +11,8 @@ from torch import Tensor
 def read_weights(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a `.safetensors` file, or from a `.pt`/`.pth` state dict (weights_only=True)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder, not a weight file")
     if not path.is_file():
         raise FileNotFoundError(f"weight file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
@@ -26,7 +28,8 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for unreadable or pickled-module files
         raise ValueError(f"{str(path)!r} is not a plain state dict that loads with weights_only=True ({err}). "
-                         "If it is a pickled model, convert it once with `explorer zoo convert --allow-pickle`.") from err
+                         "If it is a pickled model, convert it once with "
+                         "`explorer zoo convert --allow-pickle`.") from err
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{str(path)!r} does not hold a state dict (name -> tensor)")
     return obj

@@ -44,59 +44,9 @@ def tiny_tv() -> ex.TaskVectors:
     return ex.task_vectors(base, experts, device="cpu")
 
 
-class TinyZoo(ex.Zoo):
-    """Two tasks on a 2-block tower with seeded random frozen heads and 24 random images per split.
-
-    Labels are built so the accuracies are known by construction: on every split, each expert predicts
-    the first `EXPERT_RIGHT` images' labels and misses the other 24 - EXPERT_RIGHT (label = prediction + 1).
-    """
-
-    name = "tiny"
-    tasks = ["a", "b"]
-    N, EXPERT_RIGHT, CLASSES = 24, 18, 3
-
-    def __init__(self):
-        base, experts = tiny_state_dicts(num_tasks=2, noise=0.05)
-        self._base, self._experts = base, {"a": experts["task0"], "b": experts["task1"]}
-        self.expert_loads = 0
-        self._heads = {}
-        for i, t in enumerate(self.tasks):
-            torch.manual_seed(100 + i)
-            self._heads[t] = torch.nn.Linear(8, self.CLASSES).requires_grad_(False)
-        self._data = {(t, s): self._make(t, s) for t in self.tasks for s in ("train", "validation", "test")}
-
-    def _make(self, task: str, split: str) -> torch.utils.data.TensorDataset:
-        gen = torch.Generator().manual_seed(10 * self.tasks.index(task) + ex.zoo.SPLITS.index(split))
-        x = torch.randn(self.N, 3, 16, 16, generator=gen)
-        model = self.build_model()
-        model.load_state_dict(self._experts[task])
-        with torch.no_grad():
-            pred = self._heads[task](model(x)).argmax(-1)
-        wrong = torch.arange(self.N) >= self.EXPERT_RIGHT
-        return torch.utils.data.TensorDataset(x, torch.where(wrong, (pred + 1) % self.CLASSES, pred))
-
-    def class_names(self, task):
-        return [f"{task}{c}" for c in range(self.CLASSES)]
-
-    def base_state_dict(self):
-        return dict(self._base)
-
-    def expert_state_dict(self, task):
-        self.check_task(task)
-        self.expert_loads += 1
-        return dict(self._experts[task])
-
-    def head(self, task):
-        return self._heads[task]
-
-    def dataset(self, task, split):
-        self.check_split(split)
-        return self._data[task, split]
-
-    def build_model(self):
-        return tiny_tower(0)
-
-
 @pytest.fixture
-def tiny_zoo() -> TinyZoo:
-    return TinyZoo()
+def tiny_zoo():
+    """The shared TinyZoo whose expert accuracies are known by construction (18 of 24 images right)."""
+    from tests.tinyzoo import TinyZoo
+
+    return TinyZoo.known()

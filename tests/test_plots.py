@@ -24,23 +24,37 @@ def test_task_colors_are_stable_and_distinct():
     assert len(set(many.values())) == 16
 
 
-def test_cosine_map_blank_diagonal_and_centred_scale():
-    fig = plots.cosine_map(square([[1, 0.2, -0.1], [0.2, 1, 0.05], [-0.1, 0.05, 1]]))
+def test_cosine_map_blank_diagonal_natural_range_and_zoom():
+    matrix = square([[1, 0.2, -0.1], [0.2, 1, 0.05], [-0.1, 0.05, 1]])
+    matrix.attrs["over"] = "all 9 entries of each task vector"
+    fig = plots.cosine_map(matrix)
     (trace,) = fig.data
     assert isinstance(trace, go.Heatmap)
     assert np.isnan(np.diag(trace.z)).all() and trace.z[0, 1] == 0.2 and trace.z[2, 0] == -0.1
-    assert trace.zmid == 0 and trace.zmin == -0.2 and trace.zmax == 0.2
+    assert (trace.zmin, trace.zmid, trace.zmax) == (-1, 0, 1)  # the natural range, whatever the values
+    assert "over all 9 entries of each task vector" in fig.layout.title.text
+    assert "colour range -1 … +1" in fig.layout.title.text
+    zoomed = plots.cosine_map(matrix, zoom=True).data[0]
+    assert (zoomed.zmin, zoomed.zmid, zoomed.zmax) == (-0.2, 0, 0.2)  # symmetric, fits |0.2| off the diagonal
+    assert "-0.2 … +0.2 (zoomed" in plots.cosine_map(matrix, zoom=True).layout.title.text
     assert list(trace.x) == TASKS and list(trace.y) == TASKS
     assert trace.text[0, 1] == "0.200" and trace.text[1, 1] == ""
     assert "cosine" in trace.hovertemplate and fig.layout.xaxis.title.text == "task"
 
 
-def test_sign_conflict_map_centred_at_half_and_nan_cells():
-    fig = plots.sign_conflict_map(square([[0, 0.3, np.nan], [0.3, 0, 0.6], [np.nan, 0.6, 0]]))
-    trace = fig.data[0]
-    assert trace.zmid == 0.5 and trace.zmin == pytest.approx(0.3) and trace.zmax == pytest.approx(0.7)
+def test_sign_conflict_map_zero_to_one_centred_at_half_and_nan_cells():
+    matrix = square([[0, 0.3, np.nan], [0.3, 0, 0.6], [np.nan, 0.6, 0]])
+    trace = plots.sign_conflict_map(matrix).data[0]
+    assert (trace.zmin, trace.zmid, trace.zmax) == (0, 0.5, 1)
+    zoomed = plots.sign_conflict_map(matrix, zoom=True)
+    assert zoomed.data[0].zmin == pytest.approx(0.3) and zoomed.data[0].zmax == pytest.approx(0.7)
     assert trace.text[0, 2] == "n/a" and trace.text[1, 2] == "0.600"
-    assert "random" in fig.layout.title.text
+    assert "random" in zoomed.layout.title.text and "non-zero in both tasks" in zoomed.layout.title.text
+
+
+def test_conflict_analyses_say_what_they_are_computed_over(tiny_tv):
+    assert ex.analysis.cosine(tiny_tv).attrs["over"] == f"all {tiny_tv.numel():,} entries of each task vector"
+    assert "top 20%" in ex.analysis.sign_conflicts(tiny_tv, topk=0.2).attrs["over"]
 
 
 def test_mask_overlap_map_is_sequential_from_zero():
@@ -120,9 +134,10 @@ def test_accuracy_bars_with_references_and_mean():
     fig = plots.accuracy_bars(scores_table())
     assert [t.name for t in fig.data] == ["zero-shot (θ0)", "fine-tuned expert", "ta", "ties"]
     assert list(fig.data[0].x) == TASKS + ["mean"]
-    assert list(fig.data[3].y) == pytest.approx([0.6, 0.7, 0.8, 0.7])
+    assert list(fig.data[3].y) == pytest.approx([60, 70, 80, 70])  # in %
+    assert fig.layout.yaxis.title.text == "accuracy (%)"
     norm = plots.accuracy_bars(scores_table(), normalized=True)
-    assert list(norm.data[1].y) == [1, 1, 1, 1] and norm.data[2].y[0] == pytest.approx(0.625)
+    assert list(norm.data[1].y) == [100, 100, 100, 100] and norm.data[2].y[0] == pytest.approx(62.5)
     single = plots.accuracy_bars(scores_table().drop(columns="method").head(3))
     assert single.data[2].name == "merged"
 
@@ -133,7 +148,8 @@ def test_lambda_sweep_lines_and_mean():
     sweep.attrs.update(method="task_arithmetic", param="scale")
     fig = plots.lambda_sweep(sweep)
     assert [t.name for t in fig.data] == TASKS + ["mean"]
-    assert list(fig.data[2].y) == pytest.approx([0.1, 0.3]) and list(fig.data[3].y) == pytest.approx([0.2 / 3, 0.2])
+    assert list(fig.data[2].y) == pytest.approx([10, 30]) and list(fig.data[3].y) == pytest.approx([20 / 3, 20])
+    assert fig.layout.yaxis.title.text == "accuracy (%)"
     assert fig.layout.xaxis.title.text == "scale" and fig.data[0].line.color == plots.PALETTE[0]
 
 
@@ -144,7 +160,7 @@ def test_interpolation_heatmap_three_panels_on_one_scale():
     assert len(fig.data) == 3 and {t.coloraxis for t in fig.data} == {"coloraxis"}
     a, b, mean = (np.asarray(t.z) for t in fig.data)
     assert a.shape == (3, 2) and list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [0, 0.5, 1]
-    assert a[2, 1] == 3 and b[2, 1] == 4 and mean[2, 1] == 3.5  # lambda_b = 1 (row), lambda_a = 1 (column)
+    assert a[2, 1] == 300 and b[2, 1] == 400 and mean[2, 1] == 350  # lambda_b = 1 (row), lambda_a = 1 (column), %
     assert fig.layout.xaxis.title.text == "λ mnist" and fig.layout.yaxis.title.text == "λ svhn"
 
 
@@ -160,3 +176,12 @@ def test_rounded_negative_zero_prints_as_zero_and_usage_labels_fit():
                           "category": ["catastrophic", "selfish", "shared"]})
     fig = plots.mask_usage(usage)
     assert fig.layout.yaxis.range[1] > 0.6 and fig.data[0].cliponaxis is False
+
+
+def test_loss_curve_plots_every_step_on_integer_ticks():
+    fig = plots.loss_curve([3.0, 2.5, 2.25, 2.0, 1.9, 1.8, 1.7, 1.65, 1.6, 1.55, 1.5, 1.45])
+    (trace,) = fig.data
+    assert list(trace.x) == list(range(1, 13)) and trace.y[2] == 2.25
+    assert fig.layout.xaxis.dtick == 2 and fig.layout.xaxis.tickformat == "d"  # 12 steps: a tick every 2
+    assert plots.loss_curve([1.0, 0.5], steps=[10, 20]).layout.xaxis.dtick == 2
+    assert plots.loss_curve([1.0]).layout.xaxis.dtick == 1

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..evaluate import evaluate
 from ..merging import merge
 from ..result import MergeResult
 from ..taskvec import TaskVectors
@@ -15,8 +16,6 @@ SCORE_COLUMNS = ["task", "base", "expert", "merged", "normalized"]
 
 
 def _scores(zoo: Any, result: MergeResult, split: str, tasks: list[str] | None, limit: int | None) -> pd.DataFrame:
-    from ..evaluate import evaluate  # loaded on first use: evaluation pulls in the model code
-
     return evaluate(zoo, result, split=split, tasks=tasks, limit=limit).table[SCORE_COLUMNS]
 
 

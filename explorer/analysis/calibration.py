@@ -11,9 +11,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..evaluate import task_logits
 from ..merging import merge
 from ..methods.adaptive import softmax_entropy
+from ..scoring import task_logits
 from ..taskvec import TaskVectors
 
 

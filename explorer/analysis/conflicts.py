@@ -33,7 +33,11 @@ def cosine(tv: TaskVectors, by: str | None = None) -> pd.DataFrame:
     `layer|kind, task_a, task_b, cosine` with every ordered pair of each layer (or parameter kind)."""
     sums = _per_group(tv, by, lambda _, x: (cross(x, x),))
     cos = {g: _cosine_matrix(s[0]) for g, s in sums.items()}
-    return square(cos["all"], tv.tasks) if by is None else tidy_pairs(cos, tv.tasks, by, "cosine")
+    if by is not None:
+        return tidy_pairs(cos, tv.tasks, by, "cosine")
+    frame = square(cos["all"], tv.tasks)
+    frame.attrs["over"] = f"all {tv.numel():,} entries of each task vector"  # what the figures' subtitles say
+    return frame
 
 
 def _check_topk(topk: float | None) -> None:
@@ -56,8 +60,8 @@ def _signs(x: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
 
 def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = None) -> pd.DataFrame:
     """Pairwise sign conflict: among entries active in both tasks (non-zero, and with `topk` among each task's
-    top-`topk` fraction by magnitude, as TIES trims), the fraction with opposite signs. T x T for by=None, else tidy `layer|kind, task_a, task_b,
-    conflict`. NaN where two tasks share no active entry."""
+    top-`topk` fraction by magnitude, as TIES trims), the fraction with opposite signs. T x T for by=None, else
+    tidy `layer|kind, task_a, task_b, conflict`. NaN where two tasks share no active entry."""
     keep = _active(tv, topk)
 
     def counts(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,7 +71,12 @@ def sign_conflicts(tv: TaskVectors, by: str | None = None, topk: float | None = 
 
     sums = _per_group(tv, by, counts)
     frac = {g: opposite / both for g, (opposite, both) in sums.items()}
-    return square(frac["all"], tv.tasks) if by is None else tidy_pairs(frac, tv.tasks, by, "conflict")
+    if by is not None:
+        return tidy_pairs(frac, tv.tasks, by, "conflict")
+    frame = square(frac["all"], tv.tasks)
+    frame.attrs["over"] = ("the entries non-zero in both tasks" if topk is None else
+                           f"the entries in both tasks' top {topk:.0%} by magnitude")
+    return frame
 
 
 def sign_disagreement(tv: TaskVectors, by: str | None = "layer", topk: float | None = None) -> pd.DataFrame:

@@ -56,8 +56,8 @@ COMPUTE = threading.RLock()
 def zoo(name: str) -> Zoo:
     """The zoo called `name` ("demo", a named zoo, or a folder holding a demo-zoo build), loaded once."""
     def make() -> Zoo:
-        if Path(name).is_dir():
-            return load_zoo("demo", root=name)
+        if Path(name).expanduser().is_dir():
+            return load_zoo("demo", root=Path(name).expanduser())
         return load_zoo(name)
 
     try:

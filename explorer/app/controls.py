@@ -56,7 +56,7 @@ def method_choices() -> list[tuple[str, str]]:
 def is_live(method: str) -> bool:
     """Whether slider releases re-run `method` at once: yes for methods that read no data (fast), no for those
     that learn or select on the zoo's images (AdaMerging, aTLAS, TALL masks' validation search)."""
-    return "zoo" not in registry.get(method).injected
+    return not registry.get(method).reads_data
 
 
 def method_card(method: str) -> str:
@@ -77,6 +77,13 @@ def params_from_values(method: str, values: Sequence[Any]) -> dict[str, Any]:
         raise ValueError(f"expected {len(every)} control values, got {len(values)}")
     given = {c.param.name: _coerce(c.param, v) for c, v in zip(every, values) if c.method == method}
     return registry.get(method).resolve(given)
+
+
+def value_note(c: Control, value: Any) -> str:
+    """The status line after Enter in a number box of a method that runs on Run only: the value is kept, or the
+    range message (ValueError) when it is out of range."""
+    checked = c.param.validate(_coerce(c.param, value))
+    return f"{c.param.name} = {checked} is set: press **Run** to start {c.method}."
 
 
 def _coerce(p: Param, value: Any) -> Any:

@@ -12,7 +12,8 @@ from typing import Any, Callable
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..evaluate import evaluate, reference_accuracies
+from ..checks import check_experts
+from ..evaluate import evaluate, percent, reference_accuracies
 from ..merging import merge
 from ..methods import registry
 from ..result import MergeResult
@@ -20,7 +21,9 @@ from . import cache, views
 
 LIVE_LIMIT = 32        # test images per task in the live view (the first ones, the same every time): 0.5 s budget
 MAX_UNPINNED = 20      # older unpinned runs drop out of the history
-PERCENT = ["base", "expert", "merged", "normalized"]
+MAX_PINNED = 10        # so a session's history holds at most 30 small records (and the server 12 results)
+HISTORY_NOTE = (f"Runs of this session, newest first: the last {MAX_UNPINNED} runs are kept, plus up to "
+                f"{MAX_PINNED} pinned ones")
 
 
 def new_state() -> dict[str, Any]:
@@ -35,6 +38,7 @@ class RunView:
     table: pd.DataFrame
     figures: dict[str, go.Figure | None]
     mask_note: str
+    losses: list[float] | None = None  # the objective at every step, for methods that learn their coefficients
 
     @property
     def status(self) -> str:
@@ -47,9 +51,7 @@ class RunView:
 
 
 def check_tasks(tasks: list[str] | None) -> list[str]:
-    if not tasks or len(tasks) < 2:
-        raise ValueError("Pick at least two experts to merge (tick them under “Experts”).")
-    return list(tasks)
+    return check_experts(tasks or [], "tick two or more under “Experts”")
 
 
 def label(n: int, method: str, params: dict[str, Any]) -> str:
@@ -73,6 +75,13 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
               "cancelled": bool(result.info.get("cancelled", False)), **_score_fields(scores)}
     cache.remember(record["id"], result)
     return _with_run(state, record), view(record, result)
+
+
+def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any]) -> bool:
+    """Whether the session's current run already has these settings (a repeated event need not merge again)."""
+    current = next((r for r in state["runs"] if r["id"] == state["current"]), None)
+    return current is not None and (current["zoo"], current["tasks"], current["method"]) == \
+        (zoo_name, list(tasks or []), method) and current["params"] == registry.get(method).resolve(params)
 
 
 def _score_fields(scores: pd.DataFrame) -> dict[str, Any]:
@@ -106,7 +115,7 @@ def result_of(record: dict[str, Any]) -> MergeResult:
     result = cache.RESULTS.get(record["id"])
     if result is not None:
         return result
-    if "zoo" in registry.get(record["method"]).injected:
+    if registry.get(record["method"]).reads_data:
         raise ValueError(f"Run {record['label']} learned from data and is no longer in memory: run it again.")
     with cache.COMPUTE:
         result = merge(cache.vectors(record["zoo"], record["tasks"]), record["method"], **record["params"])
@@ -116,8 +125,10 @@ def result_of(record: dict[str, Any]) -> MergeResult:
 
 def view(record: dict[str, Any], result: MergeResult) -> RunView:
     scores = pd.DataFrame(record["scores"])
-    table = scores.assign(**{c: [f"{100 * v:.1f}" for v in scores[c]] for c in PERCENT})
-    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result))
+    table = percent(scores)
+    losses = result.info.get("loss")
+    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result),
+                   [float(v) for v in losses] if losses else None)
 
 
 def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView]:

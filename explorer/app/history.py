@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .. import plots as P
-from .handlers import find
+from .handlers import MAX_PINNED, find
 
 COLUMNS = ["run", "pinned", "zoo", "experts", "images/task", "mean acc %", "normalized %", "seconds"]
 
@@ -24,8 +24,11 @@ def run_labels(state: dict) -> list[str]:
 
 
 def toggle_pin(state: dict, run_id: str) -> dict:
-    """Pin a run (it stays in the history) or unpin it."""
+    """Pin a run (it stays in the history) or unpin it; at most MAX_PINNED runs are pinned at once."""
     record = find(state, run_id)
+    if not record["pinned"] and sum(r["pinned"] for r in state["runs"]) >= MAX_PINNED:
+        raise ValueError(f"At most {MAX_PINNED} runs can be pinned: unpin one first (the history is capped so a "
+                         "session's memory stays bounded).")
     runs = [{**r, "pinned": not r["pinned"]} if r["id"] == record["id"] else r for r in state["runs"]]
     return {**state, "runs": runs}
 

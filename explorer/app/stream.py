@@ -6,8 +6,9 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
-import pandas as pd
+import plotly.graph_objects as go
 
+from .. import plots as P
 from ..methods.runner import Progress
 
 
@@ -32,9 +33,9 @@ def stream(work: Callable[[Callable[[Progress], None]], Any]) -> Iterator[tuple[
             return
 
 
-def loss_frame(reports: list[Progress]) -> pd.DataFrame:
-    """The loss curve so far, `step, loss`, from the progress reports received."""
-    return pd.DataFrame({"step": [p.step for p in reports], "loss": [float(p.loss) for p in reports]})
+def loss_figure(reports: list[Progress]) -> go.Figure:
+    """The loss curve so far, at the steps the progress reports came from (the finished run shows every step)."""
+    return P.loss_curve([p.loss for p in reports], [p.step for p in reports])
 
 
 def progress_text(p: Progress) -> str:

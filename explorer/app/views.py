@@ -1,57 +1,35 @@
-"""Which analysis feeds which picture on the dashboard. The analyses compute numbers and `explorer.plots` draws
-them; this module only picks them, and caches the figures that depend on the zoo and tasks alone."""
+"""Which figures the dashboard shows, from the table in `explorer.figures`: the ones of the task vectors (cached per
+zoo and tasks, shared by every session) and the ones of one merge, and the tab each belongs to."""
 from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import analysis as A
-from .. import plots as P
+from .. import figures as F
 from ..result import MergeResult
 from . import cache
 
-ZOO_FIGURES = ("cosine", "cosine_layers", "signs", "sign_layers", "norms")
-RUN_FIGURES = ("accuracy", "overlap", "usage", "coefficients")
-SIGN_TOPK = 0.2  # the share of each task vector TIES keeps by default: where sign conflicts matter
+ZOO_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=False))
+RUN_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=True))
+TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=True)) for section in F.SECTIONS}
 
 
-def zoo_figures(zoo_name: str, tasks: list[str]) -> dict[str, go.Figure]:
+def zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> dict[str, go.Figure]:
     """Figures of the task vectors themselves (cosine and sign conflicts, layer norms), built once per
-    (zoo, tasks, device) and shared by every session."""
+    (zoo, tasks, device, zoom) and shared by every session; zoom fits the conflict maps' colours to the values."""
     def make() -> dict[str, go.Figure]:
-        tv = cache.vectors(zoo_name, tasks)
-        signs = {"all entries": A.sign_disagreement(tv),
-                 f"top {SIGN_TOPK:.0%} of each task": A.sign_disagreement(tv, topk=SIGN_TOPK)}
-        return {"cosine": P.cosine_map(A.cosine(tv)),
-                "cosine_layers": P.pair_profile(A.conflict_profile(tv, "cosine")),
-                "signs": P.sign_conflict_map(A.sign_conflicts(tv)),
-                "sign_layers": P.sign_disagreement(signs),
-                "norms": P.layer_norms(A.layer_norms(tv))}
+        inputs = F.Inputs(cache.vectors(zoo_name, tasks), zoom=zoom)
+        return {name: made.figure for name, made in F.make(F.select(dashboard=True, needs_merge=False),
+                                                            inputs).items()}
 
-    return cache.ZOO_FIGURES.get(cache.tv_key(zoo_name, tasks), make)
-
-
-def mask_figures(result: MergeResult) -> dict[str, go.Figure | None]:
-    """Mask overlap (Jaccard) and usage histogram, or None for both when the method keeps no masks."""
-    if not result.masks:
-        return {"overlap": None, "usage": None}
-    return {"overlap": P.mask_overlap_map(A.mask_overlap(result)), "usage": P.mask_usage(A.mask_usage(result))}
-
-
-def coefficient_figure(result: MergeResult) -> go.Figure:
-    """The coefficients a layer-wise method learned or set (LiNeS, AdaMerging, aTLAS), else the effective one
-    per layer (how much of the plain sum of task vectors the merge keeps)."""
-    if result.coefficients is not None and not result.coefficients.empty:
-        return P.layer_coefficients(A.learned_coefficients(result, by="layer"),
-                                    title=f"{result.method}: coefficient per layer")
-    return P.layer_coefficients(A.effective_coefficients(result),
-                                title=f"{result.method}: effective coefficient per layer (‖δ_l‖ / ‖Σ_t τ_t,l‖)")
+    return cache.ZOO_FIGURES.get((*cache.tv_key(zoo_name, tasks), bool(zoom)), make)
 
 
 def run_figures(result: MergeResult, scores: pd.DataFrame) -> dict[str, go.Figure | None]:
-    """Every figure that depends on one merge: accuracy bars, masks and layer-wise scaling."""
-    return {"accuracy": P.accuracy_bars(scores, title=f"Accuracy per task: {result.method}"),
-            **mask_figures(result), "coefficients": coefficient_figure(result)}
+    """Every figure of one merge (accuracy bars, masks, layer-wise scaling); None where it does not apply."""
+    inputs = F.Inputs(result.tv, merge=lambda _: result, scores=lambda _: scores)
+    made = F.make(F.select(dashboard=True, needs_merge=True), inputs)
+    return {name: None if m is None else m.figure for name, m in made.items()}
 
 
 def mask_note(result: MergeResult) -> str:

@@ -43,8 +43,9 @@ def guarded(n_outputs: int, toast: bool = True) -> Callable:
     unless the handler is a follow-up step of another event) and leave every other output as it was. Works for
     plain and generator handlers."""
     def wrap(fn: Callable) -> Callable:
-        def failed(err: Exception) -> tuple:
-            return (_problem(err, toast), *[gr.skip()] * (n_outputs - 1))
+        def failed(err: Exception) -> tuple | str:
+            text = _problem(err, toast)
+            return text if n_outputs == 1 else (text, *[gr.skip()] * (n_outputs - 1))  # one output: no tuple
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-WHAT = ("cosine", "signs", "masks", "layers", "accuracy")
+WHAT = ("cosine", "signs", "masks", "layers", "accuracy")  # explorer.figures.SECTIONS (checked by a test)
 DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "accuracy": "task_arithmetic"}
 
 
@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--split", default="test", help="accuracy: the split to evaluate (default test)")
     parser.add_argument("--limit", type=int, help="accuracy: at most this many images per task")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    parser.add_argument("--zoom", action="store_true", help="cosine/signs: fit the colour scales to the values "
+                        "(default: the natural ranges, cosine -1..1 and sign conflict 0..1)")
     parser.add_argument("--html", help="write every figure into this self-contained HTML page")
     parser.add_argument("--png", metavar="DIR", help="also write each figure as DIR/<name>.png (needs kaleido and "
                         "a Chromium: `apt-get install chromium`)")
@@ -46,6 +48,7 @@ def _floats(text: str, flag: str) -> list[float]:
 def _merge(ctx: dict, section: str):
     """The merge a section analyses: --method with its -p values, or the section's default method."""
     import explorer as ex
+
     from .merge import parse_params
 
     args = ctx["args"]
@@ -56,91 +59,6 @@ def _merge(ctx: dict, section: str):
         params = parse_params(method, args.param) if args.method else {}
         ctx["merges"][method] = ex.merge(ctx["tv"], method, zoo=ctx["zoo"], **params)
     return ctx["merges"][method]
-
-
-def _cosine(ctx: dict) -> list:
-    from .. import analysis as A, plots
-
-    cos = A.cosine(ctx["tv"])
-    return [("Cosine similarity (whole model)", cos, plots.cosine_map(cos)),
-            ("Cosine similarity per layer", None, plots.pair_profile(A.conflict_profile(ctx["tv"])))]
-
-
-def _signs(ctx: dict) -> list:
-    from .. import analysis as A, plots
-
-    tv, topk = ctx["tv"], ctx["args"].topk
-    conflicts = A.sign_conflicts(tv, topk=topk)
-    label = f"top {topk:.0%}"
-    both = {"all entries": A.sign_disagreement(tv), f"each task's {label}": A.sign_disagreement(tv, topk=topk)}
-    return [(f"Sign conflicts ({label} entries)", conflicts,
-             plots.sign_conflict_map(conflicts, title=f"Sign conflicts over each task's {label} entries")),
-            ("Sign disagreement per layer", both[f"each task's {label}"], plots.sign_disagreement(both)),
-            (f"Sign conflicts per layer ({label})", None,
-             plots.pair_profile(A.conflict_profile(tv, metric="signs", topk=topk)))]
-
-
-def _masks(ctx: dict) -> list:
-    from .. import analysis as A, plots
-
-    res = _merge(ctx, "masks")
-    usage, jaccard = A.mask_usage(res), A.mask_overlap(res)
-    name = res.method
-    heading = f"{name}: how many tasks keep each entry"
-    return [(heading, usage, plots.mask_usage(usage, title=heading)),
-            (f"{name}: usage per layer", None, plots.mask_usage(A.mask_usage(res, by="layer"), title=f"{heading}, "
-                                                                "per layer")),
-            (f"{name}: mask overlap (Jaccard)", jaccard, plots.mask_overlap_map(jaccard)),
-            (f"{name}: mask density per layer", None, plots.mask_density(A.mask_density(res, by="layer")))]
-
-
-def _layers(ctx: dict) -> list:
-    from .. import analysis as A, plots
-
-    norms = A.layer_norms(ctx["tv"])
-    res = _merge(ctx, "layers")
-    eff = A.effective_coefficients(res)
-    out = [("Task-vector norm per layer", None, plots.layer_norms(norms)),
-           ("Relative change per layer", None, plots.layer_norms(norms, relative=True,
-                                                                 title="How far fine-tuning moved each layer")),
-           (f"{res.method}: effective coefficient per layer", eff,
-            plots.layer_coefficients(eff, title=f"{res.method}: ||δ_l|| / ||Σ_t τ_t,l|| per layer"))]
-    if res.coefficients is not None:
-        learned = A.learned_coefficients(res, by="layer")
-        out.append((f"{res.method}: its coefficients per layer", None,
-                    plots.layer_coefficients(learned, title=f"{res.method}: coefficient per layer")))
-    return out
-
-
-def _accuracy(ctx: dict) -> list:
-    from .. import analysis as A, plots
-    from ..methods import registry
-
-    args, zoo, tv = ctx["args"], ctx["zoo"], ctx["tv"]
-    if zoo is None:
-        raise ValueError("--what accuracy needs a zoo with heads and data (e.g. --zoo demo); a folder of weights "
-                         "has none")
-    res = _merge(ctx, "accuracy")
-    table = A.compare(zoo, {res.method: res}, split=args.split, limit=args.limit)
-    out = [(f"{res.method}: accuracy per task", table, plots.accuracy_bars(table))]
-    if any(p.name == "scale" for p in registry.get(res.method).params):
-        fixed = {k: v for k, v in res.params.items() if k != "scale"}
-        sweep = A.lambda_sweep(zoo, tv, _floats(args.lambdas, "--lambdas"), method=res.method, split=args.split,
-                               limit=args.limit, **fixed)
-        out.append((f"{res.method}: accuracy against scale", None, plots.lambda_sweep(sweep)))
-    if args.pair:
-        pair = [t.strip() for t in args.pair.split(",")]
-        if len(pair) != 2:
-            raise ValueError(f"--pair {args.pair!r}: name exactly two tasks, e.g. --pair {','.join(tv.tasks[:2])}")
-        task_a, task_b = pair
-        grid = A.interpolation_grid(zoo, tv, task_a, task_b, [0, 0.25, 0.5, 0.75, 1.0], split=args.split,
-                                    limit=args.limit)
-        out.append((f"Interpolating {task_a} and {task_b}", None, plots.interpolation_heatmap(grid)))
-    return out
-
-
-SECTIONS: dict[str, Callable[[dict], list]] = {"cosine": _cosine, "signs": _signs, "masks": _masks,
-                                               "layers": _layers, "accuracy": _accuracy}
 
 
 def page(title: str, subtitle: str, sections: list) -> str:
@@ -177,7 +95,29 @@ def write_pngs(folder: str, sections: list) -> list[Path]:
     return paths
 
 
+def _inputs(args: Any, tv, zoo, what: list[str]):
+    """The figure table's inputs for these flags: the merges each section shows, accuracy tables, options."""
+    from .. import analysis as A
+    from ..figures import Inputs
+
+    merges: dict = {}
+    if "accuracy" in what and zoo is None:
+        raise ValueError("--what accuracy needs a zoo with heads and data (e.g. --zoo demo); a folder of weights "
+                         "has none")
+    pair = None
+    if args.pair:
+        pair = tuple(t.strip() for t in args.pair.split(","))
+        if len(pair) != 2:
+            raise ValueError(f"--pair {args.pair!r}: name exactly two tasks, e.g. --pair {','.join(tv.tasks[:2])}")
+    return Inputs(tv, merge=lambda section: _merge({"args": args, "tv": tv, "zoo": zoo, "merges": merges}, section),
+                  scores=lambda res: A.compare(zoo, {res.method: res}, split=args.split, limit=args.limit),
+                  zoo=zoo, topk=args.topk, zoom=args.zoom, lambdas=_floats(args.lambdas, "--lambdas"), pair=pair,
+                  split=args.split, limit=args.limit)
+
+
 def run(args: Any) -> int:
+    from .. import figures as F
+    from ..evaluate import percent
     from .merge import load_task_vectors
 
     what = [w.strip() for w in args.what.split(",") if w.strip()]
@@ -186,11 +126,16 @@ def run(args: Any) -> int:
         raise ValueError(f"--what {args.what!r}: choose from {', '.join(WHAT)} (comma-separated)")
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     tv, zoo, zoo_id, _ = load_task_vectors(args.zoo, tasks, args.device)
-    ctx = {"args": args, "tv": tv, "zoo": zoo, "merges": {}}
-    sections = [item for w in what for item in SECTIONS[w](ctx)]
+    inputs = _inputs(args, tv, zoo, what)
+    if "masks" in what and not inputs.merge("masks").masks:
+        raise ValueError(f"{inputs.merge('masks').method} keeps no masks; use a masking method such as ties, dare, "
+                         "magnitude, breadcrumbs, tall_masks, consensus or emr")
+    made = F.make(F.select(sections=tuple(what)), inputs)
+    sections = [(m.heading, m.table, m.figure) for m in made.values() if m is not None]
     for heading, table, _ in sections:
         if table is not None:
-            print(f"== {heading}\n{table.to_string(float_format=lambda v: f'{v:.4f}')}\n")
+            shown = percent(table, digits=2) if "merged" in table.columns else table  # accuracy: in %
+            print(f"== {heading}\n{shown.to_string(float_format=lambda v: f'{v:.4f}')}\n")
     if args.html:
         subtitle = f"zoo {zoo_id} · tasks {', '.join(tv.tasks)} · {len(sections)} figures"
         Path(args.html).parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,5 @@
-"""`explorer app`: start the dashboard (the repository's app.py) on the demo zoo, offline."""
+"""`explorer app`: start the dashboard (`explorer.app.serve`) on the demo zoo, offline."""
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-APP = Path(__file__).resolve().parents[2] / "app.py"
 
 
 def add_parser(sub) -> None:
@@ -19,21 +12,13 @@ def add_parser(sub) -> None:
     parser.set_defaults(func=run)
 
 
-def load_app() -> ModuleType:
-    """The repository's app.py as a module (registered in sys.modules, as its dataclasses need)."""
-    if not APP.is_file():
-        raise FileNotFoundError(f"the dashboard lives in the repository's app.py ({APP}), which is missing; run "
-                                "`explorer app` from a clone of the repository (pip install -e .)")
-    spec = importlib.util.spec_from_file_location("explorer_dashboard", APP)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def argv_of(args) -> list[str]:
+    """The dashboard's own flags from the parsed `explorer app` ones."""
+    argv = ["--host", args.host, "--port", str(args.port), "--zoo", args.zoo] + (["--share"] if args.share else [])
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
 def run(args) -> int:
-    module = load_app()
-    argv = ["--host", args.host, "--port", str(args.port), "--zoo", args.zoo] + (["--share"] if args.share else [])
-    argv += ["--threads", str(args.threads)] if args.threads else []
-    module.main(argv)
-    return 0
+    from ..app.serve import main  # gradio loads only for this command
+
+    return main(argv_of(args))

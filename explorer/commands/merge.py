@@ -38,18 +38,25 @@ def parse_params(method: str, pairs: list[str]) -> dict:
 def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
     """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name or a folder of safetensors."""
     import explorer as ex
+
+    from ..checks import check_experts
     from ..weights import read_folder
 
     if Path(zoo_arg).is_dir():
         base, experts, hashes = read_folder(zoo_arg)
+        check_experts(tasks or list(experts), "put two or more <task>.safetensors beside base.safetensors"
+                      if tasks is None else "name two or more with --tasks")
         return ex.task_vectors(base, experts, tasks=tasks, device=device), None, str(Path(zoo_arg)), hashes
     zoo = ex.load_zoo(zoo_arg)
+    check_experts(tasks or zoo.tasks, "name two or more with --tasks")
     tv = ex.task_vectors(zoo, tasks=tasks, device=device)
     return tv, zoo, zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
 
 
 def run(args) -> int:
     import explorer as ex
+
+    from ..evaluate import percent
 
     params = parse_params(args.method, args.param)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
@@ -61,7 +68,9 @@ def run(args) -> int:
         if zoo is None:
             raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); a folder of weights has none")
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
-        print(scores.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        images = "" if args.limit is None else f" (first {args.limit} images per task)"
+        print(f"accuracy (%) on the test split{images}:")
+        print(percent(scores.table, digits=2).to_string(index=False))
     if args.out:
         ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
         print(f"wrote {args.out} and {args.report or Path(args.out).with_suffix('.json')}")

@@ -8,7 +8,8 @@ from pathlib import Path
 def add_verbs(verbs) -> None:
     from ..zoo.data import TASKS
 
-    build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (CPU minutes; the card records how long)")
+    build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (CPU minutes; the card "
+                                                 "records how long)")
     build.add_argument("--out", default=None, help="output folder (default: explorer/zoo/demo-zoo)")
     build.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
     build.add_argument("--tasks", nargs="+", default=None, choices=TASKS, metavar="TASK",

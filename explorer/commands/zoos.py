@@ -1,7 +1,6 @@
 """`explorer zoos`: the zoos that exist and which of them load offline right now."""
 from __future__ import annotations
 
-
 from ..zoo.demo import DEFAULT_DIR as DEMO_DIR
 
 
@@ -12,7 +11,7 @@ def add_parser(sub) -> None:
 
 def zoo_rows() -> list[dict[str, str]]:
     """One row per zoo and checkpoint family: name, family, arch, tasks, offline availability."""
-    from ..zoo.openclip import named_zoos, named_sources
+    from ..zoo.openclip import named_sources, named_zoos
 
     rows = [{"zoo": "demo", "family": "-", "arch": "tiny ViT", "tasks": "8",
              "offline": "yes" if DEMO_DIR.is_dir() else "no (explorer/zoo/demo-zoo/ missing: explorer zoo build-demo)"}]

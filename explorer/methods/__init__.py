@@ -1,4 +1,6 @@
 """Merge methods. Importing this package registers every method with `registry.register`."""
+# Registration order is the listing order (CLI, dashboard, README), so the imports stay in this order.
+# isort: skip_file
 from . import registry  # noqa: F401
-from . import basic, sparse, masks, layerwise, emr  # noqa: F401,I001  (registration order = listing order)
-from . import adaptive  # noqa: F401,I001  (data-driven methods: AdaMerging, aTLAS)
+from . import basic, sparse, masks, layerwise, emr  # noqa: F401
+from . import adaptive  # noqa: F401  (data-driven methods: AdaMerging, aTLAS)

@@ -33,9 +33,20 @@ def _kth_threshold(abs_rows: Tensor, density: float) -> Tensor:
     return abs_rows.float().kthvalue(k, dim=1).values.to(abs_rows.dtype)
 
 
+def _topk_rows(rows: Tensor, density: float) -> Tensor:
+    """Per row of `[T, n]`, a mask of exactly int(density * n) entries, the largest |x| (torch.topk picks among
+    equal magnitudes), as PEFT's `magnitude_based_pruning` and mergekit's `magnitude` sparsification."""
+    k = int(density * rows.shape[1])
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    if k > 0:
+        mask.scatter_(1, rows.abs().topk(k, dim=1).indices, True)
+    return mask
+
+
 def keep_topk(deltas: Stacked, density: float, scope: str = "global") -> dict[str, Tensor]:
-    """Masks keeping each task's top-`density` entries by |tau|: over the whole flattened task vector
-    (`scope="global"`, the official TIES code) or within each tensor (`scope="tensor"`, PEFT/mergekit)."""
+    """Masks keeping each task's top-`density` entries by |tau|: over the whole flattened task vector with the
+    official TIES code's `>=` threshold (`scope="global"`: ties at the threshold are all kept), or exactly
+    int(density * n) entries of each tensor (`scope="tensor"`, as PEFT and mergekit)."""
     if scope not in ("global", "tensor"):
         raise ValueError(f"scope must be 'global' or 'tensor', got {scope!r}")
     if density <= 0:
@@ -45,21 +56,20 @@ def keep_topk(deltas: Stacked, density: float, scope: str = "global") -> dict[st
         thresh = _kth_threshold(flat, density)
         del flat
         return {n: d.abs() >= _broadcast(thresh, d) for n, d in deltas.items()}
-    return {n: _rows(d).abs().ge(_kth_threshold(_rows(d).abs(), density)[:, None]).reshape(d.shape)
-            for n, d in deltas.items()}
+    return {n: _topk_rows(_rows(d), density).reshape(d.shape) for n, d in deltas.items()}
 
 
 def elect_sign(deltas: Stacked, mode: str = "mass", scope: str = "global") -> dict[str, Tensor]:
     """TIES sign election: gamma = sign(sum_t tau_t) ("mass") or sign(sum_t sign(tau_t)) ("count").
-    Where the vote is exactly 0, the majority sign sign(sum gamma) of the scope (whole model or tensor)
-    is used, as in the official code."""
+    Where the vote is exactly 0: the model's majority sign sign(sum gamma) for scope "global" (the official
+    code), +1 for scope "tensor" (PEFT's and mergekit's `where(vote >= 0, 1, -1)`)."""
     if mode not in ("mass", "count"):
         raise ValueError(f"sign must be 'mass' or 'count', got {mode!r}")
     votes = {n: (d if mode == "mass" else d.sign()).sum(dim=0).sign() for n, d in deltas.items()}
     if scope == "global":
         majority = torch.stack([v.sum() for v in votes.values()]).sum().sign()
         return {n: torch.where(v == 0, majority, v) for n, v in votes.items()}
-    return {n: torch.where(v == 0, v.sum().sign(), v) for n, v in votes.items()}
+    return {n: torch.where(v == 0, torch.ones_like(v), v) for n, v in votes.items()}
 
 
 def agree_mask(x: Tensor, sign: Tensor) -> Tensor:
@@ -94,6 +104,14 @@ def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: 
     for name, x in trimmed.items():
         merged[name], kept[name] = disjoint_merge(x, signs[name], aggregate)
     return merged, kept
+
+
+def consensus_vector(deltas: Stacked, shared: Mapping[str, Tensor], lam: float,
+                     k: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Consensus merging: m_cons = 1{sum_t tall_mask_t >= k}, applied to the multi-task vector `shared`.
+    Returns (m_cons * shared, the TALL masks name -> [T, ...])."""
+    masks = tall_mask(deltas, shared, lam)
+    return {n: (masks[n].sum(dim=0) >= k).to(v.dtype) * v for n, v in shared.items()}, masks
 
 
 def ties_split(deltas: Stacked, density: float, sign: str = "mass",

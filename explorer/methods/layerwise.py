@@ -2,26 +2,13 @@
 from __future__ import annotations
 
 import pandas as pd
-from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
-from .blocks import l1, layer_scale, tall_mask, task_sum, ties_vector
-from .masks import mtl_vector
+from .blocks import l1, layer_scale, task_sum
+from .compose import compose
 from .registry import Param, register
-
-
-def _base_vector(tv: TaskVectors, base: str, density: float, k: int, lam: float) -> dict[str, Tensor]:
-    """The unscaled merged vector LiNeS rescales: the task sum, TIES (disjoint mean) or Consensus."""
-    if base == "task_arithmetic":
-        return task_sum(tv.deltas)
-    if base == "ties":
-        merged, _ = ties_vector(tv.deltas, density, "mass", "mean", "global")
-        return merged
-    shared = mtl_vector(tv, "task_arithmetic", density)
-    masks = tall_mask(tv.deltas, shared, lam)
-    return {n: (masks[n].sum(dim=0) >= k).to(v.dtype) * v for n, v in shared.items()}
 
 
 @register("lines", Param("base", str, "task_arithmetic", "the merge whose vector is rescaled layer by layer",
@@ -32,7 +19,8 @@ def _base_vector(tv: TaskVectors, base: str, density: float, k: int, lam: float)
                 "(used when alpha_mode=fixed)", low=0.0, high=3.0, step=0.05, paper=None),
           Param("beta", float, 0.5, "extra scale that grows linearly to the deepest block", low=0.0, high=3.0,
                 step=0.05, paper=0.5),
-          params.density(0.2, "ties base only: fraction of each task vector kept by magnitude"), params.CONSENSUS_K, params.TALL_LAM,
+          params.density(0.2, "ties base only: fraction of each task vector kept by magnitude"), params.CONSENSUS_K,
+          params.TALL_LAM,
           title="LiNeS (layer-increasing network scaling)",
           paper="Wang, Dimitriadis et al., LiNeS: Post-training Layer Scaling Prevents Forgetting and Enhances "
                 "Model Merging, ICLR 2025",
@@ -41,7 +29,7 @@ def _base_vector(tv: TaskVectors, base: str, density: float, k: int, lam: float)
                   "scaled from alpha at the first block up to alpha + beta at the last.")
 def lines(tv: TaskVectors, *, base: str, alpha_mode: str, alpha: float, beta: float, density: float, k: int,
           lam: float) -> MergeResult:
-    merged = _base_vector(tv, base, density, k, lam)
+    merged, _ = compose(tv.deltas, base, density=density, aggregate="mean", k=k, lam=lam)
     if alpha_mode == "auto":
         norm = l1(merged)
         alpha = l1(task_sum(tv.deltas)) / norm / tv.num_tasks if norm > 0 else 1.0 / tv.num_tasks

@@ -7,9 +7,11 @@ import torch
 from torch import Tensor
 
 from ..result import MergeResult
+from ..scoring import task_accuracy
 from ..taskvec import TaskVectors
 from . import params
-from .blocks import per_task, tall_mask, task_sum, ties_vector
+from .blocks import consensus_vector, per_task, scaled, tall_mask
+from .compose import compose
 from .registry import Param, register
 
 LAM_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)  # the TALL-masks paper's per-task search grid
@@ -17,17 +19,12 @@ LAM_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)  # the TALL-masks paper's per-task search g
 
 def mtl_vector(tv: TaskVectors, mtl: str, density: float) -> dict[str, Tensor]:
     """tau_MTL: the plain sum of task vectors, or the TIES disjoint sum (unscaled), as in the TALL code."""
-    if mtl == "task_arithmetic":
-        return task_sum(tv.deltas)
-    merged, _ = ties_vector(tv.deltas, density, "mass", "sum", "global")
-    return merged
+    return compose(tv.deltas, mtl, density=density, aggregate="sum")[0]
 
 
 def _choose_lams(tv: TaskVectors, mtl: dict[str, Tensor], zoo: Any) -> tuple[list[float], dict]:
     """Per task, the TALL lambda from LAM_GRID whose compressed model theta_0 + m_t * tau_MTL scores best on
     that task's validation split."""
-    from ..evaluate import task_accuracy
-
     table: dict[str, dict[float, float]] = {t: {} for t in tv.tasks}
     for lam in LAM_GRID:
         masks = tall_mask(tv.deltas, mtl, lam)
@@ -73,7 +70,5 @@ def tall_masks(tv: TaskVectors, *, mtl: str, lam: float, lam_select: str, densit
           summary="Drop the weights that fewer than k tasks' TALL masks use (selfish and catastrophic weights), "
                   "then add the rest of the multi-task vector.")
 def consensus(tv: TaskVectors, *, k: int, mtl: str, lam: float, density: float, scale: float) -> MergeResult:
-    shared = mtl_vector(tv, mtl, density)
-    masks = tall_mask(tv.deltas, shared, lam)
-    delta = {n: scale * (masks[n].sum(dim=0) >= k).to(v.dtype) * v for n, v in shared.items()}
-    return MergeResult(tv, delta, masks=per_task(masks, tv.tasks), info={"k": k})
+    kept, masks = consensus_vector(tv.deltas, mtl_vector(tv, mtl, density), lam, k)
+    return MergeResult(tv, scaled(kept, scale), masks=per_task(masks, tv.tasks), info={"k": k})

@@ -6,6 +6,7 @@ declarations, so a parameter is described exactly once.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -65,6 +66,8 @@ class Param:
         if self.type in (int, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"parameter {self.name!r}: {value!r} is not a number; allowed {allowed}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"parameter {self.name!r}: {value!r} is not a finite number; allowed {allowed}")
             if self.type is int and float(value) != int(value):
                 raise ValueError(f"parameter {self.name!r}: {value!r} is not an integer; allowed {allowed}")
             value = self.type(value)
@@ -117,6 +120,16 @@ class Method:
         return values
 
     @property
+    def reads_data(self) -> bool:
+        """Whether the method reads the zoo's models and images (learns or selects on data), so it is slow."""
+        return "zoo" in self.injected
+
+    @property
+    def cancellable(self) -> bool:
+        """Whether a running merge stops early, keeping what it learned, when asked to (a `cancel` callable)."""
+        return "cancel" in self.injected
+
+    @property
     def help(self) -> str:
         return f"{self.title}. {self.summary} Formula: {self.formula} Paper: {self.paper}."
 
@@ -151,6 +164,8 @@ def register(name: str, *params: Param, title: str, paper: str, formula: str, su
 
 def get(name: str) -> Method:
     """The method registered under `name`, or a ValueError listing the known ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"a method is named by a string (see ex.list_methods()), got {type(name).__name__}")
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from ..evaluate import task_accuracy
+from ..scoring import task_accuracy
 from ..taskvec import TaskVectors
 
 GRANULARITIES = ("task", "layer")

@@ -8,6 +8,7 @@ from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import apply_masks, keep_topk, per_task, scaled, task_sum, ties_vector
+from .compose import compose
 from .registry import Param, register
 
 
@@ -41,7 +42,9 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
                 choices=("inverse", "none"), paper="inverse"),
           Param("base", str, "task_arithmetic", "the merge applied to the dropped task vectors",
                 choices=("task_arithmetic", "ties"), paper="task_arithmetic"),
-          params.scale(0.3, paper=0.3), params.density(1.0, "ties base only: fraction of each dropped task vector kept by magnitude (1 = no trim)", paper=None),
+          params.scale(0.3, paper=0.3),
+          params.density(1.0, "ties base only: fraction of each dropped task vector kept by magnitude (1 = no trim)",
+                         paper=None),
           params.aggregate("sum"),
           Param("seed", int, 0, "random seed of the drop masks", low=0, high=2**31 - 1, step=1, paper=None),
           title="DARE (Drop And REscale)",
@@ -51,11 +54,8 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
 def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float, density: float, aggregate: str,
          seed: int) -> MergeResult:
     dropped, kept = _drop(tv, drop, rescale, seed)
-    if base == "task_arithmetic":
-        return MergeResult(tv, scaled(task_sum(dropped), scale), masks=per_task(kept, tv.tasks),
-                           info={"seed": seed})
-    merged, agree = ties_vector(dropped, density, "mass", aggregate, "global")
-    masks = {n: kept[n] & agree[n] for n in kept}
+    merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
+    masks = kept if agree is None else {n: kept[n] & agree[n] for n in kept}
     return MergeResult(tv, scaled(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 
@@ -92,7 +92,8 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
           params.scale(0.4, paper=0.2),
           title="Model Breadcrumbs",
           paper="Davari & Belilovsky, Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks, ECCV 2024",
-          formula="per row: m_t keeps the |tau_t| ranks (gamma*n, (gamma+beta)*n]; theta = theta_0 + alpha * sum_t m_t * tau_t",
+          formula="per row: m_t keeps the |tau_t| ranks (gamma*n, (gamma+beta)*n]; "
+                  "theta = theta_0 + alpha * sum_t m_t * tau_t",
           summary="Per row of each tensor, drop the few largest entries (outliers) and the small ones, keeping a "
                   "middle band of magnitudes, then add the masked task vectors.")
 def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) -> MergeResult:

@@ -1,11 +1,15 @@
 """Zoos: where base models, experts, heads and task data come from. `load_zoo(name)` picks one."""
 from __future__ import annotations
 
+import importlib
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 from .base import SPLITS, Zoo
 
 _LOADERS: dict[str, Callable[..., Zoo]] = {}
+NAMED_DIR = Path(__file__).with_name("zoos")  # one JSON description per named real zoo
 
 
 def register_zoo(name: str) -> Callable[[Callable[..., Zoo]], Callable[..., Zoo]]:
@@ -18,8 +22,26 @@ def register_zoo(name: str) -> Callable[[Callable[..., Zoo]], Callable[..., Zoo]
     return wrap
 
 
+def list_zoos() -> list[str]:
+    """The zoos `load_zoo` opens by name alone: "demo", then the named real zoos (zoos/*.json), sorted."""
+    return ["demo", *sorted(p.stem for p in NAMED_DIR.glob("*.json"))]
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a zoo argument names a folder (has a path separator, or starts with . or ~) rather than a zoo."""
+    return os.sep in name or "/" in name or name.startswith((".", "~"))
+
+
 def load_zoo(name: str, **kwargs: Any) -> Zoo:
     """Load a zoo by name: "demo" (embedded, offline), "openclip" (real CLIP experts) or a named zoo."""
+    if not isinstance(name, str):
+        raise TypeError(f"a zoo is named by a string (one of {list_zoos()}), got {type(name).__name__}")
+    if looks_like_path(name):
+        if not Path(name).expanduser().is_dir():
+            raise FileNotFoundError(f"zoo folder {name!r} not found; a zoo is demo, a named zoo "
+                                    f"({', '.join(list_zoos()[1:])}) or an existing folder")
+        raise ValueError(f"{name!r} is a folder, not a zoo name: read a folder of safetensors with "
+                         f"explorer.weights.read_folder, a demo-zoo build with load_zoo('demo', root={name!r})")
     _import_loaders()
     if name in _LOADERS:
         return _LOADERS[name](**kwargs)
@@ -31,8 +53,6 @@ def load_zoo(name: str, **kwargs: Any) -> Zoo:
 
 def _import_loaders() -> None:
     """Import the zoo modules so that their `@register_zoo` loaders are known."""
-    import importlib
-
     for module in ("demo", "openclip"):
         try:
             importlib.import_module(f"{__name__}.{module}")
@@ -41,4 +61,4 @@ def _import_loaders() -> None:
                 raise
 
 
-__all__ = ["SPLITS", "Zoo", "load_zoo", "register_zoo"]
+__all__ = ["SPLITS", "Zoo", "list_zoos", "load_zoo", "register_zoo"]

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 from ..weights import read_weights
 from . import register_zoo
 from .base import Zoo
+from .data import generate
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "demo-zoo"  # package data: it ships in the wheel
 
@@ -45,6 +46,19 @@ def _load_fp32(path: Path) -> dict[str, Tensor]:
     return {k: v.float() for k, v in read_weights(path).items()}
 
 
+def read_config(path: Path) -> dict:
+    """A demo zoo's config.json, or a ValueError naming the file and what is wrong with it."""
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rebuild the zoo with `explorer zoo build-demo`") from err
+    tasks = config.get("tasks") if isinstance(config, dict) else None
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ValueError(f"{path} has no list of task names under 'tasks'; rebuild the zoo with "
+                         "`explorer zoo build-demo`")
+    return config
+
+
 class DemoZoo(Zoo):
     """The demo zoo read from `root` (default `explorer/zoo/demo-zoo`); experts and datasets load on first use."""
 
@@ -56,7 +70,7 @@ class DemoZoo(Zoo):
         if not config_path.exists():
             raise FileNotFoundError(f"no demo zoo at {self.root} (config.json missing); build one with "
                                     f"`explorer zoo build-demo --out {self.root}`")
-        self.config = json.loads(config_path.read_text())
+        self.config = read_config(config_path)
         self.tasks = list(self.config["tasks"])
         self._experts: dict[str, dict[str, Tensor]] = {}
         self._data: dict[tuple[str, str], TensorDataset] = {}
@@ -88,8 +102,6 @@ class DemoZoo(Zoo):
 
     def dataset(self, task: str, split: str) -> Dataset:
         """The task's generated images for `split` (made once, then kept)."""
-        from .data import generate
-
         self.check_task(task)
         self.check_split(split)
         if (task, split) not in self._data:

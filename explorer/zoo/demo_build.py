@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..evaluate import task_accuracy
+from ..scoring import task_accuracy
 from ..weights import write_weights
 from .data import CLASSES, SPLIT_SIZES, TASKS, generate
 from .demo import CosineHead, DemoZoo, build_encoder

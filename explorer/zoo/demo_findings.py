@@ -9,8 +9,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from ..analysis.calibration import entropy_error, pearson
-from ..evaluate import Selection, evaluate, select
+from ..evaluate import evaluate
 from ..merging import merge
+from ..selection import Selection, select
 from ..taskvec import TaskVectors
 
 TA_GRID = [round(0.1 * i, 1) for i in range(1, 11)]  # TALL/LiNeS grid for task arithmetic
@@ -86,15 +87,18 @@ def findings(ev: Evidence, experts: pd.Series) -> list[Finding]:
                 f"{f(a['ties'])} vs {f(ta)}", a["ties"] >= ta),
         Finding("Consensus (k = 2) beats Task Arithmetic", "TALL masks & Consensus, Table 3", "73.6 vs 69.1",
                 f"{f(a['consensus'])} vs {f(ta)}", a["consensus"] >= ta),
-        Finding("LiNeS on Task Arithmetic beats Task Arithmetic", "LiNeS, Table 3", "improves TA (ViT-B/32 value not verified)",
+        Finding("LiNeS on Task Arithmetic beats Task Arithmetic", "LiNeS, Table 3",
+                "improves TA (ViT-B/32 value not verified)",
                 f"{f(a['lines'])} vs {f(ta)}", a["lines"] >= ta),
         Finding("TALL masks keep >= 95 % normalized accuracy", "TALL masks, abstract", "> 99 % normalized",
                 f"{f(n['tall_masks'])} % normalized", n["tall_masks"] >= 95),
         Finding("EMR keeps >= 90 % normalized accuracy", "EMR-Merging, Table 2", "88.7 vs experts 90.5 (98 %)",
                 f"{f(a['emr'])} avg ({f(n['emr'])} % normalized)", n["emr"] >= 90),
-        Finding("aTLAS beats layer-wise AdaMerging", "aTLAS, task addition", "higher than AdaMerging (value not verified)",
+        Finding("aTLAS beats layer-wise AdaMerging", "aTLAS, task addition",
+                "higher than AdaMerging (value not verified)",
                 f"{f(a['atlas'])} vs {f(a['adamerging_layer'])}", a["atlas"] >= a["adamerging_layer"]),
-        Finding("Task Arithmetic keeps 65-90 % normalized accuracy", "Task Arithmetic, Table 3", "69.0 / 90.5 = 76 %",
+        Finding("Task Arithmetic keeps 65-90 % normalized accuracy", "Task Arithmetic, Table 3",
+                "69.0 / 90.5 = 76 %",
                 f"{f(n['task_arithmetic'])} %", 65 <= n["task_arithmetic"] <= 90),
         Finding("the base is >= 25 points below the experts", "Task Arithmetic / AdaMerging tables", "48.1 vs 90.5",
                 f"{f(a['base'])} vs {f(a['experts'])}", a["experts"] - a["base"] >= 25),

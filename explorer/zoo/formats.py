@@ -18,6 +18,8 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from ..weights import read_weights
+
 FORMATS = ("openclip", "hf")
 _OC_MARK = "conv1.weight"
 _HF_MARK = "vision_model.embeddings.patch_embedding.weight"
@@ -91,8 +93,6 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from ..weights import read_weights
-
         return read_weights(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

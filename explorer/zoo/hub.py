@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import urllib.error
 import urllib.request
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

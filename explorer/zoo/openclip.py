@@ -10,6 +10,7 @@ each request (lazily, in the dtype they were stored in), heads come from the pre
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from functools import cached_property
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..device import resolve_device
-from . import register_zoo
+from ..weights import file_sha256
+from . import NAMED_DIR, register_zoo
 from .base import Zoo
 from .datasets import task_dataset, task_spec
 from .formats import read_checkpoint, to_openclip
@@ -117,10 +119,6 @@ class OpenClipZoo(Zoo):
 
     def fingerprint(self) -> str:
         """A short hash of the weight files (cheaper than the base class's pass over every loaded tensor)."""
-        import hashlib
-
-        from ..weights import file_sha256
-
         labels = ["base"] + [f"expert {t}" for t in self.tasks]
         joined = "".join(f"{label}:{file_sha256(self.files[label])};" for label in labels)
         return hashlib.sha256(joined.encode()).hexdigest()[:16]
@@ -200,7 +198,7 @@ def load_openclip(**kwargs: Any) -> OpenClipZoo:
 
 
 # --- named zoos: zoos/<name>.json ------------------------------------------------------------------------
-ZOO_DIR = Path(__file__).with_name("zoos")
+ZOO_DIR = NAMED_DIR
 
 
 def named_zoos() -> dict[str, dict[str, Any]]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from explorer.app import cache
-
-from ..methods.tinyzoo import TinyZoo, one_thread  # noqa: F401  (one_thread: autouse fixture)
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 ZOO = "tiny-app"
 

@@ -1,11 +1,12 @@
-"""`explorer app` parses its flags and hands them to the repository's app.py main()."""
+"""`explorer app` parses its flags and hands them to the packaged dashboard (explorer.app.serve.main)."""
 from __future__ import annotations
 
-import json
+import socket
 
 import pytest
 
-from explorer.cli import build_parser
+from explorer.app import serve
+from explorer.cli import build_parser, main
 from explorer.commands import app as command
 
 
@@ -15,25 +16,47 @@ def test_defaults_are_local_and_private():
     assert args.func is command.run
 
 
-def test_flags_reach_app_main(tmp_path, monkeypatch):
-    fake = tmp_path / "app.py"
-    out = tmp_path / "argv.json"
-    fake.write_text(f"import json\ndef main(argv):\n    open({str(out)!r}, 'w').write(json.dumps(argv))\n")
-    monkeypatch.setattr(command, "APP", fake)
+def test_flags_reach_the_packaged_main(monkeypatch):
+    seen = []
+    monkeypatch.setattr(serve, "main", lambda argv: seen.append(argv) or 0)
     args = build_parser().parse_args(["app", "--host", "0.0.0.0", "--port", "9001", "--share", "--threads", "1"])
     assert command.run(args) == 0
-    assert json.loads(out.read_text()) == ["--host", "0.0.0.0", "--port", "9001", "--zoo", "demo", "--share",
-                                           "--threads", "1"]
+    assert seen == [["--host", "0.0.0.0", "--port", "9001", "--zoo", "demo", "--share", "--threads", "1"]]
 
 
-def test_missing_app_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setattr(command, "APP", tmp_path / "app.py")
-    with pytest.raises(FileNotFoundError, match="run `explorer app` from a clone"):
-        command.run(build_parser().parse_args(["app"]))
+def test_root_app_py_is_a_thin_entry_point_to_the_package():
+    import app
+
+    assert app.main is serve.main and app.build_demo.__module__ == "explorer.app.ui"
 
 
-def test_the_real_app_module_loads_without_launching(tmp_path, monkeypatch):
+def test_a_taken_port_prints_one_line_naming_it_and_how_to_choose_another(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
-    module = command.load_app()
-    assert callable(module.build_demo) and callable(module.main)
-    assert module.parse_args([]).share is False
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["app", "--port", str(port), "--zoo", "demo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == serve.port_taken("127.0.0.1", port)
+    assert f"port {port} on 127.0.0.1 is already in use" in err and f"make app PORT={port + 1}" in err
+
+
+def test_a_slow_first_page_is_retried_not_reported_as_unreachable(monkeypatch):
+    calls, closed = [], []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise ValueError("When localhost is not accessible, a shareable link must be created.")
+
+    class Demo:
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(serve, "launch", flaky)
+    serve.start(Demo(), "127.0.0.1", 7999, False)
+    assert len(calls) == 2 and closed == [True]
+    monkeypatch.setattr(serve, "launch", lambda *a, **k: (_ for _ in ()).throw(ValueError("other problem")))
+    with pytest.raises(ValueError, match="other problem"):
+        serve.start(Demo(), "127.0.0.1", 7999, False)

@@ -75,3 +75,13 @@ def test_live_only_for_methods_that_read_no_data_and_cards_show_formula_and_pape
     assert m.formula in card and m.paper in card
     labels = dict((v, k) for k, v in controls.method_choices())
     assert "press Run" in labels["adamerging"] and labels["ties"] == m.title
+
+
+def test_enter_in_a_number_box_of_a_run_only_method_keeps_the_value_or_names_the_range():
+    every = next(c for c in controls.controls() if c.method == "adamerging" and c.param.name == "log_every")
+    assert every.kind == "number"
+    assert controls.value_note(every, 7.0) == "log_every = 7 is set: press **Run** to start adamerging."
+    with pytest.raises(ValueError, match=r"'log_every': 0 is out of range; allowed \[1, 100000\]"):
+        controls.value_note(every, 0)
+    with pytest.raises(ValueError, match="'log_every' is empty"):
+        controls.value_note(every, None)

@@ -50,7 +50,7 @@ def test_state_holds_only_small_plain_records(zoo):
 
 @pytest.mark.parametrize("tasks", [None, [], ["task0"]])
 def test_fewer_than_two_experts_is_a_readable_error(zoo, tasks):
-    with pytest.raises(ValueError, match="at least two experts"):
+    with pytest.raises(ValueError, match="at least 2 experts"):
         handlers.run(handlers.new_state(), ZOO, tasks, "ties", TIES)
 
 
@@ -122,3 +122,12 @@ def test_adaptive_runs_report_progress_and_stop_when_cancelled(zoo):
     _, stopped = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "adamerging", params, limit=4,
                               cancel=lambda: True)
     assert stopped.record["cancelled"] and "Cancelled" in stopped.status and "Cancelled" not in view.status
+
+
+def test_a_repeated_event_with_the_current_settings_is_recognised(zoo):
+    state, _ = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=8)
+    assert handlers.repeats_current(state, ZOO, zoo.tasks, "ties", TIES)
+    assert handlers.repeats_current(state, ZOO, zoo.tasks, "ties", {**TIES, "sign": "mass"})  # the default
+    assert not handlers.repeats_current(state, ZOO, zoo.tasks, "ties", {**TIES, "density": 0.4})
+    assert not handlers.repeats_current(state, ZOO, zoo.tasks[:2], "ties", TIES)
+    assert not handlers.repeats_current(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES)

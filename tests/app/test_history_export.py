@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from explorer.app import export, handlers, history
-from explorer.app.stream import loss_frame, progress_text, stream
+from explorer.app.stream import loss_figure, progress_text, stream
 from explorer.methods.runner import Progress
 
 from .conftest import ZOO
@@ -94,11 +94,25 @@ def test_stream_yields_progress_then_the_result_and_reraises_errors():
         return "merged"
     events = list(stream(work))
     assert [k for k, _ in events] == ["progress", "progress", "done"] and events[-1][1] == "merged"
-    frame = loss_frame([p for k, p in events if k == "progress"])
-    assert frame.to_dict("list") == {"step": [1, 2], "loss": [1.0, 0.5]}
+    curve = loss_figure([p for k, p in events if k == "progress"]).data[0]
+    assert list(curve.x) == [1, 2] and list(curve.y) == [1.0, 0.5]
     assert progress_text(events[1][1]) == "step 2 / 2: loss 0.5000"
 
     def broken(report):
         raise ValueError("bad parameter")
     with pytest.raises(ValueError, match="bad parameter"):
         list(stream(broken))
+
+
+def test_pins_are_capped_so_the_history_stays_bounded(zoo, monkeypatch):
+    monkeypatch.setattr(history, "MAX_PINNED", 2)
+    state = handlers.new_state()
+    for scale in (0.1, 0.2, 0.3):
+        state, _ = handlers.run(state, ZOO, zoo.tasks, "task_arithmetic", {"scale": scale}, limit=4)
+    state = history.toggle_pin(history.toggle_pin(state, "#1 task_arithmetic(scale=0.1)"),
+                               "#2 task_arithmetic(scale=0.2)")
+    with pytest.raises(ValueError, match="At most 2 runs can be pinned"):
+        history.toggle_pin(state, "#3 task_arithmetic(scale=0.3)")
+    state = history.toggle_pin(state, "#1 task_arithmetic(scale=0.1)")  # unpinning is always allowed
+    assert [r["pinned"] for r in state["runs"]] == [False, True, False]
+    assert "last 20 runs are kept, plus up to 10 pinned" in handlers.HISTORY_NOTE

@@ -8,11 +8,13 @@ import struct
 import pytest
 
 import explorer as ex
+from explorer import figures as F
 from explorer.cli import main
 from explorer.zoo import register_zoo
-from tests.conftest import TinyZoo, write_zoo_folder
+from tests.conftest import write_zoo_folder
+from tests.tinyzoo import TinyZoo
 
-register_zoo("tiny-analyse-test")(TinyZoo)
+register_zoo("tiny-analyse-test")(TinyZoo.known)
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_cosine_and_signs_page_is_self_contained(zoo_folder, tmp_path, capsys):
     cos = ex.analysis.cosine(tv)
     assert f"{cos.loc['task0', 'task2']:.4f}" in text and "== Cosine similarity (whole model)" in text
     page = out.read_text()
-    assert figures_in(page) == 5  # cosine map + profile, sign map + disagreement + profile
+    assert figures_in(page) == len(F.select(sections=("cosine", "signs")))  # every figure of both sections
     assert page.count("* plotly.js v") == 1  # the library, inlined once
     assert not re.search(r"<script[^>]+src=", page)  # nothing fetched from a CDN
 
@@ -48,7 +50,9 @@ def test_masks_and_layers_with_method_params(zoo_folder, tmp_path, capsys):
     usage = ex.analysis.mask_usage(ex.merge(tv, "ties", density=0.3))
     assert "ties: how many tasks keep each entry" in text
     assert f"{usage.fraction[0]:.4f}" in text and "catastrophic" in text
-    assert figures_in(out.read_text()) == 4 + 3  # masks: 4; layers: norms x2 + effective (ties stores no table)
+    # every masks and layers figure, but the second coefficient plot: TIES has no coefficients of its own
+    shown = [f for f in F.select(sections=("masks", "layers")) if f.name != "effective_coefficients"]
+    assert figures_in(out.read_text()) == len(shown)
 
 
 def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
@@ -56,8 +60,8 @@ def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
     assert main(["analyse", "--zoo", "tiny-analyse-test", "--what", "accuracy", "--lambdas", "0,1",
                  "--pair", "a,b", "--device", "cpu", "--html", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "task_arithmetic: accuracy per task" in text and "0.7500" in text  # the experts' accuracy
-    assert figures_in(out.read_text()) == 3
+    assert "task_arithmetic: accuracy per task" in text and "75.00" in text  # the experts' accuracy, in %
+    assert figures_in(out.read_text()) == len(F.select(sections=("accuracy",)))  # bars, sweep, interpolation
 
 
 @pytest.mark.parametrize("argv, message", [

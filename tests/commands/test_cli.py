@@ -89,7 +89,7 @@ def test_merge_on_the_demo_zoo_with_eval_prints_the_library_scores(tmp_path, cap
     expected = ex.evaluate(zoo, ex.merge(ex.task_vectors(zoo, device="cpu"), "task_arithmetic", scale=0.3),
                            limit=32, device="cpu").table
     for row in expected.itertuples():
-        assert f"{row.task}" in out and f"{row.merged:.4f}" in out
+        assert f"{row.task}" in out and f"{100 * row.merged:.2f}" in out  # in %
     record = json.loads(report.read_text())
     assert record["zoo"] == "demo" and len(record["scores"]) == len(zoo.tasks)
     assert record["inputs"]["zoo_fingerprint"] == zoo.fingerprint()

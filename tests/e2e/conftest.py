@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from explorer.app import cache
-
-from ..methods.tinyzoo import TinyZoo
+from tests.tinyzoo import TinyZoo
 
 CHROMIUM = Path("/usr/bin/chromium")
 ZOO = "tiny-e2e"
@@ -43,12 +42,12 @@ def server(tiny_zoo, tmp_path_factory):
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
     import torch
 
-    import app
+    from explorer.app import serve, ui
 
     torch.set_num_threads(1)  # tiny models; a shared CPU makes more threads slower
-    demo = app.build_demo(ZOO)
+    demo = ui.build_demo(ZOO)
     port = free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    serve.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}"
     demo.close()
 

@@ -76,14 +76,14 @@ def main() -> None:
     import torch
     from playwright.sync_api import sync_playwright
 
-    import app
+    from explorer.app import serve, ui
     from tests.e2e.conftest import free_port
 
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    demo, port = app.build_demo(args.zoo), free_port()
-    app.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    demo, port = ui.build_demo(args.zoo), free_port()
+    serve.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})

@@ -7,7 +7,6 @@ import pytest
 import explorer as ex
 from explorer.app.handlers import LIVE_LIMIT
 
-
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is not installed").expect
 WAIT = 60_000  # ms; a first merge on a loaded shared CPU can take a while
 
@@ -105,8 +104,32 @@ def test_bad_input_shows_a_message_not_a_traceback(page):
     expect(status(page)).to_contain_text("'density': 5.0 is out of range; allowed [0.0, 1.0]", timeout=WAIT)
     for task in ("task1", "task2"):
         page.locator("#experts").get_by_label(task).uncheck()
-    expect(status(page)).to_contain_text("Pick at least two experts", timeout=WAIT)
+    expect(status(page)).to_contain_text("at least 2 experts", timeout=WAIT)
     assert "Traceback" not in page.content()
+
+
+def enter(page, selector: str, value: str, shows: str) -> None:
+    """Type `value` into a box, press Enter, and wait for the status to show `shows`."""
+    box = page.locator(selector)
+    box.fill(value)
+    box.press("Enter")
+    expect(status(page)).to_contain_text(shows, timeout=WAIT)
+
+
+def test_enter_in_a_number_box_applies_the_value(page):
+    expect(status(page)).to_contain_text("Run #1 task_arithmetic(scale=0.3)", timeout=WAIT)
+    # a slider's number box
+    enter(page, "#param-task_arithmetic-scale input[type=number]", "0.55", "task_arithmetic(scale=0.55)")
+    pick_method(page, "DARE (Drop And REscale)")
+    expect(status(page)).to_contain_text("dare(drop=0.5", timeout=WAIT)
+    # a number box of a live method: the value runs, or the range message shows
+    enter(page, "#param-dare-seed input", "5", "seed=5)")
+    enter(page, "#param-dare-seed input", "-3", "'seed': -3 is out of range; allowed [0, 2147483647]")
+    pick_method(page, "AdaMerging")
+    expect(status(page)).to_contain_text("press Run to start it", timeout=WAIT)
+    # a method that runs on Run only: Enter confirms the value, or shows the range message
+    enter(page, "#param-adamerging-log_every input", "0", "'log_every': 0 is out of range; allowed [1, 100000]")
+    enter(page, "#param-adamerging-log_every input", "7", "log_every = 7 is set: press Run to start adamerging")
 
 
 def set_number(page, elem_id: str, value: str) -> None:
@@ -127,7 +150,9 @@ def test_adaptive_method_streams_a_loss_curve_and_can_be_cancelled(page):
     expect(status(page)).to_contain_text("#2 adamerging(granularity=layer", timeout=WAIT)
     expect(status(page)).not_to_contain_text("Cancelled")
     expect(page.locator("#loss-curve")).to_be_visible()
-    expect(page.locator("#loss-curve canvas, #loss-curve svg").first).to_be_visible(timeout=WAIT)
+    curve = page.locator("#loss-curve .js-plotly-plot")
+    expect(curve).to_be_visible(timeout=WAIT)
+    assert curve.evaluate("el => Array.from(el._fullData[0].x)") == list(range(1, 21))  # every step, integers
 
     set_number(page, "param-adamerging-steps", "10000")
     set_number(page, "param-adamerging-log_every", "1")

@@ -50,9 +50,60 @@ def test_ties_tensor_scope_trims_each_tensor_separately():
     # (the official convention keeps entries equal to the threshold)
     assert glob.delta["b"].tolist() == [0, 0, 0, 4.0]
     assert glob.delta["a"].tolist() == [10.0, 20.0, 30.0, 40.0]
-    # per tensor: each tensor's own threshold is its (4 - 2)-th smallest value
-    assert tens.delta["b"].tolist() == [0, 2.0, 3.0, 4.0]
-    assert tens.delta["a"].tolist() == [0, 20.0, 30.0, 40.0]
+    # per tensor (PEFT, mergekit): exactly int(0.5 * 4) = 2 entries of each tensor
+    assert tens.delta["b"].tolist() == [0, 0, 3.0, 4.0]
+    assert tens.delta["a"].tolist() == [0, 0, 30.0, 40.0]
+
+
+# Three tasks, one tensor of 5 entries, density 0.4: scope=tensor keeps int(0.4 * 5) = 2 entries per task.
+TAU5 = torch.tensor([[3.0, -1.0, 2.0, -5.0, 0.5],    # keeps 3 (idx 0) and -5 (idx 3)
+        [-2.0, 4.0, 1.0, 1.0, -3.0],    # keeps 4 (idx 1) and -3 (idx 4)
+        [1.0, 1.0, -6.0, 2.0, 2.5]])  # keeps -6 (idx 2) and 2.5 (idx 4)
+
+
+def test_ties_tensor_scope_keeps_exactly_int_density_n_by_hand():
+    tv = tv_from(TAU5)
+    res = ex.merge(tv, "ties", density=0.4, scope="tensor", scale=1.0)
+    # trimmed sum [3, 4, -6, -5, -0.5] elects [+, +, -, -, -]; at idx 4 only -3 agrees (2.5 does not)
+    assert res.delta["w"].tolist() == [3.0, 4.0, -6.0, -5.0, -3.0]
+    assert [int(res.masks[t]["w"].sum()) for t in ("t0", "t1", "t2")] == [2, 2, 1]
+    mag = ex.merge(tv, "magnitude", density=0.4, scope="tensor", scale=1.0)
+    assert mag.delta["w"].tolist() == [3.0, 4.0, -6.0, -5.0, -0.5]
+    assert all(int(m["w"].sum()) == 2 for m in mag.masks.values())
+    # scope=global keeps |tau| >= the 3rd smallest |tau| (2 for t0): 3 entries, one more than int(0.4 * 5)
+    assert int(ex.merge(tv, "magnitude", density=0.4, scope="global").masks["t0"]["w"].sum()) == 3
+
+
+def test_ties_tensor_scope_breaks_a_zero_vote_towards_plus_as_peft():
+    tv = tv_from(torch.tensor([[2.0, 1.0], [-2.0, 3.0]]))  # entry 0: +2 and -2 cancel exactly
+    assert ex.merge(tv, "ties", density=1.0, scope="tensor", scale=1.0).delta["w"].tolist() == [2.0, 2.0]
+
+
+def peft_ties(task_tensors: list, density: float, majority: str = "total") -> torch.Tensor:
+    """PEFT's `merge_utils.ties` with unit weights, as written there: magnitude_based_pruning (torch.topk of
+    exactly int(density * numel)), calculate_majority_sign_mask (vote >= 0 -> +1) and disjoint_merge."""
+    pruned = []
+    for tensor in task_tensors:
+        mask = torch.zeros_like(tensor).reshape(-1)
+        k = int(density * tensor.numel())
+        top_k = torch.topk(tensor.abs().reshape(-1), k=k, largest=True)
+        mask[top_k[1]] = 1
+        pruned.append(tensor * mask.reshape(tensor.shape))
+    stacked = torch.stack(pruned)
+    sign = stacked.sign()
+    magnitude = stacked.sum(dim=0) if majority == "total" else sign.sum(dim=0)
+    majority_sign = torch.where(magnitude >= 0, 1, -1)
+    keep = sign == majority_sign
+    return (stacked * keep).sum(dim=0) / torch.clamp(keep.sum(dim=0), min=1.0)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.3, 0.5, 0.77, 1.0])
+@pytest.mark.parametrize("sign,majority", [("mass", "total"), ("count", "frequency")])
+def test_ties_tensor_scope_equals_peft(tiny_tv, density, sign, majority):
+    res = ex.merge(tiny_tv, "ties", density=density, scope="tensor", sign=sign, scale=1.0)
+    for name, d in tiny_tv.items():
+        expected = peft_ties(list(d), density, majority)
+        assert torch.allclose(res.delta[name], expected, atol=1e-7), name
 
 
 def test_ties_one_task_density_one_equals_task_arithmetic(tiny_tv):

@@ -1,6 +1,9 @@
 """The registry: declarations, validation, and every registered method on a tiny random zoo."""
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pytest
 import torch
 
@@ -40,7 +43,13 @@ def test_every_method_runs_finite_and_deterministic(tiny_tv, name):
         assert set(first.masks) == set(tiny_tv.tasks)
         for task_masks in first.masks.values():
             assert all(m.dtype == torch.bool for m in task_masks.values())
-    assert first.info["seconds"] >= 0
+
+
+def test_merge_times_the_methods_own_work(tiny_tv, monkeypatch):
+    average = registry.get("average")
+    slow = dataclasses.replace(average, fn=lambda tv: (time.sleep(0.05), average.fn(tv))[1])
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry._REGISTRY, "average": slow})
+    assert 0.05 <= ex.merge(tiny_tv, "average").info["seconds"] < 5
 
 
 @pytest.mark.parametrize("kwargs,fragment", [

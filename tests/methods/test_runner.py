@@ -7,7 +7,7 @@ import torch
 import explorer as ex
 from explorer.methods.adaptive import softmax_entropy
 from explorer.methods.runner import FunctionalMerge, Progress, optimize, reporter, require_zoo
-from .tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_expert_coefficients_give_known_accuracy(zoo, tv):
 
 def test_optimize_reports_every_n_steps_and_cancels():
     calls, reports = [], []
-    trace = optimize(lambda i: calls.append(i) or float(i), 25, report=lambda s, l: reports.append((s, l)),
+    trace = optimize(lambda i: calls.append(i) or float(i), 25, report=lambda s, loss: reports.append((s, loss)),
                      log_every=10)
     assert calls == list(range(25)) and trace.losses == [float(i) for i in range(25)]
     assert reports == [(10, 9.0), (20, 19.0), (25, 24.0)] and not trace.cancelled and trace.steps == 25

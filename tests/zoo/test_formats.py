@@ -4,8 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.zoo.formats import (CheckpointError, detect_format, hf_to_openclip, openclip_to_hf, read_checkpoint,
-                                  to_openclip)
+from explorer.zoo.formats import (
+    CheckpointError,
+    detect_format,
+    hf_to_openclip,
+    openclip_to_hf,
+    read_checkpoint,
+    to_openclip,
+)
 
 from .tinyclip import image_encoder_sd, save_pickled_encoder, tiny_clip, visual_sd
 

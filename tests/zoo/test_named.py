@@ -25,7 +25,8 @@ def test_named_zoos_cover_three_architectures_and_three_task_sets():
             assert set(tasks) <= set(task_names()), (name, family)
             if not fam.get("needs_root"):
                 src = named_sources(spec, family)
-                assert len(src["experts"]) == len(tasks) and all(s.startswith("hf-hub:") for s in src["experts"].values())
+                assert len(src["experts"]) == len(tasks)
+                assert all(s.startswith("hf-hub:") for s in src["experts"].values())
 
 
 def test_family_sources_are_spelled_as_each_release_names_them(tmp_path):
@@ -34,7 +35,8 @@ def test_family_sources_are_spelled_as_each_release_names_them(tmp_path):
     assert fb["base"] == "hf-hub:openai/clip-vit-base-patch32"
     assert fb["experts"]["cars"] == "hf-hub:tanganke/clip-vit-base-patch32_stanford-cars"
     tm = named_sources(spec, "tall_masks", tasks=["sun397"])
-    assert tm["experts"] == {"sun397": "hf-hub:nik-dim/tall_masks/single_task/ViT-B-32/SUN397Val/nonlinear_finetuned.pt"}
+    expected = "hf-hub:nik-dim/tall_masks/single_task/ViT-B-32/SUN397Val/nonlinear_finetuned.pt"
+    assert tm["experts"] == {"sun397": expected}
     tv = named_sources(spec, "task_vectors", root=tmp_path)
     assert tv["base"] == f"{tmp_path}/zeroshot.pt" and tv["experts"]["gtsrb"] == f"{tmp_path}/GTSRB/finetuned.pt"
     assert named_sources(named_zoos()["clip-vit-l14-tall20"], "fusionbench")["experts"]["emnist_letters"].endswith(

@@ -90,8 +90,9 @@ def save_pickled_encoder(clip, path: Path, tmp_path: Path) -> Path:
     '''))
     sys.path.insert(0, str(pkg.parent))
     try:
-        from fake_task_vectors_src.modeling import ImageEncoder
         import copy
+
+        from fake_task_vectors_src.modeling import ImageEncoder
 
         torch.save(ImageEncoder(copy.deepcopy(clip)), path)
     finally:

@@ -1,0 +1,86 @@
+"""Start the dashboard: `explorer app`, `python app.py` and `make app` all come here.
+
+    explorer app [--host 127.0.0.1] [--port 7860] [--zoo demo] [--threads N] [--share]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from typing import Any
+
+import gradio as gr
+
+from . import handlers
+from .ui import CSS, HEAD, build_demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Model Merging Explorer dashboard (offline by default).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--zoo", default="demo", help="zoo to open: demo, a named zoo (explorer zoos) or a "
+                        "folder holding a demo-zoo build")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the "
+                        "internet; off by default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; "
+                        "on a CPU shared with other jobs, 1 is often fastest)")
+    return parser.parse_args(argv)
+
+
+def warm(zoo: str) -> None:
+    """Fill the shared caches in the background, so the first page view is fast; errors show on page load."""
+    try:
+        handlers.warm(zoo)
+    except Exception:  # the page reports a zoo that does not load
+        pass
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           **kwargs: Any) -> tuple:
+    """Start serving `demo` (local connections never go through a proxy)."""
+    local = "localhost,127.0.0.1"
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), local]))
+    return demo.launch(server_name=host, server_port=port, share=share, css=CSS, head=HEAD,
+                       footer_links=["gradio", "settings"], **kwargs)
+
+
+def start(demo: gr.Blocks, host: str, port: int, share: bool, tries: int = 3) -> None:
+    """Launch without blocking. Gradio gives up when its own first request to the page takes over 3 s (a loaded
+    machine), saying localhost is not accessible: close and try again, up to `tries` times."""
+    for attempt in range(tries):
+        try:
+            launch(demo, host, port, share, prevent_thread_lock=True, quiet=True)
+            return
+        except ValueError as err:
+            if "localhost is not accessible" not in str(err) or attempt == tries - 1:
+                raise
+            demo.close()
+
+
+def port_taken(host: str, port: int) -> str:
+    """The one line printed when another server holds the port."""
+    return (f"explorer app: port {port} on {host} is already in use (another dashboard?). Stop it, or choose "
+            f"another port: make app PORT={port + 1}, or explorer app --port {port + 1}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags, start serving and block until interrupted; 2 when the port is taken."""
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    demo = build_demo(args.zoo)
+    try:
+        start(demo, args.host, args.port, args.share)
+    except OSError as err:
+        if "port" not in str(err).lower():
+            raise
+        print(port_taken(args.host, args.port), file=sys.stderr)
+        return 2
+    print(f"Model Merging Explorer on {demo.local_url} (zoo {args.zoo}; Ctrl+C stops it)", flush=True)
+    threading.Thread(target=warm, args=(args.zoo,), name="explorer-warm", daemon=True).start()  # once serving
+    demo.block_thread()
+    return 0

@@ -1,0 +1,299 @@
+"""The dashboard's layout and wiring: pick a zoo, experts and a merge method, move its sliders, see what happened.
+
+Only wiring lives here: the handlers are in `explorer/app/` (handlers, history, views, export), analyses in
+`explorer/analysis`, figures in `explorer/plots.py`; `explorer.app.serve` starts it. Nothing is fetched from the
+network (analytics off, assets bundled, share off by default).
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gradio as gr
+
+from .. import plots as P
+from ..methods import registry
+from ..zoo import list_zoos
+from . import cache, controls, export, handlers, history, views
+from .stream import loss_figure, progress_text, stream
+from .widgets import guarded, widget
+
+DEFAULT_METHOD = "task_arithmetic"
+UPDATE_EVERY = 0.25  # seconds between progress updates of a long run (loss curve, status)
+CSS = """
+#status {min-height: 2.5em}
+.method-card code {white-space: pre-wrap}
+"""
+# A slider's number box has no submit event: Enter leaves the box, which applies the value as Tab does (a release).
+HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  const box = e.target;
+  if (e.key !== "Enter" || !box.matches || !box.matches("input[type=number]")) return;
+  const block = box.closest(".block");
+  if (block && block.querySelector("input[type=range]")) box.blur();
+}, true);
+</script>"""
+
+
+def zoo_choices(default: str) -> list[str]:
+    """The demo zoo, the named real zoos (zoos/*.json) and the zoo given on the command line."""
+    names = list_zoos()
+    return names if default in names else [default, *names]
+
+
+@dataclass
+class UI:
+    """The components the handlers read and write (filled in while the layout is built)."""
+
+    state: Any = None
+    status: Any = None
+    zoo: Any = None
+    experts: Any = None
+    method: Any = None
+    card: Any = None
+    widgets: list = field(default_factory=list)
+    groups: dict = field(default_factory=dict)
+    plots: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    def run_outputs(self) -> list:
+        e = self.extra
+        return [self.status, self.state, e["table"], *[self.plots[n] for n in views.RUN_FIGURES], e["mask_note"],
+                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["loss"]]
+
+
+def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) -> tuple:
+    """The values of `ui.run_outputs()` after a run."""
+    labels = history.run_labels(state)
+    current = view.record["label"]
+    second = labels[1] if len(labels) > 1 else current
+    figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) for n in views.RUN_FIGURES]
+    return (view.status, state, view.table, *figures, view.mask_note,
+            history.history_table(state), gr.update(choices=labels, value=current),
+            gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
+            gr.skip() if loss is None else loss)
+
+
+# --- layout ---------------------------------------------------------------------------------------------------
+HEADER = ("# Model Merging Explorer\nMerge fine-tuned CLIP experts (task vectors τ_t = θ_t − θ_0) and see what "
+          "happened. Pick experts and a method; data-free methods re-run as soon as you release a slider.")
+
+
+def _sidebar(ui: UI, zoo: str) -> tuple:
+    """Zoo, experts, method with its card and generated controls, Run / Cancel / full evaluation."""
+    ui.zoo = gr.Dropdown(zoo_choices(zoo), value=zoo, label="Zoo", elem_id="zoo",
+                         info="demo: a tiny CLIP-style ViT with 8 experts, offline; others need their checkpoints")
+    ui.experts = gr.CheckboxGroup(choices=[], label="Experts to merge", elem_id="experts")
+    ui.method = gr.Dropdown(controls.method_choices(), value=DEFAULT_METHOD, label="Method", elem_id="method")
+    ui.card = gr.Markdown(controls.method_card(DEFAULT_METHOD), elem_id="method-card", elem_classes="method-card")
+    specs = controls.controls()
+    for m in registry.all_methods():
+        with gr.Group(visible=m.name == DEFAULT_METHOD, elem_id=f"controls-{m.name}") as group:
+            mine = [c for c in specs if c.method == m.name]
+            if not mine:
+                gr.Markdown("This method has no parameters.")
+            ui.widgets += [widget(c) for c in mine]
+        ui.groups[m.name] = group
+    with gr.Row():
+        run = gr.Button("Run", variant="primary", elem_id="run")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", visible=False)
+    full = gr.Button(f"Score on the full test split (live view: first {handlers.LIVE_LIMIT} images per task)",
+                     elem_id="full-eval", size="sm")
+    return run, cancel, full
+
+
+def _plots(ui: UI, *names: str) -> None:
+    for name in names:
+        ui.plots[name] = gr.Plot(elem_id=name.replace("_", "-"), show_label=False)
+
+
+def _tabs(ui: UI) -> dict:
+    """The result tabs; returns the buttons the wiring needs."""
+    e, b = ui.extra, {}
+    with gr.Tabs(elem_id="tabs"):
+        with gr.Tab("Accuracy", id="accuracy"):
+            e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
+            _plots(ui, *views.TABS["accuracy"])
+            e["loss"] = gr.Plot(elem_id="loss-curve", show_label=False, visible=False)
+        with gr.Tab("Cosine conflicts", id="cosine"):
+            e["zoom"] = gr.Checkbox(False, label="Zoom the colour scales to the values shown (cosine and sign maps; "
+                                    "off: the natural ranges, cosine −1 … 1 and sign conflict 0 … 1)",
+                                    elem_id="zoom")
+            _plots(ui, *views.TABS["cosine"])
+        with gr.Tab("Sign conflicts", id="signs"):
+            _plots(ui, *views.TABS["signs"])
+        with gr.Tab("Mask overlaps", id="masks"):
+            e["mask_note"] = gr.Markdown(elem_id="mask-note")
+            _plots(ui, *views.TABS["masks"])
+        with gr.Tab("Layer-wise scaling", id="layers"):
+            _plots(ui, *views.TABS["layers"])
+        with gr.Tab("History & compare", id="history"):
+            _history_tab(ui, b)
+        with gr.Tab("Export", id="export"):
+            _export_tab(ui, b)
+    return b
+
+
+def _history_tab(ui: UI, b: dict) -> None:
+    """The session's runs, a picker to show or pin one, and two pickers to compare runs side by side."""
+    e = ui.extra
+    e["history"] = gr.Dataframe(label=handlers.HISTORY_NOTE, elem_id="history", interactive=False)
+    with gr.Row():
+        e["pick"] = gr.Dropdown([], label="Run", elem_id="pick-run", scale=3)
+        b["show"] = gr.Button("Show", elem_id="show-run", scale=1)
+        b["pin"] = gr.Button("Pin / unpin", elem_id="pin-run", scale=1)
+    with gr.Row():
+        e["compare_a"] = gr.Dropdown([], label="Run A", elem_id="compare-a")
+        e["compare_b"] = gr.Dropdown([], label="Run B", elem_id="compare-b")
+        b["compare"] = gr.Button("Compare A and B", elem_id="compare", variant="primary")
+    e["compare_table"] = gr.Dataframe(history.compare_frame(), label="Merged accuracy (%): A, B and B − A",
+                                      elem_id="compare-table", interactive=False)
+    ui.plots["compare_plot"] = gr.Plot(elem_id="compare-plot", show_label=False)
+
+
+def _export_tab(ui: UI, b: dict) -> None:
+    """Buttons that write the current run's weights + record, or its figures, and the files to download."""
+    e = ui.extra
+    gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
+                "of its figures (one offline HTML page, or PNGs in a zip).")
+    b["weights"] = gr.Button("Export merged weights + run record", elem_id="export-weights")
+    e["weights_files"] = gr.File(label="Weights and record", file_count="multiple", elem_id="weights-files",
+                                 interactive=False, height=140)
+    e["format"] = gr.Radio(list(export.FORMATS), value="html", label="Figure format", elem_id="fig-format")
+    b["figures"] = gr.Button("Export figures", elem_id="export-figures")
+    e["figure_file"] = gr.File(label="Figures", elem_id="figure-file", interactive=False, height=100)
+
+
+# --- handlers: read the widgets, call explorer.app, write the widgets ---------------------------------------
+def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
+    """The Run handler (live=False) or the slider-release one (live=True: data-free methods only). Slow methods
+    run in a thread of this process and stream progress, the loss curve and the status."""
+    n = len(ui.run_outputs())
+
+    @guarded(n, toast)
+    def on_run(data: dict, request: gr.Request, progress=gr.Progress()):
+        method = data[ui.method]
+        params = controls.params_from_values(method, [data[w] for w in ui.widgets])
+        args = (data[ui.state], data[ui.zoo], data[ui.experts], method, params)
+        if controls.is_live(method):
+            if live and handlers.repeats_current(*args):  # e.g. Enter, then Tab out of the same box
+                yield (gr.skip(),) * n
+                return
+            yield run_values(ui, *handlers.run(*args))
+            return
+        if live:
+            yield (f"{method} reads the zoo's images: press **Run** to start it.", *[gr.skip()] * (n - 1))
+            return
+        flag = cache.cancel_flag(request.session_hash)
+        flag.clear()
+        reports: list = []
+        shown = 0.0
+        for kind, payload in stream(lambda report: handlers.run(*args, callback=report, cancel=flag.is_set)):
+            if kind == "done":
+                losses = payload[1].losses
+                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None)  # every step
+                return
+            reports.append(payload)
+            if time.monotonic() - shown >= UPDATE_EVERY:  # the page gets at most a few updates a second
+                shown = time.monotonic()
+                progress((payload.step, payload.total), desc=progress_text(payload))
+                yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_figure(reports))
+    return on_run
+
+
+def on_cancel(request: gr.Request) -> str:
+    cache.cancel_flag(request.session_hash).set()
+    return "Cancelling: the run stops after its current step and keeps what it has learned so far."
+
+
+def on_zoo(zoo_name: str) -> tuple:
+    z = cache.zoo(zoo_name)
+    return f"Zoo `{zoo_name}`: {len(z.tasks)} experts.", gr.update(choices=list(z.tasks), value=list(z.tasks))
+
+
+def on_zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> tuple:
+    figures = views.zoo_figures(zoo_name, handlers.check_tasks(tasks), zoom)
+    return (gr.skip(), *[figures[n] for n in views.ZOO_FIGURES])
+
+
+def on_method(method: str) -> tuple:
+    m = registry.get(method)
+    return (controls.method_card(method), *[gr.update(visible=g.name == method) for g in registry.all_methods()],
+            gr.update(visible=m.cancellable), gr.update(visible=m.needs_data))
+
+
+def on_export_weights(state: dict) -> tuple:
+    files = export.export_weights(state, None, tempfile.mkdtemp(prefix="explorer-export-"))
+    return f"Exported {files[0].name} and its run record.", [str(f) for f in files]
+
+
+def on_export_figures(state: dict, fmt: str) -> tuple:
+    path = export.export_figures(state, None, fmt, tempfile.mkdtemp(prefix="explorer-figures-"))
+    return f"Exported the figures as {path.name}.", str(path)
+
+
+def on_compare(state: dict, a: str, b: str) -> tuple:
+    figure, table = history.compare(state, a, b)
+    return gr.skip(), table, figure
+
+
+def on_pin(state: dict, run_id: str) -> tuple:
+    state = history.toggle_pin(state, run_id)
+    return gr.skip(), state, history.history_table(state)
+
+
+# --- wiring ----------------------------------------------------------------------------------------
+def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.Button, b: dict) -> None:
+    e, outs = ui.extra, ui.run_outputs()
+    merge = {"concurrency_id": "merge", "concurrency_limit": 1}
+    run_inputs = {ui.state, ui.zoo, ui.experts, ui.method, *ui.widgets}
+    live = {"inputs": run_inputs, "outputs": outs, "preprocess": False, "trigger_mode": "always_last",
+            "show_progress": "minimal", **merge}  # preprocess=False: our validation names the parameter
+    zoo_outs = [ui.status, *[ui.plots[n] for n in views.ZOO_FIGURES]]
+    zoo_figures = guarded(len(zoo_outs), toast=False)(on_zoo_figures)
+    follow_up = make_run(ui, live=True, toast=False)  # a live run after a zoo, expert or method change
+
+    load_zoo = guarded(2)(on_zoo)
+    for listener in (demo.load, ui.zoo.input):
+        listener(load_zoo, ui.zoo, [ui.status, ui.experts]) \
+            .then(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs).then(follow_up, **live)
+    ui.experts.input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs, trigger_mode="always_last") \
+        .then(follow_up, **live)
+    e["zoom"].input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs)
+    ui.method.change(on_method, ui.method, [ui.card, *ui.groups.values(), cancel, e["loss"]]).then(follow_up, **live)
+    for c, w in zip(controls.controls(), ui.widgets):
+        if controls.is_live(c.method):  # a number box applies on Enter (submit) and on Tab (blur)
+            for event in {"slider": ["release"], "number": ["submit", "blur"]}.get(c.kind, ["input"]):
+                getattr(w, event)(make_run(ui, live=True), **live)
+        elif c.kind == "number":  # methods that read data run on Run only: Enter checks the value now
+            w.submit(guarded(1)(functools.partial(controls.value_note, c)), w, ui.status, preprocess=False)
+    run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, api_name="run", **merge)
+    cancel.click(on_cancel, None, ui.status, concurrency_limit=None)
+    full.click(guarded(len(outs))(lambda s: run_values(ui, *handlers.evaluate_full(s))), ui.state, outs, **merge)
+    b["show"].click(guarded(len(outs))(lambda s, r: run_values(ui, *handlers.show(s, r))), [ui.state, e["pick"]],
+                    outs, **merge)
+    b["pin"].click(guarded(3)(on_pin), [ui.state, e["pick"]], [ui.status, ui.state, e["history"]])
+    b["compare"].click(guarded(3)(on_compare), [ui.state, e["compare_a"], e["compare_b"]],
+                       [ui.status, e["compare_table"], ui.plots["compare_plot"]])
+    b["weights"].click(guarded(2)(on_export_weights), ui.state, [ui.status, e["weights_files"]], **merge)
+    b["figures"].click(guarded(2)(on_export_figures), [ui.state, e["format"]], [ui.status, e["figure_file"]],
+                       **merge)
+
+
+def build_demo(zoo: str = "demo") -> gr.Blocks:
+    """The dashboard, opened on zoo `zoo`; nothing heavy happens until a page loads."""
+    ui = UI()
+    with gr.Blocks(title="Model Merging Explorer", fill_width=True) as demo:
+        ui.state = gr.State(handlers.new_state())
+        gr.Markdown(HEADER)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=360):
+                run, cancel, full = _sidebar(ui, zoo)
+            with gr.Column(scale=3):
+                ui.status = gr.Markdown("Loading the zoo…", elem_id="status")
+                buttons = _tabs(ui)
+        _wire(demo, ui, run, cancel, full, buttons)
+    return demo.queue(max_size=32, default_concurrency_limit=1)

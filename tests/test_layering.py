@@ -1,0 +1,71 @@
+"""Dependencies run one way: no module of the library imports a layer above it, and function-local imports of the
+library's own modules (which can hide a cycle) appear only in the CLI commands, which load lazily to start fast."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "explorer"
+# Lowest first; a module may import its own layer and the ones below.
+LAYERS = [("checks", "device", "weights"), ("zoo",), ("taskvec", "result"), ("scoring",), ("methods",),
+          ("merging", "evaluate"), ("selection", "analysis", "runs"), ("plots", "figures"), ("app",),
+          ("commands", "cli", "__main__", "__init__")]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+# Tools of the demo-zoo rebuild (owned elsewhere): they build and score the zoo, so they sit above it.
+EXEMPT = {"zoo/demo_build.py", "zoo/demo_card.py"}
+
+
+class _Imports(ast.NodeVisitor):
+    """Collects (part of explorer imported, inside a function?) for one file."""
+
+    def __init__(self, package: list[str]):
+        self.package, self.depth, self.found = package, 0, []
+
+    def visit_FunctionDef(self, node: ast.AST) -> None:
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.level:
+            base = self.package[:len(self.package) - (node.level - 1)]
+            parts = base + (node.module.split(".") if node.module else [node.names[0].name])
+        else:
+            parts = (node.module or "").split(".")
+        if parts[0] == "explorer":
+            self.found.append((parts[1] if len(parts) > 1 else "__init__", self.depth > 0))
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] == "explorer":
+                self.found.append((parts[1] if len(parts) > 1 else "__init__", self.depth > 0))
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(top-level part of explorer the file imports, whether the import sits inside a function)."""
+    parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
+    visitor = _Imports(parts if path.name == "__init__.py" else parts[:-1])
+    visitor.visit(ast.parse(path.read_text()))
+    return visitor.found
+
+
+def test_the_check_sees_a_function_local_import_from_above():
+    assert ("evaluate", True) in imports(PKG / "zoo" / "demo_build.py")  # why that file is exempt
+
+
+FILES = sorted(p for p in PKG.rglob("*.py") if str(p.relative_to(PKG)) not in EXEMPT)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PKG)))
+def test_no_module_imports_a_layer_above_it(path):
+    rel = path.relative_to(PKG)
+    own = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 else rel.stem
+    above = [(name, local) for name, local in imports(path) if RANK[name] > RANK[own]]
+    assert not above, f"{rel} ({own}) imports {above} from a higher layer"
+    if own != "commands":
+        assert not [n for n, local in imports(path) if local], f"{rel} hides an explorer import in a function"
