@@ -18,7 +18,8 @@ from .result import MergeResult
 from .scoring import eval_data, reference_accuracies, task_accuracy, task_logits
 from .zoo.base import Zoo
 
-__all__ = ["COLUMNS", "Scores", "evaluate", "eval_data", "percent", "reference_accuracies", "task_accuracy", "task_logits"]
+__all__ = ["COLUMNS", "Scores", "evaluate", "eval_data", "percent", "reference_accuracies", "task_accuracy",
+           "task_logits"]
 COLUMNS = ["task", "base", "expert", "merged", "normalized"]
 
 

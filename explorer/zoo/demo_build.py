@@ -44,9 +44,9 @@ class Recipe:
     pretrain_batch: int = 64
     pretrain_lr: float = 1e-3
     shift: float = 1.0  # strength of the pretraining domain shift (blur, grey, noise, contrast): 0 = none
-    caption_noise: float = 0.15  # share of pretraining images captioned with a random class of their task
-    pair_noise: float = 0.4  # share captioned with the other class of their pair (0-1, 2-3, ...): near concepts
-    finetune_steps: int = 500
+    caption_noise: float = 0.1  # share of pretraining images captioned with a random class of their task
+    pair_noise: float = 0.3  # share captioned with the other class of their pair (0-1, 2-3, ...): near concepts
+    finetune_steps: int = 800
     finetune_batch: int = 32
     finetune_lr: float = 1e-4
     weight_decay: float = 0.1
