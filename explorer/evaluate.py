@@ -115,6 +115,20 @@ def _accuracy(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str,
     return correct / max(1, len(y))
 
 
+@torch.no_grad()
+def task_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str = "test", limit: int | None = None,
+                device: str | torch.device = "auto") -> tuple[Tensor, Tensor]:
+    """(logits [N, C], labels [N]) of the encoder `weights` (a full state dict) with `task`'s frozen head on the
+    first `limit` images of `task`/`split`: the same images, batches and head as `task_accuracy`."""
+    dev = resolve_device(device)
+    model = _model(zoo, dev)
+    _check_keys(model, weights)
+    x, y = eval_data(zoo, task, split, limit, dev)
+    head, on_dev = _head(zoo, task, dev), _on(weights, dev)
+    logits = [head(functional_call(model, on_dev, (x[i:i + BATCH],))) for i in range(0, len(y), BATCH)]
+    return torch.cat(logits), y
+
+
 def reference_accuracies(zoo: Zoo, task: str, split: str = "test", limit: int | None = None,
                          device: str | torch.device = "auto") -> tuple[float, float]:
     """(base accuracy, expert accuracy) on `task`, computed once per zoo, split, limit and device."""
