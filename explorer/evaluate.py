@@ -106,27 +106,28 @@ def task_accuracy(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str
 
 
 @torch.no_grad()  # not inference_mode: the zoo caches the data and heads made here, and training reuses them
-def _accuracy(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
-              limit: int | None, dev: torch.device) -> float:
+def _logits(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
+            limit: int | None, dev: torch.device) -> tuple[Tensor, Tensor]:
     x, y = eval_data(zoo, task, split, limit, dev)
     head = _head(zoo, task, dev)
-    correct = sum(int((head(functional_call(model, weights, (x[i:i + BATCH],))).argmax(-1)
-                       == y[i:i + BATCH]).sum()) for i in range(0, len(y), BATCH))
-    return correct / max(1, len(y))
+    logits = [head(functional_call(model, weights, (x[i:i + BATCH],))) for i in range(0, len(y), BATCH)]
+    return torch.cat(logits) if logits else x.new_zeros((0, 0)), y
 
 
-@torch.no_grad()
+def _accuracy(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
+              limit: int | None, dev: torch.device) -> float:
+    logits, y = _logits(zoo, model, weights, task, split, limit, dev)
+    return int((logits.argmax(-1) == y).sum()) / max(1, len(y)) if len(y) else 0.0
+
+
 def task_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str = "test", limit: int | None = None,
                 device: str | torch.device = "auto") -> tuple[Tensor, Tensor]:
-    """(logits [N, C], labels [N]) of the encoder `weights` (a full state dict) with `task`'s frozen head on the
-    first `limit` images of `task`/`split`: the same images, batches and head as `task_accuracy`."""
+    """(logits [N, C], labels [N]) of the encoder `weights` (a full state dict) through `task`'s frozen head:
+    what calibration analyses (prediction entropy against error) read."""
     dev = resolve_device(device)
     model = _model(zoo, dev)
     _check_keys(model, weights)
-    x, y = eval_data(zoo, task, split, limit, dev)
-    head, on_dev = _head(zoo, task, dev), _on(weights, dev)
-    logits = [head(functional_call(model, on_dev, (x[i:i + BATCH],))) for i in range(0, len(y), BATCH)]
-    return torch.cat(logits), y
+    return _logits(zoo, model, _on(weights, dev), task, split, limit, dev)
 
 
 def reference_accuracies(zoo: Zoo, task: str, split: str = "test", limit: int | None = None,

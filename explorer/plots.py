@@ -365,7 +365,7 @@ def entropy_error(points: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Mean prediction entropy against error rate, one point per (merge, task), task colours (from
     `analysis.entropy_error`), with the least-squares line and Pearson's r: AdaMerging's premise holds when the
     points rise from left to right."""
-    from .analysis.entropy import pearson  # the number in the title is the analysis' own
+    from .analysis.calibration import pearson  # the number in the title is the analysis' own
 
     fig, param = go.Figure(), points.attrs.get("param", "value")
     colors = task_colors(list(dict.fromkeys(points.task)))
