@@ -7,7 +7,7 @@ import shutil
 import plotly.graph_objects as go
 import pytest
 
-from explorer.notebook import PLOTLY_MIME, PortableFigure, portable
+from explorer.notebook import PLOTLY_MIME, PortableFigure, check_browser, portable
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -34,3 +34,9 @@ def test_png_is_drawn_at_the_figure_size():
     assert (width, height) == (420, 300)
     wide = portable(_figure(), width=600, height=200).png
     assert (int.from_bytes(wide[16:20], "big"), int.from_bytes(wide[20:24], "big")) == (600, 200)
+
+
+def test_a_missing_browser_is_an_error_not_a_hang(monkeypatch):
+    monkeypatch.setenv("BROWSER_PATH", "/nonexistent/chromium")
+    with pytest.raises(RuntimeError, match="apt-get install chromium"):
+        check_browser()
