@@ -387,8 +387,10 @@ def entropy_error(points: pd.DataFrame, title: str | None = None) -> go.Figure:
 
 def coefficient_map(coefs: pd.DataFrame, title: str = "Learned coefficient per task and parameter tensor") -> go.Figure:
     """Per-(task, parameter tensor) coefficients as a heatmap (from `analysis.learned_coefficients(result)`, by key):
-    tasks down, tensors across in model order, ticks at the first tensor of each layer; centred at 0."""
-    keys, tasks = list(dict.fromkeys(coefs.key)), list(dict.fromkeys(coefs.task))
+    tasks down, tensors across by layer depth, ticks at the first tensor of each layer; centred at 0."""
+    depth = dict(zip(coefs.key, coefs.depth))  # parameter names come alphabetically: put them in model order
+    keys = sorted(dict.fromkeys(coefs.key), key=lambda k: depth[k])  # stable: alphabetical within a layer
+    tasks = list(dict.fromkeys(coefs.task))
     grid = coefs.pivot(index="task", columns="key", values="coefficient").loc[tasks, keys]
     z = grid.to_numpy(dtype=float)
     half = float(np.nanmax(np.abs(z))) if z.size else 1.0

@@ -237,3 +237,6 @@ def test_coefficient_map_rows_columns_and_layer_ticks():
     assert heat.zmid == 0 and heat.zmax == 0.5 and heat.zmin == -0.5
     fig = plots.coefficient_map(frame)
     assert list(fig.layout.xaxis.tickvals) == keys[:2] and list(fig.layout.xaxis.ticktext) == ["embed", "block.0"]
+    shuffled = plots.coefficient_map(frame.iloc[[1, 2, 0, 4, 5, 3]])  # alphabetical names: block tensors first
+    assert list(shuffled.data[0].x) == [keys[0], keys[1], keys[2]]  # back in depth order
+    np.testing.assert_allclose(shuffled.data[0].z[0], [0.1, -0.2, 0.3])
