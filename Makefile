@@ -9,7 +9,7 @@ export NO_PROXY := localhost,127.0.0.1
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: app test browser bench
+.PHONY: app test browser bench notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ browser:
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q tests --nbmake notebooks
+
+# Re-execute the teaching notebooks and save their outputs in place (figures with their PNGs), to commit them.
+notebooks: $(STAMP) browser
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/0[2-9]_*.ipynb
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
