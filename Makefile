@@ -9,7 +9,7 @@ export NO_PROXY := localhost,127.0.0.1
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: app test lint browser bench
+.PHONY: app test lint browser bench notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest -q tests --nbmake notebooks
+
+# Re-execute the teaching notebooks and save their outputs in place (figures with their PNGs), to commit them.
+notebooks: $(STAMP) browser
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/0[2-9]_*.ipynb
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -318,3 +318,136 @@ def loss_curve(losses: Sequence[float], steps: Sequence[int] | None = None,
     dtick = max(1, math.ceil(max(steps, default=1) / 10))  # whole steps, about ten ticks
     return _styled(fig, title, "step", "loss", showlegend=False, height=360,
                    xaxis={"tickmode": "linear", "tick0": 0, "dtick": dtick, "tickformat": "d", "rangemode": "tozero"})
+
+
+STEP_TITLES = {"task vectors": "1. task vectors τ_t",
+               "trim": "2. trim: each task keeps its top-k entries (· = trimmed)",
+               "elect": "3. elect γ = sign(Σ_t τ̂_t); keep the entries that agree",
+               "merge": "4. disjoint merge: mean of the agreeing entries"}
+
+
+def ties_steps(steps: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """TIES' trim, elect and disjoint merge on a few real entries (from `analysis.ties_steps`): one heatmap panel per
+    step, entries across, tasks down; white = 0 (trimmed or dropped), red = positive, blue = negative."""
+    order = [s for s in STEP_TITLES if s in set(steps.step)]
+    rows = {s: list(dict.fromkeys(steps[steps.step == s].row)) for s in order}
+    scale = float(steps.loc[steps.row != "elected sign", "value"].abs().max()) or 1.0
+    fig = make_subplots(rows=len(order), cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[len(rows[s]) for s in order], subplot_titles=[STEP_TITLES[s] for s in order])
+    for i, step in enumerate(order, start=1):
+        grid = steps[steps.step == step].pivot(index="row", columns="entry", values="value").loc[rows[step]]
+        z, is_sign = grid.to_numpy(dtype=float), np.array([r == "elected sign" for r in grid.index])
+        text = np.where(z == 0, "·", _fmt(1e3 * z, 1))  # a dot: trimmed or dropped
+        text[is_sign] = np.where(z[is_sign] > 0, "+", "−")
+        colour = np.where(is_sign[:, None], z * scale, z)  # the sign row is drawn at full strength
+        fig.add_trace(go.Heatmap(
+            z=colour, x=[str(e) for e in grid.columns], y=list(grid.index), text=text, texttemplate="%{text}",
+            customdata=z, coloraxis="coloraxis", xgap=1, ygap=1,
+            hovertemplate="%{y}<br>entry %{x}<br>value: %{customdata:.5f}<extra></extra>"), row=i, col=1)
+        fig.update_yaxes(autorange="reversed", showgrid=False, row=i, col=1)
+    fig.update_xaxes(showgrid=False, type="category")
+    fig.update_xaxes(title_text=f"entry of {steps.attrs.get('name', 'the parameter')} (flattened index)",
+                     row=len(order), col=1)
+    fig.update_layout(coloraxis={"colorscale": DIVERGING, "cmin": -scale, "cmax": scale, "cmid": 0.0,
+                                 "colorbar": {"title": {"text": "τ"}}})
+    fig.update_annotations(font_size=FONT, x=0.0, xanchor="left")
+    note = f"values × 1000 · density {steps.attrs.get('density', '')} · hover for exact values"
+    return _styled(fig, _subtitled(title or "TIES-Merging, step by step, on real task-vector entries", note),
+                   None, None, height=180 + 34 * sum(len(r) for r in rows.values()) + 60 * len(order), width=1100,
+                   margin={"l": 130, "r": 30, "t": 110, "b": 80})
+
+
+BAND_COLORS = {"small (dropped)": "#BBBBBB", "middle band (kept)": "#0072B2", "outliers (dropped)": "#D55E00"}
+
+
+def breadcrumb_bands(bands: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Histogram of log10 |τ| split into what Model Breadcrumbs drops (small entries, outliers) and keeps (the middle
+    band of each row), from `analysis.breadcrumb_bands`; stacked bars, fraction of all entries."""
+    fig = go.Figure()
+    for band, rows in bands.groupby("band", sort=False):
+        centre, width = (rows.bin_left + rows.bin_right) / 2, rows.bin_right - rows.bin_left
+        fig.add_bar(x=centre, y=rows.fraction, width=width, name=str(band), customdata=rows["count"],
+                    marker_color=BAND_COLORS.get(band, "#000000"), marker_line_width=0,
+                    hovertemplate=f"{band}<br>log10 |τ| ≈ %{{x:.2f}}<br>fraction: %{{y:.4f}}<br>"
+                                  "entries: %{customdata:,}<extra></extra>")
+    a = bands.attrs
+    note = (f"per row: the top {a.get('remove', 0):.1%} of |τ| dropped as outliers, the next {a.get('keep', 0):.0%} "
+            f"kept, the rest dropped · {a.get('task', 'all tasks')}")
+    return _styled(fig, _subtitled(title or "Model Breadcrumbs keeps a middle band of magnitudes", note),
+                   "log10 |τ| (magnitude of a task-vector entry)", "fraction of entries", barmode="stack",
+                   bargap=0, yaxis={"tickformat": ".1%"}, legend={"title_text": "", "traceorder": "normal"})
+
+
+def sweep_comparison(sweeps: Mapping[str, pd.DataFrame], normalized: bool = True,
+                     title: str = "Mean accuracy over tasks") -> go.Figure:
+    """Several sweeps (from `analysis.lambda_sweep` or `analysis.expert_sweep`) as one line each: the mean over tasks
+    against the swept parameter, e.g. DARE's drop rate with and without rescaling."""
+    value = "normalized" if normalized else "merged"
+    fig, param = go.Figure(), "value"
+    for i, (label, sweep) in enumerate(sweeps.items()):
+        param = sweep.attrs.get("param", param)
+        mean = sweep.groupby("value", sort=True)[value].mean()
+        fig.add_scatter(x=mean.index, y=mean.to_numpy(), name=str(label), mode="lines+markers",
+                        line={"color": METHOD_COLORS[i % 6], "width": 4}, marker={"size": 10},
+                        hovertemplate=f"{label}<br>{param} %{{x}}<br>mean {value}: %{{y:.4f}}<extra></extra>")
+    label = "mean normalized accuracy (merged / expert)" if normalized else "mean accuracy"
+    return _styled(fig, title, param, label, yaxis={"rangemode": "tozero"})
+
+
+def selfish_weights(selfish: pd.DataFrame, title: str = "Selfish weights: kept by this task's mask only") -> go.Figure:
+    """Per task, the share of its mask that no other task keeps (from `analysis.selfish_weights`); bars in task
+    colours, counts on hover."""
+    colors = task_colors(list(selfish.task))
+    fig = go.Figure(go.Bar(x=selfish.task, y=selfish.selfish_fraction, marker_color=[colors[t] for t in selfish.task],
+                           customdata=selfish[["selfish", "kept"]].to_numpy(), texttemplate="%{y:.1%}",
+                           textposition="outside", cliponaxis=False,
+                           hovertemplate="%{x}<br>selfish: %{customdata[0]:,} of %{customdata[1]:,} kept entries"
+                                         "<br>fraction: %{y:.4f}<extra></extra>"))
+    top = float(selfish.selfish_fraction.max()) if len(selfish) else 1.0
+    return _styled(fig, title, "task", "fraction of the task's mask", showlegend=False,
+                   yaxis={"tickformat": ".0%", "range": [0, 1.15 * (top or 1.0)]})
+
+
+def entropy_error(points: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mean prediction entropy against error rate, one point per (merge, task), task colours (from
+    `analysis.entropy_error`), with the least-squares line and Pearson's r: AdaMerging's premise holds when the
+    points rise from left to right."""
+    from .analysis.calibration import pearson  # the number in the title is the analysis' own
+
+    fig, param = go.Figure(), points.attrs.get("param", "value")
+    colors = task_colors(list(dict.fromkeys(points.task)))
+    for task, rows in points.groupby("task", sort=False):
+        fig.add_scatter(x=rows.entropy, y=rows.error, name=str(task), mode="markers", customdata=rows.value,
+                        marker={"color": colors[task], "size": 11, "line": {"width": 1, "color": "white"}},
+                        hovertemplate=f"{task}<br>{param} = %{{customdata}}<br>entropy: %{{x:.3f}} nats<br>"
+                                      "error: %{y:.3f}<extra></extra>")
+    r = pearson(points)
+    if len(points) >= 2 and np.isfinite(r):
+        slope, intercept = np.polyfit(points.entropy, points.error, 1)
+        xs = np.array([points.entropy.min(), points.entropy.max()])
+        fig.add_scatter(x=xs, y=slope * xs + intercept, name="least squares", mode="lines",
+                        line={"color": "#000000", "width": 2, "dash": "dash"}, hoverinfo="skip")
+    note = f"one point per task and {param} · Pearson r = {r:.2f}"
+    return _styled(fig, _subtitled(title or "Prediction entropy against error rate", note),
+                   "mean prediction entropy (nats)", "error rate (1 − accuracy)", yaxis={"tickformat": ".0%"})
+
+
+def coefficient_map(coefs: pd.DataFrame, title: str = "Learned coefficient per task and parameter tensor") -> go.Figure:
+    """Per-(task, parameter tensor) coefficients as a heatmap (from `analysis.learned_coefficients(result)`, by key):
+    tasks down, tensors across by layer depth, ticks at the first tensor of each layer; centred at 0."""
+    depth = dict(zip(coefs.key, coefs.depth))  # parameter names come alphabetically: put them in model order
+    keys = sorted(dict.fromkeys(coefs.key), key=lambda k: depth[k])  # stable: alphabetical within a layer
+    tasks = list(dict.fromkeys(coefs.task))
+    grid = coefs.pivot(index="task", columns="key", values="coefficient").loc[tasks, keys]
+    z = grid.to_numpy(dtype=float)
+    half = float(np.nanmax(np.abs(z))) if z.size else 1.0
+    layer_of = dict(zip(coefs.key, coefs.layer))
+    starts = [k for i, k in enumerate(keys) if i == 0 or layer_of[k] != layer_of[keys[i - 1]]]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=keys, y=tasks, colorscale=DIVERGING, zmid=0.0, zmin=-(half or 1.0), zmax=half or 1.0,
+        colorbar={"title": {"text": "coefficient"}},
+        hovertemplate="%{y}<br>%{x}<br>coefficient: %{z:.4f}<extra></extra>"))
+    return _styled(fig, title, "parameter tensor (input → output; ticks mark each layer's first tensor)", "task",
+                   xaxis={"tickmode": "array", "tickvals": starts, "ticktext": [layer_of[k] for k in starts],
+                          "showgrid": False},
+                   yaxis={"autorange": "reversed", "showgrid": False}, height=220 + 40 * len(tasks), width=1100)

@@ -185,3 +185,84 @@ def test_loss_curve_plots_every_step_on_integer_ticks():
     assert fig.layout.xaxis.dtick == 2 and fig.layout.xaxis.tickformat == "d"  # 12 steps: a tick every 2
     assert plots.loss_curve([1.0, 0.5], steps=[10, 20]).layout.xaxis.dtick == 2
     assert plots.loss_curve([1.0]).layout.xaxis.dtick == 1
+
+
+def test_ties_steps_panels_and_sign_row():
+    rows = [("task vectors", t, e, v) for t, vals in (("a", [2.0, -1.0]), ("b", [-4.0, 3.0]))
+            for e, v in zip([7, 9], vals)]
+    rows += [("trim", "a", 7, 2.0), ("trim", "a", 9, 0.0), ("trim", "b", 7, -4.0), ("trim", "b", 9, 3.0)]
+    rows += [("elect", "elected sign", 7, -1.0), ("elect", "elected sign", 9, 1.0), ("elect", "a", 7, 0.0),
+             ("elect", "a", 9, 0.0), ("elect", "b", 7, -4.0), ("elect", "b", 9, 3.0)]
+    rows += [("merge", "TIES", 7, -4.0), ("merge", "TIES", 9, 3.0), ("merge", "plain mean", 7, -1.0),
+             ("merge", "plain mean", 9, 1.0)]
+    frame = pd.DataFrame(rows, columns=["step", "row", "entry", "value"])
+    frame.attrs.update(name="w", density=0.5)
+    fig = plots.ties_steps(frame)
+    assert len(fig.data) == 4 and all(isinstance(t, go.Heatmap) for t in fig.data)
+    elect = fig.data[2]
+    assert list(elect.y) == ["elected sign", "a", "b"] and list(elect.x) == ["7", "9"]
+    assert list(elect.text[0]) == ["−", "+"] and list(elect.text[1]) == ["·", "·"]  # dropped entries are dots
+    np.testing.assert_allclose(elect.z[0], [-4.0, 4.0])  # the sign row is drawn at the panel's full scale
+    np.testing.assert_allclose(elect.customdata[0], [-1.0, 1.0])  # hover keeps the true value
+    assert list(fig.data[0].text[1]) == ["-4000.0", "3000.0"]  # values x 1000
+    assert fig.layout.coloraxis.cmin == -4 and fig.layout.coloraxis.cmid == 0
+    assert "density 0.5" in fig.layout.title.text
+
+
+def test_breadcrumb_bands_stacked_in_band_colours():
+    frame = pd.DataFrame({"band": ["small (dropped)"] * 2 + ["middle band (kept)"] * 2 + ["outliers (dropped)"] * 2,
+                          "bin_left": [0.0, 1.0] * 3, "bin_right": [1.0, 2.0] * 3, "count": [3, 0, 1, 2, 0, 1],
+                          "fraction": [3 / 7, 0, 1 / 7, 2 / 7, 0, 1 / 7]})
+    frame.attrs.update(keep=0.15, remove=0.01, task="all tasks")
+    fig = plots.breadcrumb_bands(frame)
+    assert [t.name for t in fig.data] == ["small (dropped)", "middle band (kept)", "outliers (dropped)"]
+    assert list(fig.data[1].x) == [0.5, 1.5] and list(fig.data[1].y) == pytest.approx([1 / 7, 2 / 7])
+    assert fig.data[2].marker.color == plots.BAND_COLORS["outliers (dropped)"]
+    assert fig.layout.barmode == "stack" and "top 1.0%" in fig.layout.title.text
+
+
+def test_sweep_comparison_draws_the_mean_of_each_sweep():
+    sweep = pd.DataFrame({"value": [0.0, 0.0, 0.9, 0.9], "task": ["a", "b"] * 2, "merged": [0.8, 0.6, 0.5, 0.3],
+                          "normalized": [1.0, 0.8, 0.6, 0.2]})
+    sweep.attrs.update(param="drop")
+    fig = plots.sweep_comparison({"rescaled": sweep, "not rescaled": sweep.assign(normalized=0.5)})
+    assert [t.name for t in fig.data] == ["rescaled", "not rescaled"]
+    assert list(fig.data[0].x) == [0.0, 0.9] and list(fig.data[0].y) == pytest.approx([0.9, 0.4])
+    assert list(fig.data[1].y) == pytest.approx([0.5, 0.5]) and fig.layout.xaxis.title.text == "drop"
+    assert list(plots.sweep_comparison({"x": sweep}, normalized=False).data[0].y) == pytest.approx([0.7, 0.4])
+
+
+def test_selfish_weight_bars():
+    frame = pd.DataFrame({"task": TASKS, "kept": [10, 20, 5], "selfish": [1, 5, 0], "selfish_fraction": [0.1, 0.25, 0]})
+    (bars,) = plots.selfish_weights(frame).data
+    assert list(bars.y) == [0.1, 0.25, 0] and list(bars.marker.color) == list(plots.task_colors(TASKS).values())
+    assert bars.customdata[1].tolist() == [5, 20]
+
+
+def test_entropy_error_scatter_line_and_r():
+    frame = pd.DataFrame({"value": [0.0, 0.5] * 2, "task": ["a", "a", "b", "b"], "entropy": [1.0, 2.0, 3.0, 4.0],
+                          "accuracy": [0.8, 0.6, 0.4, 0.2], "error": [0.2, 0.4, 0.6, 0.8]})
+    frame.attrs.update(param="scale")
+    fig = plots.entropy_error(frame)
+    assert [t.name for t in fig.data] == ["a", "b", "least squares"]
+    assert list(fig.data[1].x) == [3.0, 4.0] and list(fig.data[1].customdata) == [0.0, 0.5]
+    np.testing.assert_allclose(fig.data[2].y, [0.2, 0.8])  # error = 0.2 * entropy exactly
+    assert "Pearson r = 1.00" in fig.layout.title.text
+    flat = plots.entropy_error(frame.assign(error=0.5))  # no correlation defined: no line
+    assert [t.name for t in flat.data] == ["a", "b"] and "r = nan" in flat.layout.title.text
+
+
+def test_coefficient_map_rows_columns_and_layer_ticks():
+    keys = ["conv1.weight", "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight"]
+    layers = ["embed", "block.0", "block.0"]
+    frame = pd.DataFrame({"task": ["a"] * 3 + ["b"] * 3, "key": keys * 2, "layer": layers * 2, "depth": [0, 1, 1] * 2,
+                          "coefficient": [0.1, -0.2, 0.3, 0.0, 0.5, -0.1]})
+    (heat,) = plots.coefficient_map(frame).data
+    assert list(heat.y) == ["a", "b"] and list(heat.x) == keys
+    np.testing.assert_allclose(heat.z, [[0.1, -0.2, 0.3], [0.0, 0.5, -0.1]])
+    assert heat.zmid == 0 and heat.zmax == 0.5 and heat.zmin == -0.5
+    fig = plots.coefficient_map(frame)
+    assert list(fig.layout.xaxis.tickvals) == keys[:2] and list(fig.layout.xaxis.ticktext) == ["embed", "block.0"]
+    shuffled = plots.coefficient_map(frame.iloc[[1, 2, 0, 4, 5, 3]])  # alphabetical names: block tensors first
+    assert list(shuffled.data[0].x) == [keys[0], keys[1], keys[2]]  # back in depth order
+    np.testing.assert_allclose(shuffled.data[0].z[0], [0.1, -0.2, 0.3])

@@ -63,3 +63,20 @@ def interpolation_grid(zoo: Any, tv: TaskVectors, task_a: str, task_b: str, valu
         frames.append(scores[["task", "merged", "normalized"]].assign(lambda_a=float(la), lambda_b=float(lb)))
     frame = pd.concat(frames, ignore_index=True)
     return frame[["lambda_a", "lambda_b", "task", "merged", "normalized"]]
+
+
+def expert_sweep(zoo: Any, tv: TaskVectors, values: Sequence[float], *, method: str = "dare", param: str = "drop",
+                 split: str = "test", tasks: list[str] | None = None, limit: int | None = None,
+                 **params: Any) -> pd.DataFrame:
+    """Each expert on its own, passed through `method` as one parameter varies (default: DARE's drop rate, as in the
+    DARE paper's single-model figure): for every value and task, the merge of that task's vector alone, scored on
+    that task: `value, task, base, expert, merged, normalized`. Other method parameters go in `params`."""
+    if not len(values):
+        raise ValueError("expert_sweep() needs at least one value, e.g. values=[0.0, 0.5, 0.9]")
+    if param in params:
+        raise ValueError(f"{param!r} is the swept parameter; give its values in `values`, not as a keyword")
+    frames = [_scores(zoo, merge(tv.subset([task]), method, zoo=zoo, **{param: v}, **params), split, [task], limit)
+              .assign(value=float(v)) for v in values for task in (tasks or tv.tasks)]
+    frame = pd.concat(frames, ignore_index=True)[["value", *SCORE_COLUMNS]]
+    frame.attrs.update(method=method, param=param)
+    return frame

@@ -79,3 +79,18 @@ def mask_usage(result: MergeResult, by: str | None = None) -> pd.DataFrame:
         rows += [(group, k, int(c), int(c) / total, CATEGORIES.get(k, "shared")) for k, c in enumerate(counts.tolist())]
     frame = pd.DataFrame(rows, columns=[by or "group", "n_tasks", "count", "fraction", "category"])
     return frame.drop(columns="group") if by is None else frame
+
+
+def selfish_weights(result: MergeResult) -> pd.DataFrame:
+    """Per task, the entries its mask keeps and how many of them no other task keeps (selfish, TALL-masks paper):
+    `task, kept, selfish, selfish_fraction` with selfish_fraction = selfish / kept (NaN for an empty mask)."""
+    tasks = mask_tasks(result)
+    kept, selfish = torch.zeros(len(tasks), dtype=torch.long), torch.zeros(len(tasks), dtype=torch.long)
+    for names in _masked_groups(result, None).values():
+        for name in names:
+            masks = _stacked(result, tasks, name)  # [T, n]
+            alone = masks & (masks.sum(0) == 1)  # kept by this task and by no other
+            kept, selfish = kept + masks.sum(1), selfish + alone.sum(1)
+    rows = [(t, int(k), int(s), int(s) / int(k) if k else float("nan"))
+            for t, k, s in zip(tasks, kept.tolist(), selfish.tolist())]
+    return pd.DataFrame(rows, columns=["task", "kept", "selfish", "selfish_fraction"])

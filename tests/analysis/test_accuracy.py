@@ -59,3 +59,17 @@ def test_bad_accuracy_arguments(tiny_zoo):
         ex.analysis.interpolation_grid(tiny_zoo, tv, "a", "zebra", [0.0])
     with pytest.raises(ValueError, match="at least one"):
         ex.analysis.compare(tiny_zoo, {})
+
+
+def test_expert_sweep_scores_each_expert_alone(tiny_zoo):
+    tv = ex.task_vectors(tiny_zoo, device="cpu")
+    sweep = ex.analysis.expert_sweep(tiny_zoo, tv, [0.0, 1.0], method="task_arithmetic", param="scale")
+    assert list(sweep.columns) == ["value", "task", "base", "expert", "merged", "normalized"]
+    assert sweep.value.tolist() == [0, 0, 1, 1] and sweep.task.tolist() == ["a", "b"] * 2
+    assert sweep[sweep.value == 0].merged.tolist() == sweep[sweep.value == 0].base.tolist()
+    assert sweep[sweep.value == 1].merged.tolist() == [EXPERT, EXPERT]  # theta_0 + tau_t is expert t
+    kept = ex.analysis.expert_sweep(tiny_zoo, tv, [0.0], scale=1.0, tasks=["b"])  # DARE, drop nothing
+    assert kept.task.tolist() == ["b"] and kept.merged.tolist() == [EXPERT]
+    assert sweep.attrs == {"method": "task_arithmetic", "param": "scale"}
+    with pytest.raises(ValueError, match="swept"):
+        ex.analysis.expert_sweep(tiny_zoo, tv, [0.5], drop=0.5)

@@ -83,3 +83,14 @@ def test_result_without_masks_is_a_clear_error(hand_tv):
         ex.analysis.mask_usage(res)
     with pytest.raises(ValueError, match="metric"):
         ex.analysis.mask_overlap(res, metric="dice")
+
+
+def test_selfish_weights_by_hand(masked):
+    # entries kept by exactly one task: a's entry 1, b's entry 2, c's entry 5
+    frame = ex.analysis.selfish_weights(masked)
+    assert list(frame.columns) == ["task", "kept", "selfish", "selfish_fraction"]
+    assert frame.task.tolist() == ["a", "b", "c"]
+    assert frame.kept.tolist() == [3, 3, 2] and frame.selfish.tolist() == [1, 1, 1]
+    assert frame.selfish_fraction.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 2])
+    usage = ex.analysis.mask_usage(masked)
+    assert frame.selfish.sum() == usage.loc[usage.n_tasks == 1, "count"].item()
