@@ -74,7 +74,7 @@ def _method_rows(c: Card) -> list[str]:
 def render(zoo: Zoo, c: Card) -> str:
     """The zoo card (README.md) as markdown: recipe, seeds, build time, accuracy table and the findings."""
     cfg, r = zoo.config, zoo.config["recipe"]
-    a, secs, norms = cfg["arch"], cfg["build_seconds"], cfg["relative_norm"]
+    a, secs = cfg["arch"], cfg["build_seconds"]
     lam = c.lambdas
     ties_agg = c.evidence.selections["ties"].params["aggregate"]
     return f"""# Demo zoo
@@ -82,23 +82,21 @@ def render(zoo: Zoo, c: Card) -> str:
 A CLIP-style image encoder (open_clip `VisionTransformer`: {a['image_size']}x{a['image_size']} input, patch \
 {a['patch_size']}, width {a['width']}, {a['layers']} blocks, {a['heads']} heads, output {a['output_dim']}; \
 parameter names as ViT-B/32's visual tower), a pretrained base and {len(zoo.tasks)} experts, one per task: \
-{', '.join(zoo.tasks)}. Each task draws its own kind of image (`explorer/zoo/data.py`).
+{', '.join(zoo.tasks)}. Each task draws its own kind of image (`explorer/zoo/data.py`); classes come in pairs.
 
 ## Recipe (`explorer zoo build-demo`, seeds: model {r['seed']}, data {r['data_seed']})
-- **Pretraining, CLIP-style**: the encoder and a small concept ("text") tower, trained together with a \
-contrastive loss over all {sum(len(cfg['classes'][t]) for t in zoo.tasks)} class concepts and a learned \
-temperature, on every task's `pretrain` images ({r['split_sizes']['pretrain']} per task) seen through a domain \
-shift (blur, grey, low contrast, noise; strength {r['shift']:g}) and captioned with a random class of their task \
-{100 * r['caption_noise']:.0f} % of the time: {r['pretrain_steps']} AdamW steps of {r['pretrain_batch']} at lr \
-{r['pretrain_lr']:g} (cosine, 10 % warm-up, weight decay {r['weight_decay']:g}, clip 1), {secs['pretrain']:.0f} s.
-- **Zero-shot heads** (frozen, shared by base, experts and merges): the concept tower's embedding of each class \
-name with its task token; logits = {cfg['logit_scale']:.1f} (the learned temperature) x cosine, as CLIP's text heads.
-- **Experts**: the base fine-tuned on its task's clean train split ({r['split_sizes']['train']} images) through \
-the frozen head, {r['finetune_steps']} AdamW steps of {r['finetune_batch']} at lr {r['finetune_lr']:g}; \
-{min(secs[t] for t in zoo.tasks):.0f}-{max(secs[t] for t in zoo.tasks):.0f} s each. Each task vector's norm is \
-{100 * min(norms.values()):.1f}-{100 * max(norms.values()):.1f} % of the base weights' norm (the small-move regime).
-- Built in {secs['total'] / 60:.1f} min with torch {cfg['torch']} with {cfg['threads']} torch CPU thread(s). \
-Weights are stored in float16: the largest change of an expert's test accuracy against its float32 weights was \
+- **Pretraining**: all tasks' `pretrain` images ({r['split_sizes']['pretrain']} per task) labelled only by their \
+class pair, {r['pretrain_steps']} AdamW steps of {r['batch_size']} at lr {r['pretrain_lr']} (cosine, 10 % warm-up, \
+weight decay {r['weight_decay']}, clip 1), {secs['pretrain']:.0f} s.
+- **Heads** (frozen, shared by base, experts and merges): per class, the base's mean normalised feature of its \
+class pair on the train split plus {r['head_noise']:g} x a seeded random unit direction; logits = \
+{r['logit_scale']:g} x cosine. Like CLIP's zero-shot text heads, they know the coarse concept but only weakly the \
+fine class, so the base is clearly below the experts.
+- **Experts**: the base fine-tuned on its task's train split ({r['split_sizes']['train']} images) through the frozen \
+head, {r['finetune_steps']} steps of {r['batch_size']} at lr {r['finetune_lr']}; \
+{min(secs[t] for t in zoo.tasks):.0f}-{max(secs[t] for t in zoo.tasks):.0f} s each.
+- Built in {secs['total'] / 60:.1f} min with torch {cfg['torch']} with {cfg['threads']} torch CPU thread(s). Weights are \
+stored in float16: the largest change of an expert's test accuracy against its float32 weights was \
 {max(cfg['fp16_check'].values()):.4f}.
 
 ## Accuracy (%, test split, {r['split_sizes']['test']} images per task; `explorer zoo card demo`)
@@ -112,7 +110,8 @@ lambda = {lam['ties']:g}, each chosen by average normalized accuracy on the vali
 Each published finding checked on this zoo (test split; every hyper-parameter chosen on validation, the \
 learned merges at their declared defaults). The entropy-error correlation is over Task Arithmetic at lambda \
 {ENTROPY_LAMBDAS[0]:g}..{ENTROPY_LAMBDAS[-1]:g} (step 0.1) x the {len(zoo.tasks)} tasks: mean prediction \
-entropy against error rate.
+entropy against error rate. A ✗ is a finding this zoo does not reproduce: what the app shows for it is not what \
+the paper found on CLIP.
 
 {chr(10).join(_finding_rows(c))}
 

