@@ -74,11 +74,26 @@ def run_args(zoo: str, tasks: list[str], method: str, params: dict) -> list:
     return [zoo, tasks, method, *values]
 
 
-def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float) -> None:
-    """Press Run with the next slider value until `until`; record each reply (or the error)."""
+def connect(url: str, tries: int = 5):
+    """A gradio_client session (its first request reads the API description: slow on a loaded machine)."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    for attempt in range(tries):
+        try:
+            return Client(url, verbose=False, httpx_kwargs={"timeout": 60})
+        except Exception:  # a timeout while the server is busy: try again
+            if attempt == tries - 1:
+                raise
+            time.sleep(2)
+
+
+def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float) -> None:
+    """Press Run with the next slider value until `until`; record each reply (or the error)."""
+    try:
+        client = connect(url)
+    except Exception as err:  # a session that cannot connect counts as an error
+        session.errors.append(f"connect: {type(err).__name__}: {err}")
+        return
     for value in itertools.cycle(session.values):
         if time.monotonic() >= until:
             return
@@ -125,7 +140,10 @@ def main() -> int:
     import explorer as ex
 
     tasks = ex.load_zoo(args.zoo).tasks
+    began = time.monotonic()
     proc, url = start_server(args.zoo, args.threads)
+    connect(url)  # the first client fills the server's caches of the page and the API description
+    print(f"dashboard up on {url} after {time.monotonic() - began:.1f} s", flush=True)
     try:
         sessions = [Session(*SLIDERS[i % len(SLIDERS)]) for i in range(args.sessions)]
         until = time.monotonic() + args.seconds
@@ -137,6 +155,8 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    print(f"load phase done: {sum(len(s.calls) for s in sessions)} replies; checking them against the library",
+          flush=True)
     mismatches, leaks = check(sessions, args.zoo)
     times = sorted(t for s in sessions for _, t, _, _ in s.calls)
     errors = [e for s in sessions for e in s.errors]

@@ -67,6 +67,6 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1500, "height": 1100})
     page = context.new_page()
-    page.goto(server, wait_until="load")
+    page.goto(server, wait_until="load", timeout=90_000)  # a shared, loaded CPU can be slow to serve the page
     yield page
     context.close()
