@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
+from .analysis.calibration import pearson  # the r in the entropy-error title is the analysis' own
+
 # Okabe & Ito (2008) with Paul Tol's wine in place of black (black marks aggregates: "mean", "all") and
 # yellow last (weak on white), then Tol's muted set for more than eight tasks.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#882255", "#F0E442",
@@ -412,7 +414,6 @@ def entropy_error(points: pd.DataFrame, title: str | None = None) -> go.Figure:
     """Mean prediction entropy against error rate, one point per (merge, task), task colours (from
     `analysis.entropy_error`), with the least-squares line and Pearson's r: AdaMerging's premise holds when the
     points rise from left to right."""
-    from .analysis.calibration import pearson  # the number in the title is the analysis' own
 
     fig, param = go.Figure(), points.attrs.get("param", "value")
     colors = task_colors(list(dict.fromkeys(points.task)))

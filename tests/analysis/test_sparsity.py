@@ -50,7 +50,8 @@ def test_ties_steps_matches_the_method_and_picks_entries():
 def _row_tv(rows: dict[str, list[float]]) -> ex.TaskVectors:
     name = "transformer.resblocks.0.mlp.c_fc.weight"
     base = {name: torch.zeros(1, 4)}
-    return ex.task_vectors(base, {t: {name: torch.tensor([r])} for t, r in rows.items()}, device="cpu")
+    experts = {t: {name: torch.tensor([r], dtype=torch.float32)} for t, r in rows.items()}
+    return ex.task_vectors(base, experts, device="cpu")
 
 
 def test_breadcrumb_bands_by_hand():
