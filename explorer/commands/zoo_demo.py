@@ -30,8 +30,8 @@ def add_verbs(verbs) -> None:
 def run_build(args: argparse.Namespace) -> int:
     import torch
 
+    from ..demozoo.build import Recipe, build
     from ..zoo.demo import DEFAULT_DIR
-    from ..zoo.demo_build import Recipe, build
 
     torch.set_num_threads(args.threads)
     recipe = Recipe(tasks=tuple(args.tasks)) if args.tasks else Recipe()
@@ -44,8 +44,8 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def _write_card(root: Path | None, device: str) -> str:
+    from ..demozoo.card import card, render
     from ..zoo.demo import DemoZoo
-    from ..zoo.demo_card import card, render
 
     zoo = DemoZoo(root)
     text = render(zoo, card(zoo, device=device))
@@ -56,8 +56,8 @@ def _write_card(root: Path | None, device: str) -> str:
 def run_card(args: argparse.Namespace) -> int:
     import torch
 
+    from ..demozoo.card import card, render
     from ..zoo.demo import DemoZoo
-    from ..zoo.demo_card import card, render
 
     torch.set_num_threads(args.threads)
     if args.write:

@@ -9,9 +9,9 @@ import torch
 
 import explorer as ex
 from explorer.cli import main as cli_main
+from explorer.demozoo.build import Recipe, build
 from explorer.zoo import data
 from explorer.zoo.demo import DEFAULT_DIR, DemoZoo
-from explorer.zoo.demo_build import Recipe, build
 
 SMALL = {"pretrain": 64, "train": 64, "validation": 32, "test": 32}
 

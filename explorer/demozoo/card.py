@@ -8,8 +8,8 @@ from typing import Callable
 import pandas as pd
 
 from ..taskvec import task_vectors
-from .base import Zoo
-from .demo_findings import ENTROPY_LAMBDAS, TIES_DENSITY, Evidence, Finding, findings, gather
+from ..zoo.base import Zoo
+from .findings import ENTROPY_LAMBDAS, TIES_DENSITY, Evidence, Finding, findings, gather
 
 
 @dataclass
