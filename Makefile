@@ -33,7 +33,7 @@ test: $(STAMP) browser lint
 
 # Re-execute the teaching notebooks and save their outputs in place (figures with their PNGs), to commit them.
 notebooks: $(STAMP) browser
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/0[2-9]_*.ipynb
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/0[1-9]_*.ipynb
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
