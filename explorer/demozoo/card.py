@@ -3,7 +3,6 @@ validation lambda) and the findings of the merging papers checked on it, all com
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -26,10 +25,10 @@ class Card:
         return {name: sel.params["scale"] for name, sel in self.evidence.selections.items() if "scale" in sel.params}
 
 
-def card(zoo: Zoo, device: str = "auto", say: Callable[[str], None] = lambda _m: None) -> Card:
+def card(zoo: Zoo, device: str = "auto") -> Card:
     """Evaluate base, experts and every merge the findings need (hyper-parameters on validation), on test."""
     tv = task_vectors(zoo, device=device)
-    ev = gather(zoo, tv, say)
+    ev = gather(zoo, tv, device)
     ta, ties = ev.selections["task_arithmetic"].scores.table, ev.selections["ties"].scores.table
     table = ta[["task", "base", "expert"]].copy()
     for name, frame in (("task_arithmetic", ta), ("ties", ties)):

@@ -4,7 +4,7 @@ validation split; every reported number is on the test split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -48,21 +48,20 @@ def _pct(x: float) -> float:
     return 100.0 * float(x)
 
 
-def gather(zoo: Any, tv: TaskVectors, say: Callable[[str], None] = lambda _m: None) -> Evidence:
+def gather(zoo: Any, tv: TaskVectors, device: str = "auto") -> Evidence:
     """Run every merge the findings need: grid searches on validation, the learned merges at their declared
     defaults, and the entropy-error sweep of task arithmetic on the test split."""
-    sel = {"task_arithmetic": select(tv, "task_arithmetic", {"scale": TA_GRID}, zoo=zoo),
-           "ties": select(tv, "ties", {"aggregate": ["mean", "sum"], "scale": TIES_GRID}, zoo=zoo,
+    sel = {"task_arithmetic": select(tv, "task_arithmetic", {"scale": TA_GRID}, zoo=zoo, device=device),
+           "ties": select(tv, "ties", {"aggregate": ["mean", "sum"], "scale": TIES_GRID}, zoo=zoo, device=device,
                           density=TIES_DENSITY),
-           "consensus": select(tv, "consensus", {"scale": TA_GRID}, zoo=zoo, k=2),
-           "lines": select(tv, "lines", {"beta": LINES_BETA}, zoo=zoo, base="task_arithmetic")}
-    say("grid searches done")
+           "consensus": select(tv, "consensus", {"scale": TA_GRID}, zoo=zoo, device=device, k=2),
+           "lines": select(tv, "lines", {"beta": LINES_BETA}, zoo=zoo, device=device, base="task_arithmetic")}
     learned = {"tall_masks": merge(tv, "tall_masks", zoo=zoo), "emr": merge(tv, "emr"),
                "adamerging_layer": merge(tv, "adamerging", zoo=zoo, granularity="layer"),
                "adamerging_task": merge(tv, "adamerging", zoo=zoo, granularity="task"),
                "atlas": merge(tv, "atlas", zoo=zoo)}
-    say("learned merges done")
-    scores = {name: s.scores for name, s in sel.items()} | {name: evaluate(zoo, r) for name, r in learned.items()}
+    scores = {name: s.scores for name, s in sel.items()}
+    scores |= {name: evaluate(zoo, r, device=device) for name, r in learned.items()}
     base = next(iter(scores.values())).mean
     accuracy = {"base": _pct(base["base"]), "experts": _pct(base["expert"])}
     accuracy |= {name: _pct(s.mean["merged"]) for name, s in scores.items()}
