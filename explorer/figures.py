@@ -15,7 +15,7 @@ from .methods import registry
 from .result import MergeResult
 from .taskvec import TaskVectors
 
-SECTIONS = ("cosine", "signs", "masks", "layers", "accuracy")
+SECTIONS = ("cosine", "signs", "masks", "layers", "spectra", "accuracy")
 SIGN_TOPK = 0.2  # the share of each task vector TIES keeps by default: where sign conflicts matter
 
 
@@ -24,7 +24,8 @@ class Inputs:
     """What figures are made from: the task vectors, the merge each section shows, its accuracy table, options.
 
     `merge(section)` gives the MergeResult a section draws; `scores(result)` its accuracy table (`method, task,
-    base, expert, merged, normalized`); `zoo` is needed for sweeps and interpolation grids only."""
+    base, expert, merged, normalized`); `zoo` is needed for sweeps and interpolation grids only; `matrix` is the
+    parameter whose spectrum is drawn (default: the middle one of the matrices)."""
 
     tv: TaskVectors
     merge: Callable[[str], MergeResult] | None = None
@@ -36,6 +37,7 @@ class Inputs:
     pair: tuple[str, str] | None = None
     split: str = "test"
     limit: int | None = None
+    matrix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,39 @@ def _relative_norms(inp: Inputs) -> Made:
                 P.layer_norms(A.layer_norms(inp.tv), relative=True, title="How far fine-tuning moved each layer"))
 
 
+def _subspace_overlap(inp: Inputs) -> Made | None:
+    if not A.matrix_names(inp.tv):
+        return None
+    overlap = A.subspace_overlap(inp.tv)
+    return Made("Overlap of the tasks' top singular subspaces", overlap, P.subspace_overlap_map(overlap, zoom=inp.zoom))
+
+
+def _interference(inp: Inputs) -> Made | None:
+    if not A.matrix_names(inp.tv):
+        return None
+    sti = A.interference(inp.tv)
+    return Made("Singular task interference per matrix", sti, P.singular_interference(sti))
+
+
+def _spectrum(inp: Inputs) -> Made | None:
+    names = A.matrix_names(inp.tv)
+    if not names:
+        return None
+    res = inp.merge("spectra")
+    name = inp.matrix or names[len(names) // 2]
+    return Made(f"Singular values of {name} ({res.method})", None,
+                P.spectrum_lines(A.spectrum(inp.tv, name, res),
+                                 title=f"Singular values of {name}: tasks and {res.method}"))
+
+
+def _effective_ranks(inp: Inputs) -> Made | None:
+    if not A.matrix_names(inp.tv):
+        return None
+    res = inp.merge("spectra")
+    summary = A.spectral_summary(inp.tv, res)
+    return Made(f"Effective rank per matrix (tasks and {res.method})", summary, P.effective_ranks(summary))
+
+
 def _accuracy(inp: Inputs) -> Made:
     res = inp.merge("accuracy")
     table = inp.scores(res)
@@ -195,6 +230,10 @@ FIGURES = (
     Figure("relative_norms", "layers", False, False, _relative_norms),
     Figure("coefficients", "layers", True, True, _coefficients),
     Figure("effective_coefficients", "layers", False, True, _effective_too),
+    Figure("subspace_overlap", "spectra", True, False, _subspace_overlap),
+    Figure("interference", "spectra", True, False, _interference),
+    Figure("spectrum", "spectra", True, True, _spectrum),
+    Figure("effective_ranks", "spectra", True, True, _effective_ranks),
     Figure("accuracy", "accuracy", True, True, _accuracy),
     Figure("lambda_sweep", "accuracy", False, True, _sweep),
     Figure("interpolation", "accuracy", False, True, _interpolation),

@@ -130,6 +130,12 @@ def _tabs(ui: UI) -> dict:
             _plots(ui, *views.TABS["masks"])
         with gr.Tab("Layer-wise scaling", id="layers"):
             _plots(ui, *views.TABS["layers"])
+        with gr.Tab("Spectra", id="spectra"):
+            gr.Markdown("Each layer's task matrices through their singular vectors: tasks whose weights are almost "
+                        "orthogonal (cosine ≈ 0) can still share their top singular directions, and that overlap is "
+                        "what the subspace merges (TSV, Iso-C/CTS, CART) remove. The spectrum and effective ranks "
+                        "show the current run's merge beside the tasks.", elem_id="spectra-note")
+            _plots(ui, *views.TABS["spectra"])
         with gr.Tab("History & compare", id="history"):
             _history_tab(ui, b)
         with gr.Tab("Export", id="export"):

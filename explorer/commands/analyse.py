@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-WHAT = ("cosine", "signs", "masks", "layers", "accuracy")  # explorer.figures.SECTIONS (checked by a test)
-DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "accuracy": "task_arithmetic"}
+WHAT = ("cosine", "signs", "masks", "layers", "spectra", "accuracy")  # explorer.figures.SECTIONS (checked by a test)
+DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "spectra": "tsv", "accuracy": "task_arithmetic"}
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,10 @@ def add_parser(sub) -> None:
                             "named zoo, or a folder with base.safetensors + <task>.safetensors.")
     parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files")
     parser.add_argument("--what", default="cosine", help=f"comma-separated, from {', '.join(WHAT)} (default cosine)")
-    parser.add_argument("--method", help="the merge for masks/layers/accuracy (default: ties for masks, "
+    parser.add_argument("--matrix", help="spectra: the parameter whose singular values are drawn (default: the "
+                        "middle one of the matrices, e.g. transformer.resblocks.2.mlp.c_fc.weight on the demo zoo)")
+    parser.add_argument("--method", help="the merge for masks/layers/spectra/accuracy (default: ties for masks, "
+                        "tsv for spectra, "
                         "task_arithmetic otherwise)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2)")
@@ -112,7 +115,7 @@ def _inputs(args: Any, tv, zoo, what: list[str]):
     return Inputs(tv, merge=lambda section: _merge({"args": args, "tv": tv, "zoo": zoo, "merges": merges}, section),
                   scores=lambda res: A.compare(zoo, {res.method: res}, split=args.split, limit=args.limit),
                   zoo=zoo, topk=args.topk, zoom=args.zoom, lambdas=_floats(args.lambdas, "--lambdas"), pair=pair,
-                  split=args.split, limit=args.limit)
+                  split=args.split, limit=args.limit, matrix=args.matrix)
 
 
 def run(args: Any) -> int:

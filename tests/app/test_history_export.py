@@ -71,7 +71,7 @@ def test_export_figures_html_is_one_offline_page(two_runs, tmp_path):
     path = export.export_figures(two_runs, None, "html", tmp_path)
     html = path.read_text()
     figures = export.run_and_zoo_figures(handlers.find(two_runs, two_runs["current"]))
-    assert html.count('class="plotly-graph-div"') == len(figures) == 9  # TIES has masks: nothing left out
+    assert html.count('class="plotly-graph-div"') == len(figures) == 13  # TIES has masks: nothing left out
     assert "<script src=" not in html  # plotly.js is embedded once, nothing is fetched
     with pytest.raises(ValueError, match="not supported"):
         export.export_figures(two_runs, None, "svg", tmp_path)
@@ -83,7 +83,7 @@ def test_export_figures_png_zip(two_runs, tmp_path):
     path = export.export_figures(two_runs, two_runs["runs"][0]["id"], "png", tmp_path)  # task arithmetic
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
-        assert "overlap.png" not in names and "cosine.png" in names and len(names) == 7
+        assert "overlap.png" not in names and "cosine.png" in names and len(names) == 11
         assert all(archive.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
 
 

@@ -65,7 +65,7 @@ def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--what", "colours"], "choose from cosine, signs, masks, layers, accuracy"),
+    (["--what", "colours"], "choose from cosine, signs, masks, layers, spectra, accuracy"),
     (["--what", "masks", "-p", "density=0.1"], "name the method too"),
     (["--what", "masks", "--method", "ties", "-p", "density=7"], "'density'"),
     (["--what", "masks", "--method", "task_arithmetic"], "no masks"),

@@ -1,0 +1,131 @@
+"""Singular-value building blocks shared by the subspace merges (TSV, Iso-C/CTS, CART, DOGE-TA) and the spectral
+analyses: which parameters count as matrices, each task's SVD, polar factors, and a per-TaskVectors cache.
+
+The SVDs depend only on the task vectors, so they are computed once per TaskVectors object (and therefore per device)
+and kept while it lives: moving `scale`, `rank` or `common` never recomputes them.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable, Hashable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..taskvec import TaskVectors, param_info
+
+# The blocks' four linear weights (open_clip names): CART's low-rank set, WUDI's and DOGE-TA's targets.
+LINEAR_WEIGHTS = ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+_MERGED_KEPT = 8  # unscaled merged vectors kept per TaskVectors (one per recent choice of rank/common)
+
+
+class SVD(NamedTuple):
+    """Thin SVD factors, stacked over tasks where they come from `[T, m, n]`: U [.., m, r], S [.., r], Vh [.., r, n]."""
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+
+
+class _Store:
+    def __init__(self):
+        self.factors: dict[Hashable, Any] = {}
+        self.merged: OrderedDict[Hashable, Any] = OrderedDict()
+        self.lock = threading.RLock()
+
+
+_STORES: "weakref.WeakKeyDictionary[TaskVectors, _Store]" = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def _store(tv: TaskVectors) -> _Store:
+    with _STORES_LOCK:
+        store = _STORES.get(tv)
+        if store is None:
+            store = _STORES[tv] = _Store()
+        return store
+
+
+def cached_factor(tv: TaskVectors, key: Hashable, make: Callable[[], Any]) -> Any:
+    """A value derived only from `tv` (an SVD), computed once per TaskVectors object."""
+    store = _store(tv)
+    with store.lock:
+        if key not in store.factors:
+            store.factors[key] = make()
+        return store.factors[key]
+
+
+def cached_merge(tv: TaskVectors, key: Hashable, make: Callable[[], Any]) -> Any:
+    """An unscaled merged vector for one choice of the shape parameters (rank, common); the last few are kept."""
+    store = _store(tv)
+    with store.lock:
+        if key in store.merged:
+            store.merged.move_to_end(key)
+            return store.merged[key]
+        value = store.merged[key] = make()
+        while len(store.merged) > _MERGED_KEPT:
+            store.merged.popitem(last=False)
+        return value
+
+
+def clear_cache(tv: TaskVectors) -> None:
+    """Forget every SVD and merged vector cached for `tv` (e.g. to time a cold merge)."""
+    with _STORES_LOCK:
+        _STORES.pop(tv, None)
+
+
+def is_matrix(tv: TaskVectors, name: str) -> bool:
+    """TSV/Iso's rule: every 2-D parameter (positional embedding, proj, the blocks' weights) except a text
+    projection; conv kernels, biases, LayerNorms and the class embedding take the mean over tasks instead."""
+    return tv[name].dim() == 3 and "text_projection" not in name
+
+
+def is_linear_weight(name: str) -> bool:
+    """One of the blocks' four linear weights: attention in/out projections and the MLP's two layers."""
+    return param_info(name).block is not None and name.endswith(LINEAR_WEIGHTS)
+
+
+def svd(x: Tensor) -> SVD:
+    """Thin SVD (batched over leading dimensions), computed in float32 or float64."""
+    work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    U, S, Vh = torch.linalg.svd(work, full_matrices=False)
+    return SVD(U, S, Vh)
+
+
+def task_svd(tv: TaskVectors, name: str) -> SVD:
+    """Each task's SVD of parameter `name`, stacked: U [T, m, r], S [T, r], Vh [T, r, n] (cached)."""
+    return cached_factor(tv, ("task", name), lambda: svd(tv[name]))
+
+
+def sum_svd(tv: TaskVectors, name: str) -> SVD:
+    """The SVD of the summed task vectors sum_t tau_t of parameter `name` (cached)."""
+    return cached_factor(tv, ("sum", name), lambda: svd(tv[name].sum(dim=0)))
+
+
+def polar(a: Tensor) -> Tensor:
+    """The orthogonal polar factor U Vh of `a` (thin SVD): the nearest matrix with orthonormal columns (or rows)."""
+    factors = svd(a)
+    return factors.U @ factors.Vh
+
+
+def task_blocks(factors: SVD, k: int) -> SVD:
+    """Concatenate each task's top-k singular triplets: U [m, T k], S [T k], Vh [T k, n], task t in block t."""
+    T, m, _ = factors.U.shape
+    n = factors.Vh.shape[-1]
+    U = factors.U[:, :, :k].permute(1, 0, 2).reshape(m, T * k)
+    return SVD(U, factors.S[:, :k].reshape(T * k), factors.Vh[:, :k, :].reshape(T * k, n))
+
+
+def orthogonalised(blocks: SVD) -> Tensor:
+    """TSV's step: polar(U) diag(S) polar(Vh), which decorrelates the tasks' singular vectors while keeping
+    their singular values (so the result's singular values are exactly `blocks.S`)."""
+    if blocks.S.numel() == 0:
+        return blocks.U.new_zeros(blocks.U.shape[0], blocks.Vh.shape[1])
+    return (polar(blocks.U) * blocks.S) @ polar(blocks.Vh)
+
+
+def low_rank(factors: SVD, k: int) -> Tensor:
+    """The best rank-k approximation from (possibly task-stacked) SVD factors: U[:, :k] diag(S[:k]) Vh[:k]."""
+    return (factors.U[..., :k] * factors.S[..., None, :k]) @ factors.Vh[..., :k, :]
