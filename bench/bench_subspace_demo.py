@@ -1,5 +1,5 @@
-"""The subspace merges on the demo zoo: test accuracy with `scale` chosen on validation (TSV, Iso-C, Iso-CTS, CART),
-WUDI and DOGE-TA at their defaults, against Task Arithmetic and TIES at their best lambda; and how fast each merges
+"""The subspace merges on the demo zoo: test accuracy with `scale` chosen on validation (TSV, Iso-C, Iso-CTS, CART;
+WUDI's `lr`), CART, WUDI and DOGE-TA at their defaults, against Task Arithmetic and TIES at their best lambda; and how fast each merges
 cold (SVDs computed) and again after a `scale` change (SVDs cached), next to Task Arithmetic.
 
 Run: .venv/bin/python bench/bench_subspace_demo.py [--threads 2] [--json out.json]
@@ -20,10 +20,12 @@ from explorer.methods.spectral import clear_cache
 TA_GRID = [round(0.1 * i, 1) for i in range(1, 11)]  # 0.1 .. 1.0 (TALL / LiNeS protocol)
 TIES_GRID = [round(0.1 * i, 1) for i in range(1, 16)]  # 0.1 .. 1.5 (LiNeS, dis-mean)
 SUBSPACE_GRID = [round(0.1 * i, 1) for i in range(1, 31)]  # 0.1 .. 3.0, the official TSV / Iso sweep
-SELECTED = [("Task Arithmetic", "task_arithmetic", TA_GRID, {}), ("TIES, density 0.2", "ties", TIES_GRID,
-                                                                  {"density": 0.2}),
-            ("TSV-Merge", "tsv", SUBSPACE_GRID, {}), ("Iso-C", "iso_c", SUBSPACE_GRID, {}),
-            ("Iso-CTS", "iso_cts", SUBSPACE_GRID, {}), ("CART", "cart", SUBSPACE_GRID, {})]
+WUDI_LR_GRID = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]  # Adam moves each entry about lr per step: lr sets how far it goes
+SELECTED = [("Task Arithmetic", "task_arithmetic", "scale", TA_GRID, {}),
+            ("TIES, density 0.2", "ties", "scale", TIES_GRID, {"density": 0.2}),
+            ("TSV-Merge", "tsv", "scale", SUBSPACE_GRID, {}), ("Iso-C", "iso_c", "scale", SUBSPACE_GRID, {}),
+            ("Iso-CTS", "iso_cts", "scale", SUBSPACE_GRID, {}), ("CART", "cart", "scale", SUBSPACE_GRID, {}),
+            ("WUDI", "wudi", "lr", WUDI_LR_GRID, {})]
 DEFAULTS = [("CART (paper's lambda 2.0)", "cart"), ("WUDI", "wudi"), ("DOGE-TA", "doge_ta")]
 
 
@@ -35,9 +37,10 @@ def timed(fn):
 
 def runs(tv, zoo):
     """Yield (label, MergeResult) of every method compared, one at a time."""
-    for label, method, grid, fixed in SELECTED:
-        chosen = ex.select(tv, method, grid={"scale": grid}, zoo=zoo, **fixed)
-        yield f"{label} (λ={chosen.params['scale']} on validation)", chosen.result
+    for label, method, param, grid, fixed in SELECTED:
+        chosen = ex.select(tv, method, grid={param: grid}, zoo=zoo, **fixed)
+        shown = "λ" if param == "scale" else param
+        yield f"{label} ({shown}={chosen.params[param]:g} on validation)", chosen.result
     for label, method in DEFAULTS:
         yield f"{label}, defaults", ex.merge(tv, method)
 

@@ -88,8 +88,13 @@ def is_linear_weight(name: str) -> bool:
 
 
 def svd(x: Tensor) -> SVD:
-    """Thin SVD (batched over leading dimensions), computed in float32 or float64."""
+    """Thin SVD (batched over leading dimensions), computed in float32 or float64. A wide matrix is decomposed
+    through its transpose, which LAPACK does about twice as fast on CPU (the factors are the same up to the signs of
+    singular-vector pairs, which no merge or analysis here depends on)."""
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    if work.shape[-2] < work.shape[-1]:
+        U, S, Vh = torch.linalg.svd(work.transpose(-2, -1), full_matrices=False)
+        return SVD(Vh.transpose(-2, -1), S, U.transpose(-2, -1))
     U, S, Vh = torch.linalg.svd(work, full_matrices=False)
     return SVD(U, S, Vh)
 
