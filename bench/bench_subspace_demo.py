@@ -1,6 +1,6 @@
 """The subspace merges on the demo zoo: test accuracy with `scale` chosen on validation (TSV, Iso-C, Iso-CTS, CART;
-WUDI's `lr`), CART, WUDI and DOGE-TA at their defaults, against Task Arithmetic and TIES at their best lambda; and how fast each merges
-cold (SVDs computed) and again after a `scale` change (SVDs cached), next to Task Arithmetic.
+WUDI's `lr`), CART, WUDI and DOGE-TA at their defaults, against Task Arithmetic and TIES at their best lambda; and
+how fast each merges cold (SVDs computed) and again after a `scale` change (SVDs cached), next to Task Arithmetic.
 
 Run: .venv/bin/python bench/bench_subspace_demo.py [--threads 2] [--json out.json]
 Prints two markdown tables: accuracy (per task, average, normalized, the chosen scale) and merge timings.

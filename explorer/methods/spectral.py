@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, NamedTuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Hashable, Iterable, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -19,6 +20,9 @@ from ..taskvec import TaskVectors, param_info
 # The blocks' four linear weights (open_clip names): CART's low-rank set, WUDI's and DOGE-TA's targets.
 LINEAR_WEIGHTS = ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _MERGED_KEPT = 8  # unscaled merged vectors kept per TaskVectors (one per recent choice of rank/common)
+_THREADS_LOCK = threading.Lock()
+T_ = TypeVar("T_")
+R_ = TypeVar("R_")
 
 
 class SVD(NamedTuple):
@@ -49,12 +53,31 @@ def _store(tv: TaskVectors) -> _Store:
 
 
 def cached_factor(tv: TaskVectors, key: Hashable, make: Callable[[], Any]) -> Any:
-    """A value derived only from `tv` (an SVD), computed once per TaskVectors object."""
+    """A value derived only from `tv` (an SVD), computed once per TaskVectors object (outside the lock, so that
+    threads computing different keys run in parallel)."""
     store = _store(tv)
     with store.lock:
-        if key not in store.factors:
-            store.factors[key] = make()
-        return store.factors[key]
+        if key in store.factors:
+            return store.factors[key]
+    value = make()
+    with store.lock:
+        return store.factors.setdefault(key, value)
+
+
+def map_threads(fn: Callable[[T_], R_], items: Iterable[T_], device: torch.device) -> list[R_]:
+    """`[fn(x) for x in items]`, on CPU spread over torch's threads with one intra-op thread each: LAPACK's SVD of
+    one layer-sized matrix barely uses a second core, so running two layers at once nearly halves the time."""
+    items = list(items)
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads < 2 or len(items) < 2:
+        return [fn(x) for x in items]
+    with _THREADS_LOCK:
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                return list(pool.map(fn, items))
+        finally:
+            torch.set_num_threads(threads)
 
 
 def cached_merge(tv: TaskVectors, key: Hashable, make: Callable[[], Any]) -> Any:
@@ -64,7 +87,9 @@ def cached_merge(tv: TaskVectors, key: Hashable, make: Callable[[], Any]) -> Any
         if key in store.merged:
             store.merged.move_to_end(key)
             return store.merged[key]
-        value = store.merged[key] = make()
+    value = make()  # outside the lock: it may run layers in threads that read the cached factors
+    with store.lock:
+        store.merged[key] = value
         while len(store.merged) > _MERGED_KEPT:
             store.merged.popitem(last=False)
         return value
@@ -93,10 +118,21 @@ def svd(x: Tensor) -> SVD:
     singular-vector pairs, which no merge or analysis here depends on)."""
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     if work.shape[-2] < work.shape[-1]:
-        U, S, Vh = torch.linalg.svd(work.transpose(-2, -1), full_matrices=False)
+        U, S, Vh = _svd(work.transpose(-2, -1))
         return SVD(Vh.transpose(-2, -1), S, U.transpose(-2, -1))
-    U, S, Vh = torch.linalg.svd(work, full_matrices=False)
-    return SVD(U, S, Vh)
+    return SVD(*_svd(work))
+
+
+def _svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """torch's thin SVD; where LAPACK's float32 divide-and-conquer fails to converge (it can on matrices with many
+    exactly repeated singular values, e.g. zeros), the same SVD in float64, cast back."""
+    try:
+        return torch.linalg.svd(x, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if x.dtype == torch.float64:
+            raise
+        U, S, Vh = torch.linalg.svd(x.double(), full_matrices=False)
+        return U.to(x.dtype), S.to(x.dtype), Vh.to(x.dtype)
 
 
 def task_svd(tv: TaskVectors, name: str) -> SVD:

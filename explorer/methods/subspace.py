@@ -6,6 +6,8 @@ Each merge is `theta_0 + scale * direction`; the direction depends on the SVDs (
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from torch import Tensor
 
 from ..result import MergeResult
@@ -20,6 +22,7 @@ from .spectral import (
     is_linear_weight,
     is_matrix,
     low_rank,
+    map_threads,
     orthogonalised,
     polar,
     sum_svd,
@@ -40,9 +43,11 @@ CART_RANK = Param("rank", float, 0.12, "fraction of the rank kept of each task's
                   "(the paper: 0.12 for 8 tasks, 0.16 for 14, 0.32 for 20)", low=0.0, high=1.0, step=0.01, paper=0.12)
 
 
-def _mean_or(tv: TaskVectors, name: str, matrix: bool, make) -> Tensor:
-    """The per-matrix direction where `matrix` is true, else the mean over tasks (the vector path)."""
-    return make() if matrix else tv[name].mean(dim=0)
+def _per_param(tv: TaskVectors, matrix: Callable[[str], Tensor]) -> dict[str, Tensor]:
+    """`matrix(name)` for every matrix parameter (layers in parallel on CPU), the mean over tasks for the others."""
+    names = [n for n in tv.keys() if is_matrix(tv, n)]
+    done = dict(zip(names, map_threads(matrix, names, tv.device)))
+    return {n: done[n] if n in done else d.mean(dim=0) for n, d in tv.items()}
 
 
 def _tsv_k(r: int, num_tasks: int, rank_mode: str, rank: float) -> int:
@@ -52,17 +57,11 @@ def _tsv_k(r: int, num_tasks: int, rank_mode: str, rank: float) -> int:
 def tsv_direction(tv: TaskVectors, rank_mode: str = "auto", rank: float = 0.125) -> dict[str, Tensor]:
     """TSV's unscaled merged task vector: per matrix, each task's top-k singular triplets concatenated and
     orthogonalised (polar of the stacked U's and V's); every other parameter averaged."""
-    def make() -> dict[str, Tensor]:
-        out = {}
-        for name, d in tv.items():
-            if is_matrix(tv, name):
-                k = _tsv_k(min(d.shape[1:]), tv.num_tasks, rank_mode, rank)
-                out[name] = orthogonalised(task_blocks(task_svd(tv, name), k)).to(d.dtype)
-            else:
-                out[name] = d.mean(dim=0)
-        return out
+    def matrix(name: str) -> Tensor:
+        k = _tsv_k(min(tv[name].shape[1:]), tv.num_tasks, rank_mode, rank)
+        return orthogonalised(task_blocks(task_svd(tv, name), k)).to(tv[name].dtype)
 
-    return cached_merge(tv, ("tsv", rank if rank_mode == "fixed" else "auto"), make)
+    return cached_merge(tv, ("tsv", rank if rank_mode == "fixed" else "auto"), lambda: _per_param(tv, matrix))
 
 
 @register("tsv", params.scale(1.0, paper="chosen on validation in 0.1-3.0"), RANK_MODE, TSV_RANK,
@@ -82,8 +81,7 @@ def iso_c_direction(tv: TaskVectors) -> dict[str, Tensor]:
         f = sum_svd(tv, name)
         return (f.S.mean() * (f.U @ f.Vh)).to(tv[name].dtype)
 
-    return cached_merge(tv, ("iso_c",), lambda: {n: _mean_or(tv, n, is_matrix(tv, n), lambda: matrix(n))
-                                                for n in tv.keys()})
+    return cached_merge(tv, ("iso_c",), lambda: _per_param(tv, matrix))
 
 
 @register("iso_c", params.scale(1.0, paper="chosen on validation in 0.1-3.0"),
@@ -128,8 +126,7 @@ def iso_cts_direction(tv: TaskVectors, common: float = 0.8) -> dict[str, Tensor]
         s = (own.S.sum() + total.S[:c].sum()) / r
         return (s * (polar(U) @ polar(Vh))).to(d.dtype)
 
-    return cached_merge(tv, ("iso_cts", common), lambda: {n: _mean_or(tv, n, is_matrix(tv, n), lambda: matrix(n))
-                                                         for n in tv.keys()})
+    return cached_merge(tv, ("iso_cts", common), lambda: _per_param(tv, matrix))
 
 
 @register("iso_cts", params.scale(1.0, paper="chosen on validation in 0.1-3.0"), COMMON,
@@ -160,14 +157,14 @@ def _centred_svd(tv: TaskVectors, name: str) -> SVD:
 def cart_parts(tv: TaskVectors, rank: float = 0.12) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """CART's two parts: the average task vector, and the sum over tasks of each task's rank-k deviation from it
     (the blocks' linear weights only; elsewhere the deviations sum to zero)."""
+    def deviations(name: str) -> Tensor:
+        k = _cart_k(min(tv[name].shape[1:]), rank)
+        return low_rank(_centred_svd(tv, name), k).sum(dim=0).to(tv[name].dtype)
+
     def make() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        mean, spread = {}, {}
-        for name, d in tv.items():
-            mean[name] = d.mean(dim=0)
-            if is_linear_weight(name) and d.dim() == 3:
-                k = _cart_k(min(d.shape[1:]), rank)
-                spread[name] = low_rank(_centred_svd(tv, name), k).sum(dim=0).to(d.dtype)
-        return mean, spread
+        names = [n for n in tv.keys() if is_linear_weight(n) and tv[n].dim() == 3]
+        return ({n: d.mean(dim=0) for n, d in tv.items()},
+                dict(zip(names, map_threads(deviations, names, tv.device))))
 
     return cached_merge(tv, ("cart", rank), make)
 

@@ -192,3 +192,21 @@ def test_a_zoo_that_fails_to_load_is_reported_in_the_page(page, monkeypatch):
     expect(status(page)).to_contain_text(f"could not load zoo '{name}': checkpoint of {name} is unreadable",
                                          timeout=WAIT)
     assert "Traceback" not in page.content()
+
+
+def test_tsv_scale_slider_and_the_spectra_tab(page, tiny_zoo):
+    expect(status(page)).to_contain_text("Run #1 task_arithmetic(scale=0.3)", timeout=WAIT)
+    pick_method(page, "TSV-Merge (Task Singular Vectors)")
+    expect(status(page)).to_contain_text("#2 tsv(scale=1,", timeout=WAIT)
+    scale = drag_slider(page, "param-tsv-scale", 1 / 3, 0.6)
+    assert 1.2 < scale < 2.4
+    expect(status(page)).to_contain_text(f"#3 tsv(scale={scale:g},", timeout=WAIT)  # slider release: live
+    page.get_by_role("tab", name="Spectra").click()
+    for elem_id in ("subspace-overlap", "interference", "spectrum", "effective-ranks"):
+        expect(page.locator(f"#{elem_id} .js-plotly-plot")).to_be_visible(timeout=WAIT)
+    overlap = ex.analysis.subspace_overlap(ex.task_vectors(tiny_zoo))
+    z = page.locator("#subspace-overlap .js-plotly-plot").evaluate("el => el._fullData[0].z")
+    assert z[0][1] == pytest.approx(overlap.iloc[0, 1], abs=1e-6)
+    names = page.locator("#spectrum .js-plotly-plot").evaluate("el => el._fullData.map(t => t.name)")
+    assert names[-1] == "merged" and len(names) == len(tiny_zoo.tasks) + 1  # the current TSV merge beside the tasks
+    assert "Error" not in status(page).inner_text()
