@@ -4,3 +4,4 @@
 from . import registry  # noqa: F401
 from . import basic, sparse, masks, layerwise, emr  # noqa: F401
 from . import adaptive  # noqa: F401  (data-driven methods: AdaMerging, aTLAS)
+from . import datastats, positioning  # noqa: F401  (merges from data statistics: Fisher, RegMean, Self Positioning)
