@@ -254,3 +254,26 @@ def test_regmean_plus_plus_reads_through_the_merged_earlier_layers(tv, monkeypat
             torch.testing.assert_close(weights[name], expected)
     plain = ex.merge(tv, "regmean", examples=16)
     assert any(not torch.allclose(plain.delta[n], plus.delta[n]) for n in plain.info["linear_maps"])
+
+
+class NoTrainingData(TinyZoo):
+    """A zoo whose task "dtd" keeps its data in image folders (as a real zoo) that are not on disk."""
+
+    def __init__(self, root):
+        super().__init__(2, names=["dtd", "b"])
+        self.root = root
+
+    def dataset(self, task, split):
+        from explorer.zoo.datasets import task_dataset, task_spec
+
+        return task_dataset(task_spec("dtd"), self.root, split) if task == "dtd" else super().dataset(task, split)
+
+
+@pytest.mark.parametrize("method", ["fisher", "regmean"])
+def test_a_zoo_without_training_data_names_the_task_and_the_folder(tmp_path, method):
+    from explorer.zoo.datasets import DataMissing
+
+    tv = ex.task_vectors(NoTrainingData(tmp_path), device="cpu")
+    with pytest.raises(DataMissing, match=rf"{method} reads 256 train examples of task 'dtd': DTD \(train\) is "
+                                          rf"missing under {tmp_path}.*no folder {tmp_path}/dtd/train"):
+        ex.merge(tv, method)
