@@ -38,16 +38,30 @@ def fisher_weights(fishers: Tensor, eps: float, norms: Tensor | None = None) -> 
     return weighted / weighted.sum(0, keepdim=True)
 
 
-def regmean_solve(grams: Tensor, rows: Tensor, alpha: float) -> Tensor:
-    """W* = (sum_t G~_t)^-1 sum_t G~_t W_t with G~_t = alpha G_t + (1 - alpha) diag(G_t); `grams` [T, in, in],
-    `rows` [T, in, out] (each expert's W^T). Solved in float64; a singular sum falls back to the pseudo-inverse."""
-    grams = grams.double()
-    shrunk = alpha * grams + (1.0 - alpha) * torch.diag_embed(torch.diagonal(grams, dim1=-2, dim2=-1))
-    lhs, rhs = shrunk.sum(0), (shrunk @ rows.double()).sum(0)
+def regmean_terms(grams: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The sums over tasks that RegMean's solve needs for any alpha: sum_t G_t [in, in], sum_t G_t W_t [in, out] and
+    sum_t diag(G_t) W_t [in, out], from `grams` [T, in, in] and `rows` [T, in, out] (float64)."""
+    grams, rows = grams.double(), rows.double()
+    diagonal = torch.diagonal(grams, dim1=-2, dim2=-1).unsqueeze(-1)  # [T, in, 1]
+    return grams.sum(0), torch.einsum("tij,tjo->io", grams, rows), (diagonal * rows).sum(0)
+
+
+def solve_terms(terms: tuple[Tensor, Tensor, Tensor], alpha: float) -> Tensor:
+    """W* = (sum_t G~_t)^-1 sum_t G~_t W_t for G~_t = alpha G_t + (1 - alpha) diag(G_t), from `regmean_terms`: both
+    sums are linear in G~_t. A singular sum falls back to the pseudo-inverse."""
+    total, full, diagonal = terms
+    lhs = alpha * total + (1.0 - alpha) * torch.diag(torch.diagonal(total))
+    rhs = alpha * full + (1.0 - alpha) * diagonal
     solution, info = torch.linalg.solve_ex(lhs, rhs)
     if int(info) != 0 or not torch.isfinite(solution).all():
         solution = torch.linalg.pinv(lhs) @ rhs
     return solution
+
+
+def regmean_solve(grams: Tensor, rows: Tensor, alpha: float) -> Tensor:
+    """W* = (sum_t G~_t)^-1 sum_t G~_t W_t with G~_t = alpha G_t + (1 - alpha) diag(G_t); `grams` [T, in, in],
+    `rows` [T, in, out] (each expert's W^T). Solved in float64."""
+    return solve_terms(regmean_terms(grams, rows), alpha)
 
 
 def averaged(tv: TaskVectors, names: list[str]) -> dict[str, Tensor]:
@@ -141,18 +155,26 @@ def fisher(tv: TaskVectors, *, examples: int, normalize: bool, eps: float, seed:
 
 
 # --- RegMean and RegMean++ -----------------------------------------------------------------------------------------
-def _solve(tv: TaskVectors, maps: dict[str, S.LinearMap], grams: list[S.Grams], alpha: float) -> dict[str, Tensor]:
-    """The RegMean delta of each linear map in `maps`: W* - W_0 (computed in float64)."""
+def _terms(tv: TaskVectors, maps: dict[str, S.LinearMap], grams: list[S.Grams]) -> dict[str, tuple]:
+    """RegMean's alpha-free sums per linear map (`regmean_terms`) from each expert's weights and Gram matrices."""
     out = {}
     for name, lm in maps.items():
         base = tv.base[name].double()
         rows = torch.stack([lm.rows(base + tv[name][i].double()) for i in range(tv.num_tasks)])  # [T, in, out]
-        merged = lm.weight(regmean_solve(torch.stack([g.gram(name) for g in grams]), rows, alpha), base.shape)
-        out[name] = (merged - base).to(tv[name].dtype)
+        out[name] = regmean_terms(torch.stack([g.gram(name) for g in grams]), rows)
     return out
 
 
-def _individual(tv, zoo, model, maps, subsets, setting, tick) -> tuple[list[S.Grams] | None, bool]:
+def _solve(tv: TaskVectors, maps: dict[str, S.LinearMap], terms: dict[str, tuple], alpha: float) -> dict[str, Tensor]:
+    """The RegMean delta of each linear map in `maps`: W* - W_0 (computed in float64)."""
+    out = {}
+    for name, lm in maps.items():
+        base = tv.base[name].double()
+        out[name] = (lm.weight(solve_terms(terms[name], alpha), base.shape) - base).to(tv[name].dtype)
+    return out
+
+
+def _individual(tv, zoo, model, maps, subsets, setting, keys, tick) -> tuple[list[S.Grams] | None, bool]:
     """RegMean's statistics: each expert's Gram matrices on its own task's examples (cached)."""
     grams, hits = [], 0
     for i, task in enumerate(tv.tasks):
@@ -162,7 +184,7 @@ def _individual(tv, zoo, model, maps, subsets, setting, tick) -> tuple[list[S.Gr
             return S.gram_pass(model, weights, list(maps), S.batches(subsets[task], tv.device), tick=tick)
 
         before = tick.done
-        grams.append(S.cached(zoo, "gram", setting, (task, S.signature(tv, i)), make))
+        grams.append(S.cached(zoo, "gram", setting, keys[i], make))
         hits += tick.done == before
         if tick.cancelled:
             return None, False
@@ -184,7 +206,7 @@ def _layer_by_layer(tv, model, maps, subsets, alpha, tick) -> dict[str, Tensor] 
                                          stop=True, tick=tick))
                 if tick.cancelled:
                     return None
-            delta.update(_solve(tv, linear, grams, alpha))
+            delta.update(_solve(tv, linear, _terms(tv, linear, grams), alpha))
         delta.update(averaged(tv, [n for n in names if n not in linear]))
     return delta
 
@@ -222,9 +244,13 @@ def regmean(tv: TaskVectors, *, alpha: float, examples: int, inputs: str, seed: 
         delta, cached = _layer_by_layer(tv, model, maps, subsets, alpha, tick), False
     else:
         tick = Ticker(per_pass, "Gram matrices", callback, cancel)
-        grams, cached = _individual(tv, zoo, model, maps, subsets, (TRAIN, examples, seed, str(tv.device)), tick)
-        delta = None if grams is None else {**averaged(tv, [n for n in tv.keys() if n not in maps]),
-                                            **_solve(tv, maps, grams, alpha)}
+        setting = (TRAIN, examples, seed, str(tv.device))
+        keys = [(t, S.signature(tv, i)) for i, t in enumerate(tv.tasks)]  # a task and its weights
+        grams, cached = _individual(tv, zoo, model, maps, subsets, setting, keys, tick)
+        delta = None
+        if grams is not None:  # the sums over these tasks are cached too: moving alpha is one solve per map
+            terms = S.cached(zoo, "regmean_terms", setting, tuple(keys), lambda: _terms(tv, maps, grams))
+            delta = {**averaged(tv, [n for n in tv.keys() if n not in maps]), **_solve(tv, maps, terms, alpha)}
     if delta is None:
         return _cancelled(tv, {"data": _data_info(subsets, False), "linear_maps": list(maps)}, start)
     delta = {n: delta[n] for n in tv.keys()}

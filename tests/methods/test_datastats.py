@@ -110,6 +110,19 @@ def test_regmean_with_identity_grams_is_averaging_of_the_weights():
     torch.testing.assert_close(regmean_solve(grams, rows, 0.95), rows.double().mean(0))
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.95])
+def test_regmean_shrinks_the_off_diagonal_entries(alpha):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 10, 4, generator=gen, dtype=torch.float64)
+    grams, rows = x.transpose(1, 2) @ x / 10, torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    shrunk = [alpha * g + (1 - alpha) * torch.diag(torch.diagonal(g)) for g in grams]
+    expected = torch.linalg.inv(sum(shrunk)) @ sum(g @ w for g, w in zip(shrunk, rows))
+    torch.testing.assert_close(regmean_solve(grams, rows, alpha), expected)
+    if alpha == 0.0:  # diagonal Gram matrices: a weighted average of each input feature's row
+        d = torch.diagonal(grams, dim1=1, dim2=2).unsqueeze(-1)  # [T, in, 1]
+        torch.testing.assert_close(regmean_solve(grams, rows, 0.0), (d * rows).sum(0) / d.sum(0))
+
+
 def test_regmean_on_one_linear_layer_is_the_stacked_least_squares():
     """min_W sum_t ||X_t W - X_t W_t||^2 over equally many examples per task: lstsq of the stacked problem."""
     gen = torch.Generator().manual_seed(1)
