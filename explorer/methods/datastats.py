@@ -244,7 +244,7 @@ def regmean(tv: TaskVectors, *, alpha: float, examples: int, inputs: str, seed: 
         delta, cached = _layer_by_layer(tv, model, maps, subsets, alpha, tick), False
     else:
         tick = Ticker(per_pass, "Gram matrices", callback, cancel)
-        setting = (TRAIN, examples, seed, str(tv.device))
+        setting = (TRAIN, examples, seed, str(tv.device), tuple(maps))  # the maps: another model, other Grams
         keys = [(t, S.signature(tv, i)) for i, t in enumerate(tv.tasks)]  # a task and its weights
         grams, cached = _individual(tv, zoo, model, maps, subsets, setting, keys, tick)
         delta = None
