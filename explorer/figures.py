@@ -149,6 +149,15 @@ def _effective_too(inp: Inputs) -> Made | None:
                 P.layer_coefficients(eff, title=f"{res.method}: ||δ_l|| / ||Σ_t τ_t,l|| per layer"))
 
 
+def _fisher_share(inp: Inputs) -> Made | None:
+    """How much weight each expert got per layer in a Fisher merge (None for other methods)."""
+    res = inp.merge("layers")
+    if res.method != "fisher":
+        return None
+    share = A.fisher_share(res)
+    return Made("fisher: each expert's share of the weight per layer", share, P.fisher_share(share))
+
+
 def _norms(inp: Inputs) -> Made:
     return Made("Task-vector norm per layer", None, P.layer_norms(A.layer_norms(inp.tv)))
 
@@ -230,6 +239,7 @@ FIGURES = (
     Figure("relative_norms", "layers", False, False, _relative_norms),
     Figure("coefficients", "layers", True, True, _coefficients),
     Figure("effective_coefficients", "layers", False, True, _effective_too),
+    Figure("fisher_share", "layers", True, True, _fisher_share),
     Figure("subspace_overlap", "spectra", True, False, _subspace_overlap),
     Figure("interference", "spectra", True, False, _interference),
     Figure("spectrum", "spectra", True, True, _spectrum),

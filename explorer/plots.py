@@ -241,6 +241,24 @@ def layer_coefficients(coefs: pd.DataFrame, title: str = "Effective coefficient 
     return _styled(fig, title, "layer (input → output)", "coefficient", yaxis={"rangemode": "tozero"})
 
 
+def fisher_share(share: pd.DataFrame, title: str = "Fisher merging: each expert's share of the weight per layer"
+                 ) -> go.Figure:
+    """Stacked bars per layer (from `analysis.fisher_share`): the mean Fisher weight each expert got there; the
+    shares of a layer sum to 1, and a uniform average would give every expert 1 / T."""
+    tasks = list(dict.fromkeys(share.task))
+    layers = list(dict.fromkeys(share.sort_values("depth").layer))
+    colors = task_colors(tasks)
+    fig = go.Figure()
+    for task in tasks:
+        rows = share[share.task == task].set_index("layer").loc[layers]
+        fig.add_bar(x=layers, y=rows.share, name=task, marker_color=colors[task],
+                    hovertemplate=f"{task}<br>%{{x}}: %{{y:.3f}}<extra></extra>")
+    fig.add_scatter(x=layers, y=[1 / len(tasks)] * len(layers), mode="lines", name="uniform 1/T",
+                    line={"color": "#000000", "dash": "dash", "width": 2}, hoverinfo="skip")
+    return _styled(fig, title, "layer (input → output)", "share of the merge weight", barmode="stack",
+                   yaxis={"range": [0, 1]})
+
+
 def accuracy_bars(scores: pd.DataFrame, normalized: bool = False,
                   title: str = "Accuracy per task") -> go.Figure:
     """Grouped bars per task (plus the mean): zero-shot, fine-tuned expert and each merge; `scores` is

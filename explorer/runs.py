@@ -38,6 +38,7 @@ class RunRecord:
     scores: list[dict] | None = None
     weights: dict[str, str] = field(default_factory=dict)  # written file -> sha256
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
+    data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -52,7 +53,8 @@ class RunRecord:
         table = getattr(scores, "table", scores)
         rows = table.to_dict(orient="records") if table is not None else None
         return cls(result.method, dict(result.params), list(result.tasks), zoo, dict(inputs or {}),
-                   result.info.get("seconds"), rows, layout="per_task" if result.per_task else "merged")
+                   result.info.get("seconds"), rows, layout="per_task" if result.per_task else "merged",
+                   data=dict(result.info.get("data") or {}))
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)

@@ -6,13 +6,14 @@ Whole-model T x T results are square DataFrames indexed by task on both axes; pe
 from .accuracy import compare, expert_sweep, interpolation_grid, lambda_sweep
 from .calibration import entropy_error, pearson
 from .conflicts import conflict_profile, cosine, sign_conflicts, sign_disagreement
+from .fisher import fisher_share
 from .layers import effective_coefficients, layer_norms, learned_coefficients
 from .masks import mask_density, mask_overlap, mask_tasks, mask_usage, selfish_weights
 from .sparsity import breadcrumb_bands, ties_steps
 from .spectra import interference, matrix_names, spectral_summary, spectrum, subspace_overlap
 
 __all__ = ["breadcrumb_bands", "compare", "conflict_profile", "cosine", "effective_coefficients", "entropy_error",
-           "expert_sweep", "interpolation_grid", "lambda_sweep", "layer_norms", "learned_coefficients",
+           "expert_sweep", "fisher_share", "interpolation_grid", "lambda_sweep", "layer_norms", "learned_coefficients",
            "mask_density", "mask_overlap", "mask_tasks", "mask_usage", "pearson", "selfish_weights",
            "sign_conflicts", "sign_disagreement", "spectral_summary", "spectrum", "subspace_overlap", "ties_steps",
            "interference", "matrix_names"]

@@ -2,6 +2,7 @@
 page can show progress and a live loss curve while they run, and a Cancel button can stop them."""
 from __future__ import annotations
 
+import math
 import queue
 import threading
 from typing import Any, Callable, Iterator
@@ -34,11 +35,16 @@ def stream(work: Callable[[Callable[[Progress], None]], Any]) -> Iterator[tuple[
 
 
 def loss_figure(reports: list[Progress]) -> go.Figure:
-    """The loss curve so far, at the steps the progress reports came from (the finished run shows every step)."""
+    """The loss curve so far, at the steps the progress reports came from (the finished run shows every step);
+    reports of a statistics pass (no loss) are left out."""
+    reports = [p for p in reports if math.isfinite(p.loss)]
     return P.loss_curve([p.loss for p in reports], [p.step for p in reports])
 
 
 def progress_text(p: Progress) -> str:
-    """One line for the status box: step, loss and, when measured, the mean held-out accuracy."""
+    """One line for the status box: step, loss and, when measured, the mean held-out accuracy; for a statistics
+    pass (Fisher, Gram matrices) its name and the batches read."""
+    if p.stage and not math.isfinite(p.loss):
+        return f"{p.stage}: batch {p.step} / {p.total}"
     acc = "" if not p.accuracy else f", held-out accuracy {sum(p.accuracy.values()) / len(p.accuracy):.1%}"
     return f"step {p.step} / {p.total}: loss {p.loss:.4f}{acc}"

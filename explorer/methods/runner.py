@@ -29,7 +29,8 @@ class Progress:
     """What a data-driven method reports to `callback(progress)` every `log_every` steps and at the end.
 
     `coefficients` is the current [T x L] table; `accuracy` (task -> fraction) is given when the method
-    measured it on held-out labelled images at this step, else None.
+    measured it on held-out labelled images at this step, else None. `stage` names a pass that is not an
+    optimisation (a statistics pass over batches of examples: no loss, NaN).
     """
 
     step: int
@@ -37,6 +38,7 @@ class Progress:
     loss: float
     coefficients: pd.DataFrame
     accuracy: dict[str, float] | None = None
+    stage: str = ""
 
 
 @dataclass
