@@ -108,6 +108,19 @@ def iso_cts_sizes(r: int, num_tasks: int, common: float) -> tuple[int, int]:
     return c, (r - c) // num_tasks
 
 
+def _residual_svd(d: Tensor, total: SVD, c: int) -> SVD:
+    """The SVD of each task's matrix with the common output subspace projected out, (I - U_c U_c^T) tau_t. When the
+    sum's U is square (m <= n), its last m - c columns span the complement exactly, so the residual is
+    U_rest (U_rest^T tau_t) and only the small [m - c, n] factor is decomposed (5x fewer rows at ViT-B/32)."""
+    m = d.shape[1]
+    if total.U.shape[1] == m:
+        rest = total.U[:, c:]
+        small = svd(rest.transpose(0, 1) @ d)
+        return SVD(rest @ small.U, small.S, small.Vh)
+    Uc = total.U[:, :c]
+    return svd(d - Uc @ (Uc.transpose(0, 1) @ d))
+
+
 def iso_cts_direction(tv: TaskVectors, common: float = 0.8) -> dict[str, Tensor]:
     """Iso-CTS' unscaled vector: the top of the sum's spectrum (common) plus each task's top directions outside
     the common left subspace, orthogonalised together, with one flattened singular value."""
@@ -117,8 +130,7 @@ def iso_cts_direction(tv: TaskVectors, common: float = 0.8) -> dict[str, Tensor]
         c, k = iso_cts_sizes(r, tv.num_tasks, common)
         total = sum_svd(tv, name)
         Uc = total.U[:, :c]
-        residual = d - Uc @ (Uc.transpose(0, 1) @ d)  # project the common output subspace out of each task
-        own = task_blocks(svd(residual), k)
+        own = task_blocks(_residual_svd(d, total, c), k)
         U = own.U.new_empty(d.shape[1], r)
         U[:, :tv.num_tasks * k], U[:, tv.num_tasks * k:] = own.U, Uc
         Vh = own.Vh.new_empty(r, d.shape[2])

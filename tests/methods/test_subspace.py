@@ -142,3 +142,23 @@ def test_bad_parameters_name_the_range():
         ex.merge(tv, "iso_cts", common=1.5)
     with pytest.raises(ValueError, match="rank_mode"):
         ex.merge(tv, "tsv", rank_mode="half")
+
+
+@pytest.mark.parametrize("m,n", [(12, 9), (6, 11), (8, 8)])  # tall, wide (the complement shortcut), square
+def test_iso_cts_equals_the_official_steps(m, n):
+    tv = matrices(3, m=m, n=n)
+    d, r, T = tv["w"], min(m, n), 3
+    c, k = iso_cts_sizes(r, T, 0.5)
+    U, S, Vh = torch.linalg.svd(d.sum(dim=0), full_matrices=False)
+    cu, cs, cv = torch.zeros(m, r, dtype=d.dtype), torch.zeros(r, dtype=d.dtype), torch.zeros(r, n, dtype=d.dtype)
+    for t in range(T):
+        u, s, vh = torch.linalg.svd(d[t] - U[:, :c] @ U[:, :c].T @ d[t], full_matrices=False)
+        cu[:, t * k:(t + 1) * k], cs[t * k:(t + 1) * k], cv[t * k:(t + 1) * k] = u[:, :k], s[:k], vh[:k]
+    cu[:, T * k:], cs[T * k:], cv[T * k:] = U[:, :c], S[:c], Vh[:c]
+
+    def polar(a):
+        p, _, q = torch.linalg.svd(a, full_matrices=False)
+        return p @ q
+
+    expected = cs.mean() * polar(cu) @ polar(cv)
+    assert torch.allclose(ex.merge(tv, "iso_cts", scale=1.0, common=0.5).delta["w"], expected, atol=1e-12)
