@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TABS = [("Cosine conflicts", "cosine"), ("Sign conflicts", "signs"), ("Mask overlaps", "masks"),
-        ("Layer-wise scaling", "layers")]
+        ("Layer-wise scaling", "layers"), ("Spectra", "spectra")]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 WAIT = 600_000  # ms: the first view warms the caches
 
