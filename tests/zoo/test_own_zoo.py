@@ -200,3 +200,18 @@ def test_a_zoo_file_gives_class_names_and_a_data_layout(tmp_path):
     problems = zoo.evaluation_problems()
     assert not any("'alpha'" in p for p in problems)  # its class names and test folder are there
     assert any("class names for task 'beta'" in p for p in problems)
+
+
+def test_explorer_merge_and_analyse_take_a_zoo_file(tmp_path, capsys, monkeypatch):
+    from explorer.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path, base, experts = bare_zoo(tmp_path)
+    out = tmp_path / "merged.safetensors"
+    assert main(["merge", "--zoo", str(path), "--method", "ties", "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["zoo"] == str(path.resolve()) and record["tasks"] == list(experts)
+    assert main(["analyse", "--zoo", str(path), "--what", "cosine,spectra", "--device", "cpu"]) == 0
+    assert "Cosine similarity" in capsys.readouterr().out
+    assert main(["merge", "--zoo", str(path), "--method", "ties", "--device", "cpu", "--eval"]) == 2
+    assert "cannot evaluate: it lacks a text tower" in capsys.readouterr().err
