@@ -40,8 +40,8 @@ def load_path(path: str | Path, **kwargs: Any) -> Zoo:
     """The zoo at `path`: a zoo file, a folder with a zoo file, a demo-zoo build, or a folder of checkpoints."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"no zoo at {str(path)!r}: no such file or folder. Give the folder of your checkpoints "
-                                f"or a zoo file ({LAYOUT})")
+        raise FileNotFoundError(f"zoo folder {str(path)!r} not found: no such file or folder. Give the folder of your "
+                                f"checkpoints or a zoo file ({LAYOUT})")
     if p.is_file():
         if p.suffix in (".json", ".yaml", ".yml"):
             return load_zoo_file(p, **kwargs)

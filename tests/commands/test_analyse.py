@@ -50,8 +50,10 @@ def test_masks_and_layers_with_method_params(zoo_folder, tmp_path, capsys):
     usage = ex.analysis.mask_usage(ex.merge(tv, "ties", density=0.3))
     assert "ties: how many tasks keep each entry" in text
     assert f"{usage.fraction[0]:.4f}" in text and "catastrophic" in text
-    # every masks and layers figure, but the second coefficient plot: TIES has no coefficients of its own
-    shown = [f for f in F.select(sections=("masks", "layers")) if f.name != "effective_coefficients"]
+    # every masks and layers figure, but the second coefficient plot (TIES has no coefficients of its own) and the
+    # Fisher weight shares (a fisher merge's only)
+    shown = [f for f in F.select(sections=("masks", "layers")) if f.name not in ("effective_coefficients",
+                                                                                 "fisher_share")]
     assert figures_in(out.read_text()) == len(shown)
 
 
