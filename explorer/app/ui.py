@@ -62,7 +62,7 @@ class UI:
     def run_outputs(self) -> list:
         e = self.extra
         return [self.status, self.state, e["table"], *[self.plots[n] for n in views.RUN_FIGURES], e["mask_note"],
-                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["loss"], e["accuracy_note"]]
+                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["accuracy_note"], e["loss"]]  # loss: last
 
 
 def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) -> tuple:
@@ -74,7 +74,7 @@ def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) ->
     return (view.status, state, view.table, *figures, view.mask_note,
             history.history_table(state), gr.update(choices=labels, value=current),
             gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
-            gr.skip() if loss is None else loss, view.accuracy_note)
+            view.accuracy_note, gr.skip() if loss is None else loss)
 
 
 # --- layout ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=T
 
 
 LARGE = 200_000_000  # task-vector entries (tasks x parameters) from which the page warns that views take a while
+RATE = 1.0e6  # task-vector entries per second of all the zoo views: 8 ViT-B/32 experts took 689 s (bench_own_zoo.py)
 
 
 class Cancelled(Exception):
@@ -59,9 +60,10 @@ def size_note(zoo_name: str, tasks: list[str]) -> str:
     entries = tv.numel() * tv.num_tasks
     if entries < LARGE:
         return ""
+    minutes = entries / RATE / 60
     return (f"Computing the weight-space views of {tv.num_tasks} experts × {tv.numel() / 1e6:.1f} M parameters "
-            f"(cosine, signs, layer norms, spectra): at this size that takes a while (on a 2-core CPU about a "
-            f"minute per 8 ViT-B/32 experts); Cancel stops it between views.")
+            f"(cosine, signs, layer norms, spectra): at this size that takes a while, roughly {minutes:.0f} min on a "
+            f"busy 2-core CPU (less with more cores or a GPU); the status shows each view, Cancel stops between views.")
 
 
 def run_figures(result: MergeResult, scores: pd.DataFrame | None) -> dict[str, go.Figure | None]:
