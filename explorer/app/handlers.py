@@ -83,6 +83,18 @@ def data_note(zoo_name: str, tasks: list[str], method: str) -> str:
             "Pick a data-free method (task arithmetic, TIES, TSV, ...), or add data to the zoo file.")
 
 
+def merge_note(zoo_name: str, tasks: list[str] | None, method: str) -> str:
+    """What the page says before a merge of a large zoo starts ("" for a small zoo, or before it is loaded)."""
+    tasks = list(tasks or [])
+    if not cache.loaded(zoo_name, tasks):
+        return ""
+    tv = cache.vectors(zoo_name, tasks)
+    if tv.numel() * tv.num_tasks < views.LARGE:
+        return ""
+    return (f"Merging {tv.num_tasks} experts × {tv.numel() / 1e6:.1f} M parameters with **{method}** and redrawing "
+            f"its views: at this size that takes 10 s to a minute on a 2-core CPU.")
+
+
 def check_tasks(tasks: list[str] | None) -> list[str]:
     return check_experts(tasks or [], "tick two or more under “Experts”")
 

@@ -194,6 +194,8 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
             if live and handlers.repeats_current(*args):  # e.g. Enter, then Tab out of the same box
                 yield (gr.skip(),) * n
                 return
+            if note := handlers.merge_note(data[ui.zoo], data[ui.experts], method):
+                yield (note, *[gr.skip()] * (n - 1))  # a large zoo: say so before the merge starts
             yield run_values(ui, *handlers.run(*args))
             return
         if note := handlers.data_note(data[ui.zoo], data[ui.experts], method):

@@ -60,3 +60,17 @@ def test_opening_reports_each_expert_and_the_peak_memory(folder):
     assert all("peak memory" in line for line in lines)
     assert lines[-1].startswith(f"Zoo `{folder}`: 3 experts") and "Accuracy: not available" in lines[-1]
     assert steps[-1][1]["value"] == ["task0", "task1", "task2"]  # every expert ticked
+
+
+def test_a_large_zoo_is_announced_before_views_and_merges(folder, monkeypatch):
+    tasks = ["task0", "task1", "task2"]
+    assert handlers.merge_note(folder, tasks, "ties") == ""  # not loaded yet: nothing to size
+    cache.vectors(folder, tasks)
+    assert handlers.merge_note(folder, tasks, "ties") == "" and views.size_note(folder, tasks) == ""  # tiny
+    monkeypatch.setattr(views, "LARGE", 1000)  # 3 tasks x 7,808 parameters count as large now
+    assert handlers.merge_note(folder, tasks, "ties").startswith("Merging 3 experts × 0.0 M parameters with **ties**")
+    assert "Cancel stops between views" in views.size_note(folder, tasks)
+    seen = []
+    with pytest.raises(views.Cancelled, match="cancelled after 2 of"):
+        views.zoo_figures(folder, tasks, progress=lambda i, n, name: seen.append(name), cancel=lambda: len(seen) == 2)
+    assert seen == ["cosine", "cosine_layers"] and not views.ready(folder, tasks)
