@@ -69,6 +69,7 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
     tasks = list(tasks or (result.tasks if is_result else zoo.tasks))
     for task in tasks:
         zoo.check_task(task)
+    zoo.check_evaluable(tasks, split)  # one error naming all that is missing (heads, data, model definition)
     dev = resolve_device(device)
     shared = None if is_result and result.per_task else (result.state_dict() if is_result else result)
     rows = []

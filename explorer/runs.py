@@ -47,9 +47,11 @@ class RunRecord:
         return self.params.get("seed")
 
     @classmethod
-    def of(cls, result: MergeResult, *, zoo: str | None = None, inputs: dict[str, str] | None = None,
+    def of(cls, result: MergeResult, *, zoo: Any = None, inputs: dict[str, str] | None = None,
            scores: Any = None) -> "RunRecord":
         """The record of a MergeResult; `scores` may be a Scores object or a DataFrame."""
+        if zoo is not None and not isinstance(zoo, str):  # a Zoo: the file or folder it came from, else its name
+            zoo = getattr(zoo, "source", None) or getattr(zoo, "name", None)
         table = getattr(scores, "table", scores)
         rows = table.to_dict(orient="records") if table is not None else None
         return cls(result.method, dict(result.params), list(result.tasks), zoo, dict(inputs or {}),
@@ -70,9 +72,10 @@ def merged_state_dict(result: MergeResult) -> dict:
     return {f"{t}/{n}": v for t in result.tasks for n, v in result.state_dict(task=t).items()}
 
 
-def save(result: MergeResult, path: str | Path, *, zoo: str | None = None, inputs: dict[str, str] | None = None,
+def save(result: MergeResult, path: str | Path, *, zoo: Any = None, inputs: dict[str, str] | None = None,
          scores: Any = None, report: str | Path | None = None) -> RunRecord:
-    """Write the merged weights (safetensors) and the RunRecord JSON beside them (or at `report`)."""
+    """Write the merged weights (safetensors) and the RunRecord JSON beside them (or at `report`). `zoo` is a zoo
+    name or a Zoo; for a zoo of your own the record names the zoo file or folder, so `load_zoo(record.zoo)` opens it."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"merged weights are written as safetensors: use a path ending in .safetensors, "

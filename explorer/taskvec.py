@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -213,46 +213,82 @@ def _check_compatible(base: Mapping[str, Tensor], experts: Mapping[str, Mapping[
 
 def task_vectors(base: "Mapping[str, Tensor] | Zoo", experts: Mapping[str, Mapping[str, Tensor]] | None = None,
                  *, tasks: list[str] | None = None, device: str | torch.device = "auto",
-                 dtype: str | torch.dtype = "float32") -> TaskVectors:
+                 dtype: str | torch.dtype = "float32",
+                 progress: Callable[[int, int, str], None] | None = None) -> TaskVectors:
     """Build TaskVectors from a zoo (`task_vectors(zoo)`) or from plain state dicts
-    (`task_vectors(base_sd, {"task_a": sd_a, ...})`). Non-float entries are skipped."""
-    zoo = None
+    (`task_vectors(base_sd, {"task_a": sd_a, ...})`). Non-float entries are skipped. From a zoo, experts are read
+    one at a time into the preallocated stacks (memory: the task vectors plus one expert), and
+    `progress(done, total, task)` is called after each."""
     if experts is None:
         if not hasattr(base, "expert_state_dict"):
             raise TypeError("task_vectors() needs a Zoo, or a base state dict plus a dict of expert state dicts")
-        zoo = base
-        names = list(tasks or zoo.tasks)
-        unknown = [t for t in names if t not in zoo.tasks]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; the zoo has {zoo.tasks}")
-        base_sd = zoo.base_state_dict()
-        experts = {t: zoo.expert_state_dict(t) for t in names}
-    else:
-        base_sd = base
-        if not isinstance(experts, Mapping):
-            raise TypeError(f"experts must be a dict {{task: state dict}}, got {type(experts).__name__}")
-        names = list(tasks or experts)
-        unknown = [t for t in names if t not in experts]
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; the experts given are {list(experts)}")
-        experts = {t: experts[t] for t in names}
+        return _from_zoo(base, tasks, device, dtype, progress)
+    base_sd = base
+    if not isinstance(experts, Mapping):
+        raise TypeError(f"experts must be a dict {{task: state dict}}, got {type(experts).__name__}")
+    names = list(tasks or experts)
+    unknown = [t for t in names if t not in experts]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the experts given are {list(experts)}")
+    experts = {t: experts[t] for t in names}
     if not experts:
         raise ValueError("no experts given: pass at least one fine-tuned state dict")
     _check_compatible(base_sd, experts)
     problems = nonfinite_problems("base", base_sd)
     for t in names:
         problems += nonfinite_problems(f"expert {t!r}", experts[t])
+    _raise_nonfinite(problems)
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    base_f, extras = _split_base(base_sd, dev)
+    deltas = {}
+    for name, b in base_f.items():
+        stacked = torch.stack([experts[t][name].detach().to(dev, torch.float32) for t in names])
+        deltas[name] = (stacked - b).to(dt)
+    return TaskVectors(names, base_f, deltas, extras, None)
+
+
+def _raise_nonfinite(problems: list[str]) -> None:
     raise_nonfinite(problems, "non-finite weights (NaN or Inf) cannot be merged",
                     "Task vectors of NaN/Inf weights would merge into NaN: re-export the named checkpoints "
                     "(a diverged fine-tune, or a corrupt file).")
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
-    base_f, extras, deltas = {}, {}, {}
+
+
+def _split_base(base_sd: Mapping[str, Tensor], dev: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(float parameters as float32, non-float entries) of the base, on `dev`."""
+    base_f, extras = {}, {}
     for name, theta0 in base_sd.items():
-        if not torch.is_floating_point(theta0):
+        if torch.is_floating_point(theta0):
+            base_f[name] = theta0.detach().to(dev, torch.float32)
+        else:
             extras[name] = theta0.to(dev)
-            continue
-        b = theta0.detach().to(dev, torch.float32)
-        base_f[name] = b
-        stacked = torch.stack([experts[t][name].detach().to(dev, torch.float32) for t in names])
-        deltas[name] = (stacked - b).to(dt)
+    return base_f, extras
+
+
+def _from_zoo(zoo: "Zoo", tasks: list[str] | None, device: str | torch.device, dtype: str | torch.dtype,
+              progress: Callable[[int, int, str], None] | None) -> TaskVectors:
+    """Task vectors of a zoo's experts, read one by one into `[T, ...]` stacks allocated up front."""
+    names = list(tasks or zoo.tasks)
+    unknown = [t for t in names if t not in zoo.tasks]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the zoo has {zoo.tasks}")
+    if not names:
+        raise ValueError("no experts given: pass at least one fine-tuned state dict")
+    base_sd = zoo.base_state_dict()
+    _check_types(base_sd, {})
+    _raise_nonfinite(nonfinite_problems("base", base_sd))
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    base_f, extras = _split_base(base_sd, dev)
+    deltas = {name: torch.empty((len(names), *b.shape), dtype=dt, device=dev) for name, b in base_f.items()}
+    for i, t in enumerate(names):
+        sd = zoo.expert_state_dict(t)
+        _check_compatible(base_sd, {t: sd})
+        _raise_nonfinite(nonfinite_problems(f"expert {t!r}", sd))
+        for name, b in base_f.items():
+            deltas[name][i] = (sd[name].detach().to(dev, torch.float32) - b).to(dt)
+        del sd
+        if progress is not None:
+            progress(i + 1, len(names), t)
+    if not deltas:
+        raise ValueError("the base has no floating-point parameter: there is nothing to merge (task vectors are "
+                         "differences of float weights)")
     return TaskVectors(names, base_f, deltas, extras, zoo)

@@ -3,6 +3,8 @@ results and cancel flags. Heavy tensors live here, never in per-session `gr.Stat
 (zoo name, tasks, device), so two sessions looking at the same zoo share one copy."""
 from __future__ import annotations
 
+import resource
+import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -47,6 +49,7 @@ TASK_VECTORS = LRU(4)    # (zoo, tasks, device) -> TaskVectors
 ZOO_FIGURES = LRU(16)    # (zoo, tasks, device) -> {figure name: go.Figure}
 RESULTS = LRU(12)        # run id -> MergeResult (older runs are merged again on export)
 FINGERPRINTS = LRU(8)    # zoo name -> weight fingerprint (for run records)
+PROBLEMS = LRU(16)       # (zoo, tasks) -> what evaluation lacks (asked once: the text-tower lookup can probe the hub)
 CANCEL: dict[str, threading.Event] = {}  # session id -> set when its user pressed Cancel
 # Evaluation runs models through one shared module per zoo with torch.func.functional_call, which swaps its
 # parameters in place: merges and evaluations therefore run one at a time.
@@ -54,15 +57,13 @@ COMPUTE = threading.RLock()
 
 
 def zoo(name: str) -> Zoo:
-    """The zoo called `name` ("demo", a named zoo, or a folder holding a demo-zoo build), loaded once."""
-    def make() -> Zoo:
-        if Path(name).expanduser().is_dir():
-            return load_zoo("demo", root=Path(name).expanduser())
-        return load_zoo(name)
-
+    """The zoo called `name` ("demo", a named zoo, or a path: a folder of checkpoints, a zoo file or a demo-zoo
+    build), loaded once."""
     try:
-        return ZOOS.get(name, make)
+        return ZOOS.get(name, lambda: load_zoo(name))
     except Exception as err:  # a zoo's files can fail in many ways; the page shows one readable line
+        if Path(name).expanduser().exists() or "/" in name:
+            raise ValueError(f"could not load zoo {name!r}: {err}") from err
         raise ValueError(f"could not load zoo {name!r}: {err}. The demo zoo works offline; real zoos need "
                          "their checkpoints on disk or in the Hugging Face cache (see `explorer zoos`).") from err
 
@@ -80,10 +81,27 @@ def tv_key(zoo_name: str, tasks: list[str]) -> tuple[str, tuple[str, ...], str]:
     return (zoo_name, tuple(tasks), device_name())
 
 
-def vectors(zoo_name: str, tasks: list[str]) -> TaskVectors:
-    """The task vectors of `tasks` (in that order) from zoo `zoo_name`, on the best device, built once."""
+def vectors(zoo_name: str, tasks: list[str], progress: Callable[[int, int, str], None] | None = None) -> TaskVectors:
+    """The task vectors of `tasks` (in that order) from zoo `zoo_name`, on the best device, built once;
+    `progress(done, total, task)` hears of each expert read while they are built."""
     z = zoo(zoo_name)
-    return TASK_VECTORS.get(tv_key(zoo_name, tasks), lambda: task_vectors(z, tasks=list(tasks)))
+    return TASK_VECTORS.get(tv_key(zoo_name, tasks), lambda: task_vectors(z, tasks=list(tasks), progress=progress))
+
+
+def loaded(zoo_name: str, tasks: list[str]) -> bool:
+    """Whether the task vectors of `tasks` are built already (then views of them start right away)."""
+    return TASK_VECTORS.get(tv_key(zoo_name, tasks)) is not None
+
+
+def problems(zoo_name: str, tasks: list[str]) -> list[str]:
+    """What evaluating `tasks` of the zoo lacks (model definition, heads, data); [] when it can evaluate."""
+    return PROBLEMS.get((zoo_name, tuple(tasks)), lambda: zoo(zoo_name).evaluation_problems(list(tasks), "test"))
+
+
+def peak_memory_gb() -> float:
+    """The server process's peak resident memory so far, in GB (what opening a large zoo costs)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (1e9 if sys.platform == "darwin" else 1e6)
 
 
 def fingerprint(zoo_name: str) -> str:

@@ -23,14 +23,15 @@ def export_weights(state: dict, run_id: str | None, folder: str | Path) -> list[
     record = find(state, run_id or state["current"])
     path = Path(folder) / f"{_stem(record)}.safetensors"
     save(result_of(record), path, zoo=record["zoo"], inputs={"zoo": cache.fingerprint(record["zoo"])},
-         scores=pd.DataFrame(record["scores"]))
+         scores=None if record["scores"] is None else pd.DataFrame(record["scores"]))
     return [path, path.with_suffix(".json")]
 
 
 def run_and_zoo_figures(record: dict) -> dict[str, go.Figure]:
     """Every figure the dashboard shows for one run (those without content, e.g. masks of a mask-free
     method, are left out)."""
-    figures = {**views.run_figures(result_of(record), pd.DataFrame(record["scores"])),
+    scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
+    figures = {**views.run_figures(result_of(record), scores),
                **views.zoo_figures(record["zoo"], record["tasks"])}
     return {name: fig for name, fig in figures.items() if fig is not None}
 

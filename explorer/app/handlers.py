@@ -41,13 +41,58 @@ class RunView:
     losses: list[float] | None = None  # the objective at every step, for methods that learn their coefficients
 
     @property
+    def accuracy_note(self) -> str:
+        return accuracy_note(self.record)
+
+    @property
     def status(self) -> str:
         r = self.record
+        if r["scores"] is None:
+            return (f"**Run {r['label']}** on {len(r['tasks'])} experts of `{r['zoo']}`: merged in "
+                    f"{r['seconds']:.2f} s. Accuracy not measured: this zoo lacks what evaluation needs (the "
+                    f"Accuracy tab says what and how to add it); every weight-space view and the export work.")
         where = "the full test split" if r["limit"] is None else f"the first {r['limit']} test images per task"
         stopped = " Cancelled: these are the coefficients learned until then." if r["cancelled"] else ""
         return (f"**Run {r['label']}** on {len(r['tasks'])} experts of `{r['zoo']}`: mean accuracy "
                 f"{r['mean_merged']:.1%}, normalized {r['mean_normalized']:.1%} (on {where}; "
                 f"merge took {r['seconds']:.2f} s).{stopped}")
+
+
+def accuracy_note(record: dict[str, Any]) -> str:
+    """What the Accuracy tab says under its table: nothing when the run was scored, else precisely what the zoo
+    lacks for evaluation and how to provide it."""
+    missing = record.get("missing") or []
+    if record["scores"] is not None or not missing:
+        return ""
+    lines = "\n".join(f"- {p}" for p in missing)
+    return (f"**No accuracy for this zoo yet.** Scoring a merge needs the encoder's model definition, zero-shot heads "
+            f"(from a CLIP text tower) and each task's test images; `{record['zoo']}` lacks:\n\n{lines}\n\n"
+            "Provide them in a zoo file (JSON: `arch`, `base`, `experts`, `text`, `data_root`, `tasks` with "
+            "`classnames`) and open it from the zoo picker. Cosine, sign, mask, layer and spectral views, the history "
+            "and the export need none of this.")
+
+
+def data_note(zoo_name: str, tasks: list[str], method: str) -> str:
+    """Why a method that reads the zoo's images cannot run on this zoo ("" when it can)."""
+    if not registry.get(method).reads_data:
+        return ""
+    missing = cache.problems(zoo_name, check_tasks(tasks))
+    if not missing:
+        return ""
+    return (f"**{method}** reads the zoo's images and heads, which `{zoo_name}` lacks ({'; '.join(missing)}). "
+            "Pick a data-free method (task arithmetic, TIES, TSV, ...), or add data to the zoo file.")
+
+
+def merge_note(zoo_name: str, tasks: list[str] | None, method: str) -> str:
+    """What the page says before a merge of a large zoo starts ("" for a small zoo, or before it is loaded)."""
+    tasks = list(tasks or [])
+    if not cache.loaded(zoo_name, tasks):
+        return ""
+    tv = cache.vectors(zoo_name, tasks)
+    if tv.numel() * tv.num_tasks < views.LARGE:
+        return ""
+    return (f"Merging {tv.num_tasks} experts × {tv.numel() / 1e6:.1f} M parameters with **{method}** and redrawing "
+            f"its views: at this size that takes 10 s to a minute on a 2-core CPU.")
 
 
 def check_tasks(tasks: list[str] | None) -> list[str]:
@@ -65,13 +110,16 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
     """Merge `tasks` of zoo `zoo_name` with `method` and `params`, score it on `limit` test images per task,
     and add the run to the session's history."""
     tasks = check_tasks(tasks)
+    if note := data_note(zoo_name, tasks, method):
+        raise ValueError(note)
+    missing = cache.problems(zoo_name, tasks)
     with cache.COMPUTE:
         result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **params)
-        scores = evaluate(cache.zoo(zoo_name), result, split="test", limit=limit).table
+        scores = None if missing else evaluate(cache.zoo(zoo_name), result, split="test", limit=limit).table
     n = 1 + max((r["n"] for r in state["runs"]), default=0)
     record = {"id": uuid.uuid4().hex[:12], "n": n, "label": label(n, method, result.params), "zoo": zoo_name,
               "tasks": tasks, "method": method, "params": dict(result.params), "limit": limit,
-              "seconds": float(result.info.get("seconds", 0.0)), "pinned": False,
+              "seconds": float(result.info.get("seconds", 0.0)), "pinned": False, "missing": missing,
               "cancelled": bool(result.info.get("cancelled", False)), **_score_fields(scores)}
     cache.remember(record["id"], result)
     return _with_run(state, record), view(record, result)
@@ -84,7 +132,9 @@ def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method:
         (zoo_name, list(tasks or []), method) and current["params"] == registry.get(method).resolve(params)
 
 
-def _score_fields(scores: pd.DataFrame) -> dict[str, Any]:
+def _score_fields(scores: pd.DataFrame | None) -> dict[str, Any]:
+    if scores is None:  # the zoo cannot evaluate: the record says what it lacks instead
+        return {"scores": None, "mean_merged": None, "mean_normalized": None}
     return {"scores": scores.to_dict(orient="records"), "mean_merged": float(scores.merged.mean()),
             "mean_normalized": float(scores.normalized.mean())}
 
@@ -124,8 +174,8 @@ def result_of(record: dict[str, Any]) -> MergeResult:
 
 
 def view(record: dict[str, Any], result: MergeResult) -> RunView:
-    scores = pd.DataFrame(record["scores"])
-    table = percent(scores)
+    scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
+    table = pd.DataFrame(columns=["task"]) if scores is None else percent(scores)
     losses = result.info.get("loss")
     return RunView(record, table, views.run_figures(result, scores), views.mask_note(result),
                    [float(v) for v in losses] if losses else None)
@@ -134,6 +184,9 @@ def view(record: dict[str, Any], result: MergeResult) -> RunView:
 def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView]:
     """Score a run (the current one by default) on the whole test split and update its record."""
     record = find(state, run_id or state["current"])
+    if record["scores"] is None and record.get("missing"):
+        raise ValueError(f"Run {record['label']} cannot be scored: zoo `{record['zoo']}` lacks "
+                         + "; ".join(record["missing"]))
     result = result_of(record)
     with cache.COMPUTE:
         scores = evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None).table
@@ -153,6 +206,8 @@ def warm(zoo_name: str, tasks: list[str] | None = None, limit: int | None = LIVE
     z = cache.zoo(zoo_name)
     tasks = list(tasks or z.tasks)
     views.zoo_figures(zoo_name, tasks)
+    if cache.problems(zoo_name, tasks):
+        return  # nothing to score: the accuracy view explains why
     with cache.COMPUTE:
         for task in tasks:
             reference_accuracies(z, task, "test", limit)

@@ -13,9 +13,13 @@ COLUMNS = ["run", "pinned", "zoo", "experts", "images/task", "mean acc %", "norm
 def history_table(state: dict) -> pd.DataFrame:
     """One row per run of this session, newest first."""
     rows = [(r["label"], "📌" if r["pinned"] else "", r["zoo"], len(r["tasks"]),
-             "all" if r["limit"] is None else r["limit"], round(100 * r["mean_merged"], 1),
-             round(100 * r["mean_normalized"], 1), round(r["seconds"], 2)) for r in reversed(state["runs"])]
+             "-" if r["scores"] is None else "all" if r["limit"] is None else r["limit"], _pct(r["mean_merged"]),
+             _pct(r["mean_normalized"]), round(r["seconds"], 2)) for r in reversed(state["runs"])]
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _pct(value: float | None) -> float | str:
+    return "-" if value is None else round(100 * value, 1)  # "-": the zoo cannot evaluate
 
 
 def run_labels(state: dict) -> list[str]:
@@ -38,6 +42,10 @@ def compare(state: dict, run_a: str, run_b: str) -> tuple[go.Figure, pd.DataFram
     a, b = find(state, run_a), find(state, run_b)
     if a["id"] == b["id"]:
         raise ValueError("Pick two different runs to compare.")
+    unscored = [r["label"] for r in (a, b) if r["scores"] is None]
+    if unscored:
+        raise ValueError(f"Run(s) {', '.join(unscored)} have no accuracy (their zoo cannot evaluate: see the Accuracy "
+                         "tab), so there is nothing to compare; their weight-space views are in the other tabs.")
     names = short_labels(a, b)
     frames = [pd.DataFrame(r["scores"]).assign(method=name) for r, name in zip((a, b), names)]
     common = [t for t in frames[0].task if t in set(frames[1].task)]

@@ -20,8 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Model Merging Explorer dashboard (offline by default).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--zoo", default="demo", help="zoo to open: demo, a named zoo (explorer zoos) or a "
-                        "folder holding a demo-zoo build")
+    parser.add_argument("--zoo", default="demo", help="zoo to open: demo, a named zoo (explorer zoos), a "
+                        "folder of checkpoints (base + one per task), a zoo file (JSON/YAML) or a demo-zoo build")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the "
                         "internet; off by default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; "

@@ -39,7 +39,7 @@ document.addEventListener("keydown", (e) => {
 
 
 def zoo_choices(default: str) -> list[str]:
-    """The demo zoo, the named real zoos (zoos/*.json) and the zoo given on the command line."""
+    """The demo zoo, the named real zoos (zoos/*.json) and the zoo given on the command line (or opened by path)."""
     names = list_zoos()
     return names if default in names else [default, *names]
 
@@ -62,7 +62,7 @@ class UI:
     def run_outputs(self) -> list:
         e = self.extra
         return [self.status, self.state, e["table"], *[self.plots[n] for n in views.RUN_FIGURES], e["mask_note"],
-                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["loss"]]
+                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["accuracy_note"], e["loss"]]  # loss: last
 
 
 def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) -> tuple:
@@ -74,7 +74,7 @@ def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) ->
     return (view.status, state, view.table, *figures, view.mask_note,
             history.history_table(state), gr.update(choices=labels, value=current),
             gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
-            gr.skip() if loss is None else loss)
+            view.accuracy_note, gr.skip() if loss is None else loss)
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -86,6 +86,11 @@ def _sidebar(ui: UI, zoo: str) -> tuple:
     """Zoo, experts, method with its card and generated controls, Run / Cancel / full evaluation."""
     ui.zoo = gr.Dropdown(zoo_choices(zoo), value=zoo, label="Zoo", elem_id="zoo",
                          info="demo: a tiny CLIP-style ViT with 8 experts, offline; others need their checkpoints")
+    with gr.Row(equal_height=True):
+        ui.extra["zoo_path"] = gr.Textbox(label="…or your own zoo", placeholder="/path/to/checkpoints or zoo.json",
+                                          elem_id="zoo-path", scale=4, info="a folder (base + one checkpoint per "
+                                          "task: open_clip, Hugging Face CLIP, TALL) or a zoo file (JSON/YAML)")
+        ui.extra["open_zoo"] = gr.Button("Open", elem_id="open-zoo", scale=1, size="sm")
     ui.experts = gr.CheckboxGroup(choices=[], label="Experts to merge", elem_id="experts")
     ui.method = gr.Dropdown(controls.method_choices(), value=DEFAULT_METHOD, label="Method", elem_id="method")
     ui.card = gr.Markdown(controls.method_card(DEFAULT_METHOD), elem_id="method-card", elem_classes="method-card")
@@ -99,7 +104,7 @@ def _sidebar(ui: UI, zoo: str) -> tuple:
         ui.groups[m.name] = group
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run")
-        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", visible=False)
+        cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")  # stops learned merges and slow views
     full = gr.Button(f"Score on the full test split (live view: first {handlers.LIVE_LIMIT} images per task)",
                      elem_id="full-eval", size="sm")
     return run, cancel, full
@@ -115,6 +120,7 @@ def _tabs(ui: UI) -> dict:
     e, b = ui.extra, {}
     with gr.Tabs(elem_id="tabs"):
         with gr.Tab("Accuracy", id="accuracy"):
+            e["accuracy_note"] = gr.Markdown(elem_id="accuracy-note")
             e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
             _plots(ui, *views.TABS["accuracy"])
             e["loss"] = gr.Plot(elem_id="loss-curve", show_label=False, visible=False)
@@ -188,7 +194,12 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
             if live and handlers.repeats_current(*args):  # e.g. Enter, then Tab out of the same box
                 yield (gr.skip(),) * n
                 return
+            if note := handlers.merge_note(data[ui.zoo], data[ui.experts], method):
+                yield (note, *[gr.skip()] * (n - 1))  # a large zoo: say so before the merge starts
             yield run_values(ui, *handlers.run(*args))
+            return
+        if note := handlers.data_note(data[ui.zoo], data[ui.experts], method):
+            yield (note, *[gr.skip()] * (n - 1))  # said in the page, not raised: the zoo simply has no data
             return
         if live:
             yield (f"{method} reads the zoo's images: press **Run** to start it.", *[gr.skip()] * (n - 1))
@@ -212,23 +223,79 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
 
 def on_cancel(request: gr.Request) -> str:
     cache.cancel_flag(request.session_hash).set()
-    return "Cancelling: the run stops after its current step and keeps what it has learned so far."
+    return ("Cancelling: a learning merge stops after its current step and keeps what it has learned so far; "
+            "views being computed stop before the next one.")
 
 
-def on_zoo(zoo_name: str) -> tuple:
+def open_zoo(zoo_name: str, progress: Callable) -> Any:
+    """Load a zoo and read its experts into task vectors, yielding a status line per expert (with the process's
+    peak memory) and finally (summary, experts update)."""
     z = cache.zoo(zoo_name)
-    return f"Zoo `{zoo_name}`: {len(z.tasks)} experts.", gr.update(choices=list(z.tasks), value=list(z.tasks))
+    tasks = list(z.tasks)
+    start = time.monotonic()
+    if not cache.loaded(zoo_name, tasks):
+        work = lambda report: cache.vectors(zoo_name, tasks, progress=lambda *p: report(p))  # noqa: E731
+        for kind, payload in stream(work):
+            if kind == "progress":
+                done, total, task = payload
+                progress((done, total), desc=f"reading expert {task}")
+                yield (f"Opening `{zoo_name}`: read {done} / {total} experts ({task}) in "
+                       f"{time.monotonic() - start:.1f} s · peak memory {cache.peak_memory_gb():.1f} GB", None)
+    tv = cache.vectors(zoo_name, tasks)
+    size = tv.numel() * tv.num_tasks * tv.dtype.itemsize / 1e9
+    missing = cache.problems(zoo_name, tasks)
+    scored = (" Accuracy: not available, the Accuracy tab says what is missing." if missing else "")
+    summary = (f"Zoo `{zoo_name}`: {len(tasks)} experts, {tv.numel() / 1e6:.1f} M parameters each; task vectors "
+               f"{size:.2f} GB, ready in {time.monotonic() - start:.1f} s · peak memory "
+               f"{cache.peak_memory_gb():.1f} GB.{scored}")
+    yield summary, gr.update(choices=tasks, value=tasks)
 
 
-def on_zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> tuple:
-    figures = views.zoo_figures(zoo_name, handlers.check_tasks(tasks), zoom)
-    return (gr.skip(), *[figures[n] for n in views.ZOO_FIGURES])
+def on_zoo(zoo_name: str, progress=gr.Progress()):
+    for status, experts in open_zoo(zoo_name, progress):
+        yield status, gr.skip(), gr.skip() if experts is None else experts
+
+
+def on_open_path(path: str, progress=gr.Progress()):
+    """Open a folder of checkpoints or a zoo file typed into the path box; it joins the zoo picker."""
+    path = (path or "").strip()
+    if not path:
+        raise ValueError("Type the path of a folder of checkpoints (base + one per task) or of a zoo file first.")
+    for status, experts in open_zoo(path, progress):
+        picked = gr.skip() if experts is None else gr.update(choices=zoo_choices(path), value=path)
+        yield status, picked, gr.skip() if experts is None else experts
+
+
+def on_zoo_figures(zoo_name: str, tasks: list[str], zoom: bool, request: gr.Request, progress=gr.Progress()):
+    """The task vectors' views; a large zoo's are announced first, computed with progress, and can be cancelled."""
+    tasks = handlers.check_tasks(tasks)
+    n = len(views.ZOO_FIGURES)
+    if not views.ready(zoo_name, tasks, zoom):
+        note = views.size_note(zoo_name, tasks)
+        flag = cache.cancel_flag(request.session_hash)
+        flag.clear()
+        if note:
+            yield (note, *[gr.skip()] * n)
+        work = lambda report: views.zoo_figures(zoo_name, tasks, zoom, lambda *p: report(p), flag.is_set)  # noqa
+        start = time.monotonic()
+        try:
+            for kind, payload in stream(work):
+                if kind == "progress" and note:
+                    done, total, name = payload
+                    progress((done, total), desc=name)
+                    yield (f"{note}\n\nComputing view {done + 1} / {total} ({name}), "
+                           f"{time.monotonic() - start:.0f} s so far.", *[gr.skip()] * n)
+        except views.Cancelled as err:
+            yield (f"Views not computed ({err}): pick the experts again to compute them.", *[gr.skip()] * n)
+            return
+    figures = views.zoo_figures(zoo_name, tasks, zoom)
+    yield (gr.skip(), *[figures[name] for name in views.ZOO_FIGURES])
 
 
 def on_method(method: str) -> tuple:
     m = registry.get(method)
     return (controls.method_card(method), *[gr.update(visible=g.name == method) for g in registry.all_methods()],
-            gr.update(visible=m.cancellable), gr.update(visible=m.needs_data))
+            gr.update(visible=m.needs_data))
 
 
 def on_export_weights(state: dict) -> tuple:
@@ -262,14 +329,17 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     zoo_figures = guarded(len(zoo_outs), toast=False)(on_zoo_figures)
     follow_up = make_run(ui, live=True, toast=False)  # a live run after a zoo, expert or method change
 
-    load_zoo = guarded(2)(on_zoo)
+    load_zoo, open_path = guarded(3)(on_zoo), guarded(3)(on_open_path)
     for listener in (demo.load, ui.zoo.input):
-        listener(load_zoo, ui.zoo, [ui.status, ui.experts]) \
+        listener(load_zoo, ui.zoo, [ui.status, ui.zoo, ui.experts], show_progress="minimal") \
+            .then(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs).then(follow_up, **live)
+    for listener in (e["open_zoo"].click, e["zoo_path"].submit):
+        listener(open_path, e["zoo_path"], [ui.status, ui.zoo, ui.experts], show_progress="minimal") \
             .then(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs).then(follow_up, **live)
     ui.experts.input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs, trigger_mode="always_last") \
         .then(follow_up, **live)
     e["zoom"].input(zoo_figures, [ui.zoo, ui.experts, e["zoom"]], zoo_outs)
-    ui.method.change(on_method, ui.method, [ui.card, *ui.groups.values(), cancel, e["loss"]]).then(follow_up, **live)
+    ui.method.change(on_method, ui.method, [ui.card, *ui.groups.values(), e["loss"]]).then(follow_up, **live)
     for c, w in zip(controls.controls(), ui.widgets):
         if controls.is_live(c.method):  # a number box applies on Enter (submit) and on Tab (blur)
             for event in {"slider": ["release"], "number": ["submit", "blur"]}.get(c.kind, ["input"]):

@@ -2,6 +2,8 @@
 zoo and tasks, shared by every session) and the ones of one merge, and the tab each belongs to."""
 from __future__ import annotations
 
+from typing import Callable
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -14,22 +16,63 @@ RUN_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=True))
 TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=True)) for section in F.SECTIONS}
 
 
-def zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False) -> dict[str, go.Figure]:
-    """Figures of the task vectors themselves (cosine and sign conflicts, layer norms), built once per
-    (zoo, tasks, device, zoom) and shared by every session; zoom fits the conflict maps' colours to the values."""
+LARGE = 200_000_000  # task-vector entries (tasks x parameters) from which the page warns that views take a while
+RATE = 1.0e6  # task-vector entries per second of all the zoo views: 8 ViT-B/32 experts took 689 s (bench_own_zoo.py)
+
+
+class Cancelled(Exception):
+    """The user pressed Cancel while views were being computed."""
+
+
+def zoo_figures(zoo_name: str, tasks: list[str], zoom: bool = False,
+                progress: Callable[[int, int, str], None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> dict[str, go.Figure]:
+    """Figures of the task vectors themselves (cosine and sign conflicts, layer norms, spectra), built once per
+    (zoo, tasks, device, zoom) and shared by every session; zoom fits the conflict maps' colours to the values.
+    `progress(done, total, name)` hears of each figure; `cancel()` true stops between figures (raises Cancelled)."""
     def make() -> dict[str, go.Figure]:
         inputs = F.Inputs(cache.vectors(zoo_name, tasks), zoom=zoom)
-        return {name: made.figure for name, made in F.make(F.select(dashboard=True, needs_merge=False),
-                                                            inputs).items()}
+        figures, out = F.select(dashboard=True, needs_merge=False), {}
+        for i, f in enumerate(figures):
+            if cancel is not None and cancel():
+                raise Cancelled(f"cancelled after {i} of {len(figures)} views")
+            if progress is not None:
+                progress(i, len(figures), f.name)
+            made = f.make(inputs)
+            out[f.name] = None if made is None else made.figure
+        return out
 
-    return cache.ZOO_FIGURES.get((*cache.tv_key(zoo_name, tasks), bool(zoom)), make)
+    return cache.ZOO_FIGURES.get(zoo_key(zoo_name, tasks, zoom), make)
 
 
-def run_figures(result: MergeResult, scores: pd.DataFrame) -> dict[str, go.Figure | None]:
-    """Every figure of one merge (accuracy bars, masks, layer-wise scaling); None where it does not apply."""
+def zoo_key(zoo_name: str, tasks: list[str], zoom: bool = False) -> tuple:
+    return (*cache.tv_key(zoo_name, tasks), bool(zoom))
+
+
+def ready(zoo_name: str, tasks: list[str], zoom: bool = False) -> bool:
+    """Whether the zoo figures of these tasks are computed already."""
+    return cache.ZOO_FIGURES.get(zoo_key(zoo_name, tasks, zoom)) is not None
+
+
+def size_note(zoo_name: str, tasks: list[str]) -> str:
+    """What the page says before computing the views of a large zoo ("" for a small one)."""
+    tv = cache.vectors(zoo_name, tasks)
+    entries = tv.numel() * tv.num_tasks
+    if entries < LARGE:
+        return ""
+    minutes = entries / RATE / 60
+    return (f"Computing the weight-space views of {tv.num_tasks} experts × {tv.numel() / 1e6:.1f} M parameters "
+            f"(cosine, signs, layer norms, spectra): at this size that takes a while, roughly {minutes:.0f} min on a "
+            f"busy 2-core CPU (less with more cores or a GPU); the status shows each view, Cancel stops between views.")
+
+
+def run_figures(result: MergeResult, scores: pd.DataFrame | None) -> dict[str, go.Figure | None]:
+    """Every figure of one merge (accuracy bars, masks, layer-wise scaling); None where it does not apply (the
+    accuracy figures of a run without scores: its zoo cannot evaluate)."""
     inputs = F.Inputs(result.tv, merge=lambda _: result, scores=lambda _: scores)
-    made = F.make(F.select(dashboard=True, needs_merge=True), inputs)
-    return {name: None if m is None else m.figure for name, m in made.items()}
+    figures = [f for f in F.select(dashboard=True, needs_merge=True) if scores is not None or f.section != "accuracy"]
+    made = F.make(figures, inputs)
+    return {name: None if made.get(name) is None else made[name].figure for name in RUN_FIGURES}
 
 
 def mask_note(result: MergeResult) -> str:

@@ -6,7 +6,9 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("app", help="start the dashboard (http://127.0.0.1:7860 by default)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--zoo", default="demo", help="zoo to open (default: demo)")
+    parser.add_argument("--zoo", default="demo", help="zoo to open (default: demo): a named zoo, a "
+                        "folder of checkpoints (base + one per task: open_clip, Hugging Face CLIP, TALL) or a zoo file "
+                        "(JSON/YAML)")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.set_defaults(func=run)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
-                            "--zoo is 'demo', a named zoo, or a folder with base.safetensors + <task>.safetensors.")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files")
+                            "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
+                            "data_root), or a folder with base.safetensors + <task>.safetensors.")
+    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files")
     parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
@@ -36,13 +37,17 @@ def parse_params(method: str, pairs: list[str]) -> dict:
 
 
 def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
-    """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name or a folder of safetensors."""
+    """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name, a zoo file, a folder holding a zoo file or a
+    demo-zoo build, or a plain folder of safetensors (read as they are, any key names)."""
     import explorer as ex
 
     from ..checks import check_experts
     from ..weights import read_folder
+    from ..zoo.local import ZOO_FILES
 
-    if Path(zoo_arg).is_dir():
+    folder = Path(zoo_arg).expanduser()
+    described = any((folder / name).is_file() for name in (*ZOO_FILES, "heads.safetensors"))
+    if folder.is_dir() and not described:
         base, experts, hashes = read_folder(zoo_arg)
         check_experts(tasks or list(experts), "put two or more <task>.safetensors beside base.safetensors"
                       if tasks is None else "name two or more with --tasks")
@@ -50,7 +55,7 @@ def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
     zoo = ex.load_zoo(zoo_arg)
     check_experts(tasks or zoo.tasks, "name two or more with --tasks")
     tv = ex.task_vectors(zoo, tasks=tasks, device=device)
-    return tv, zoo, zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
+    return tv, zoo, zoo.source or zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
 
 
 def run(args) -> int:

@@ -32,16 +32,15 @@ def looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.startswith((".", "~"))
 
 
-def load_zoo(name: str, **kwargs: Any) -> Zoo:
-    """Load a zoo by name: "demo" (embedded, offline), "openclip" (real CLIP experts) or a named zoo."""
+def load_zoo(name: "str | os.PathLike", **kwargs: Any) -> Zoo:
+    """Load a zoo by name: "demo" (embedded, offline), "openclip" (real CLIP experts), a named zoo, or a path: a
+    folder of checkpoints (base + one per task), a zoo file (JSON/YAML) or a demo-zoo build (see `zoo.local`)."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
     if not isinstance(name, str):
-        raise TypeError(f"a zoo is named by a string (one of {list_zoos()}), got {type(name).__name__}")
-    if looks_like_path(name):
-        if not Path(name).expanduser().is_dir():
-            raise FileNotFoundError(f"zoo folder {name!r} not found; a zoo is demo, a named zoo "
-                                    f"({', '.join(list_zoos()[1:])}) or an existing folder")
-        raise ValueError(f"{name!r} is a folder, not a zoo name: read a folder of safetensors with "
-                         f"explorer.weights.read_folder, a demo-zoo build with load_zoo('demo', root={name!r})")
+        raise TypeError(f"a zoo is named by a string (one of {list_zoos()}) or a path, got {type(name).__name__}")
+    if looks_like_path(name) or (name not in list_zoos() and name != "openclip" and Path(name).expanduser().exists()):
+        return load_path(name, **kwargs)
     _import_loaders()
     if name in _LOADERS:
         return _LOADERS[name](**kwargs)
@@ -60,5 +59,7 @@ def _import_loaders() -> None:
             if err.name != f"{__name__}.{module}":
                 raise
 
+
+from .local import load_path  # noqa: E402  (last: it imports the zoo modules, which register themselves above)
 
 __all__ = ["SPLITS", "Zoo", "list_zoos", "load_zoo", "register_zoo"]

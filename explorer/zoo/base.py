@@ -16,6 +16,15 @@ from torch.utils.data import DataLoader, Dataset
 SPLITS = ("train", "validation", "test")
 
 
+class EvaluationUnavailable(ValueError):
+    """A zoo that lacks something evaluation needs (model definition, heads, data): `problems` lists each."""
+
+    def __init__(self, zoo: str, problems: list[str]):
+        self.zoo, self.problems = zoo, list(problems)
+        super().__init__(f"zoo {zoo!r} cannot evaluate: it lacks " + "; ".join(self.problems)
+                         + ". Merging, the analyses and export need none of these.")
+
+
 class Zoo(ABC):
     """A base image encoder, one fine-tuned expert per task, frozen heads and datasets.
 
@@ -26,6 +35,7 @@ class Zoo(ABC):
 
     name: str = "zoo"
     tasks: list[str] = []
+    source: str | None = None  # the file or folder a zoo of your own was opened from (run records point to it)
 
     @abstractmethod
     def class_names(self, task: str) -> list[str]:
@@ -50,6 +60,17 @@ class Zoo(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A fresh image encoder of this zoo's architecture (weights are supplied functionally)."""
+
+    def evaluation_problems(self, tasks: list[str] | None = None, split: str = "test") -> list[str]:
+        """What evaluating `tasks` on `split` lacks (model definition, text tower for heads, data), one line each
+        saying how to provide it; [] when evaluation can run. Zoos with everything on board keep this default."""
+        return []
+
+    def check_evaluable(self, tasks: list[str] | None = None, split: str = "test") -> None:
+        """Raise one EvaluationUnavailable naming everything evaluation on `tasks` lacks."""
+        problems = self.evaluation_problems(tasks, split)
+        if problems:
+            raise EvaluationUnavailable(self.name, problems)
 
     def check_task(self, task: str) -> None:
         if task not in self.tasks:

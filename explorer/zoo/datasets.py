@@ -74,6 +74,26 @@ def task_dataset(spec: dict[str, Any], data_root: str | Path | None, split: str,
     return train
 
 
+def data_problem(spec: dict[str, Any], data_root: str | Path | None, split: str) -> str | None:
+    """Why `split` of the task described by `spec` cannot be read from `data_root` (a cheap look at the folders, no
+    image is read), with how to provide it; None when its folder is there."""
+    if data_root is None:
+        return ("no data root is set: set \"data_root\" in the zoo file (or data_root= in load_zoo, or the "
+                "EXPLORER_DATA_ROOT environment variable) to the folder that holds the task data. "
+                + _how_to_get(spec, Path("DATA_ROOT")))
+    data, root = spec.get("data"), Path(data_root).expanduser()
+    if not data:
+        return f"the task has no data layout; add \"data\" to its entry in the zoo file (see {TASK_DIR}/dtd.json)"
+    if data["kind"] == "folder":
+        split_dir = data["splits"].get(split if split == "test" or split in data["splits"] else "train")
+        where = root / split_dir if split_dir else None
+    else:
+        where = root / data.get("root", "")
+    if where is None or not where.exists():
+        return f"{where or root} does not exist. " + _how_to_get(spec, root)
+    return None
+
+
 def _build(data: dict, root: Path, split: str, transform: Callable | None, spec: dict) -> Dataset:
     target = _offset(data.get("label_offset", 0))
     try:

@@ -3,8 +3,9 @@
 Families handled, detected from the keys:
   * "openclip": open_clip / task_vectors-style image-encoder state dicts; keys may sit under a prefix such
     as `visual.` or `model.visual.`, and keys outside the vision tower (text leftovers) are ignored;
-  * "hf": Hugging Face `CLIPVisionModel` / `CLIPModel` (`vision_model.*`): q/k/v are joined into
-    `in_proj`, `visual_projection.weight` becomes `proj` (transposed), taken from the base when absent.
+  * "hf": Hugging Face `CLIPVisionModel` / `CLIPModel` (`vision_model.*`, or the bare `embeddings.*`, `encoder.*`
+    keys that transformers >= 5 writes for `CLIPVisionModel`): q/k/v are joined into `in_proj`,
+    `visual_projection.weight` becomes `proj` (transposed), taken from the base when absent.
 Pickled modules (task_vectors `ImageEncoder` files) load only with `allow_pickle=True`: unpickling runs code.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..weights import read_weights
 FORMATS = ("openclip", "hf")
 _OC_MARK = "conv1.weight"
 _HF_MARK = "vision_model.embeddings.patch_embedding.weight"
+_HF_INNER_MARK = "embeddings.patch_embedding.weight"  # transformers >= 5 CLIPVisionModel: no `vision_model.`
 _NAMES = [  # (HF name under `vision_model.`, open_clip name); {i} = block index, {p} = weight or bias
     ("embeddings.class_embedding", "class_embedding"),
     ("embeddings.patch_embedding.weight", "conv1.weight"),
@@ -118,20 +120,25 @@ def detect_format(sd: Mapping[str, Tensor]) -> tuple[str, str]:
     for key in sorted(sd, key=len):
         if key.endswith(_HF_MARK):
             return "hf", key[: -len(_HF_MARK)]
+        if key.endswith(_HF_INNER_MARK) and key[: -len(_HF_INNER_MARK)] + "encoder.layers.0.layer_norm1.weight" in sd:
+            return "hf", key[: -len(_HF_INNER_MARK)]  # the vision keys sit right under the prefix
         if key.endswith(_OC_MARK) and key[: -len(_OC_MARK)] + "transformer.resblocks.0.ln_1.weight" in sd:
             return "openclip", key[: -len(_OC_MARK)]
     sample = sorted(sd)[:12]
     raise CheckpointError(
         f"no known checkpoint format matched ({len(sd)} keys, e.g. {sample}); expected open_clip vision keys "
         f"such as 'conv1.weight' (optionally under 'visual.' or 'model.visual.') or Hugging Face CLIP keys such as "
-        f"'{_HF_MARK}'")
+        f"'{_HF_MARK}' (or '{_HF_INNER_MARK}', as transformers >= 5 saves a CLIPVisionModel)")
 
 
 def hf_to_openclip(sd: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
-    """HF CLIP vision keys (under `prefix`) -> open_clip vision-tower keys; q/k/v joined into `in_proj`."""
+    """HF CLIP vision keys (under `prefix`, then `vision_model.` when the checkpoint has it) -> open_clip
+    vision-tower keys; q/k/v joined into `in_proj`."""
     inner, out, qkv, unmatched = prefix + "vision_model.", {}, {}, []
+    if inner + _HF_INNER_MARK not in sd:  # transformers >= 5 CLIPVisionModel: the vision keys are not nested
+        inner = prefix
     for key, value in sd.items():
-        if not key.startswith(inner) or key[len(inner):] in _HF_DROPPED:
+        if not key.startswith(inner) or key[len(inner):] in _HF_DROPPED or key == prefix + "visual_projection.weight":
             continue
         rel = key[len(inner):]
         if m := _QKV.fullmatch(rel):

@@ -25,8 +25,8 @@ from ..device import resolve_device
 from ..weights import file_sha256
 from . import NAMED_DIR, register_zoo
 from .base import Zoo
-from .datasets import task_dataset, task_spec
-from .formats import read_checkpoint, to_openclip
+from .datasets import data_problem, task_dataset, task_names, task_spec
+from .formats import check_keys, read_checkpoint, to_openclip
 from .heads import cached_head, head_cache_key, head_weight
 from .hub import HubFile, resolve_sources
 
@@ -50,6 +50,35 @@ def model_config(arch: str) -> dict[str, Any]:
     return cfg
 
 
+KNOWN_ARCHS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14")
+
+
+def build_tower(cfg: dict[str, Any], quick_gelu: bool) -> nn.Module:
+    """The open_clip vision tower of a model config."""
+    from open_clip.model import _build_vision_tower
+
+    return _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=quick_gelu)
+
+
+def tower_shapes(cfg: dict[str, Any]) -> dict[str, torch.Size]:
+    """name -> shape of every parameter of a model config's vision tower (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return {k: v.shape for k, v in build_tower(cfg, False).state_dict().items()}
+
+
+def infer_arch(sd: dict[str, Tensor]) -> str | None:
+    """The known open_clip architecture whose vision tower has exactly the shapes of `sd` (a missing `proj`, as
+    in an HF vision-only checkpoint, is allowed), or None."""
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    for arch in KNOWN_ARCHS:
+        want = {k: tuple(v) for k, v in tower_shapes(model_config(arch)).items()}
+        if "proj" not in shapes:
+            want.pop("proj", None)
+        if want == shapes:
+            return arch
+    return None
+
+
 def pretrained_tag(arch: str, source: str) -> dict[str, Any]:
     """open_clip's pretrained config when `source` is a tag of `arch` (such as "openai"), else {}."""
     if Path(source).exists() or arch.endswith(".json") or "/" in source:
@@ -71,9 +100,13 @@ def tag_source(arch: str, tag: str) -> HubFile:
 
 
 class OpenClipZoo(Zoo):
-    """A base open_clip image encoder plus experts, zero-shot heads from its text tower, and task data."""
+    """A base open_clip image encoder plus experts, zero-shot heads from its text tower, and task data.
 
-    def __init__(self, arch: str, base: str = "openai", experts: dict[str, str] | None = None, *,
+    Weight space first: the base and expert files are resolved at load time, everything evaluation needs (the
+    architecture's module, the text tower for the heads, the task data) only on the first evaluation, so a zoo of
+    checkpoints alone merges and analyses offline. `evaluation_problems()` says what is missing."""
+
+    def __init__(self, arch: str | None, base: str = "openai", experts: dict[str, str] | None = None, *,
                  data_root: str | Path | None = None, device: str | torch.device = "auto",
                  cache_dir: str | Path | None = None, text: str | None = None, allow_pickle: bool = False,
                  name: str = "openclip", task_specs: dict[str, dict] | None = None,
@@ -81,41 +114,92 @@ class OpenClipZoo(Zoo):
         if not experts:
             raise ValueError("an openclip zoo needs experts={task: source}, one fine-tuned checkpoint per task")
         self.name, self.arch, self.tasks = name, arch, list(experts)
-        self.cfg = model_config(arch)
-        base_tag = pretrained_tag(arch, str(base))
-        if text is None and not arch.endswith(".json"):
+        self._arch_cfg = model_config(arch) if arch is not None else None
+        base_tag = pretrained_tag(arch, str(base)) if arch is not None else {}
+        if text is None and (arch is None or not arch.endswith(".json")):
             text = str(base) if base_tag else "openai"
-        self.text_tag = pretrained_tag(arch, text) if text else {}
-        self.quick_gelu = bool(self.cfg.get("quick_gelu") or base_tag.get("quick_gelu")
-                               or self.text_tag.get("quick_gelu"))
+        self.text = text or None
+        self.base_tag = base_tag
         sources = {"base": tag_source(arch, str(base)) if base_tag else base}
-        if text and text != str(base):  # the full CLIP checkpoint whose text tower makes the zero-shot heads
-            sources["text"] = tag_source(arch, text) if self.text_tag else text
         sources.update({f"expert {t}": src for t, src in experts.items()})
         self.files = resolve_sources(sources, hub_cache)  # downloads now (online) or fails now (offline)
-        if text and text == str(base):
-            self.files["text"] = self.files["base"]
+        self.hub_cache = hub_cache
+        self._text_file: Path | None = None
+        self._text_error: str | None = None
         self.data_root = data_root if data_root is not None else os.environ.get("EXPLORER_DATA_ROOT")
         self.allow_pickle = allow_pickle
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
         self.task_specs = dict(task_specs or {})
 
+    # --- architecture -------------------------------------------------------------------------------
+    @cached_property
+    def cfg(self) -> dict[str, Any] | None:
+        """The open_clip model config: of `arch`, or of the known architecture whose shapes the base has (None:
+        no model definition, so the zoo merges and analyses but cannot evaluate)."""
+        if self._arch_cfg is not None:
+            return self._arch_cfg
+        self.arch = infer_arch(self._base)
+        return model_config(self.arch) if self.arch else None
+
+    @property
+    def text_tag(self) -> dict[str, Any]:
+        return pretrained_tag(self.arch, self.text) if (self.text and self.cfg is not None) else {}
+
+    @property
+    def quick_gelu(self) -> bool:
+        cfg = self.cfg or {}
+        return bool(cfg.get("quick_gelu") or self.base_tag.get("quick_gelu") or self.text_tag.get("quick_gelu"))
+
+    def text_file(self) -> Path:
+        """The full CLIP checkpoint whose text tower makes the zero-shot heads, resolved on first use (a hub tag
+        is looked up in the cache, or downloaded when online)."""
+        if self._text_file is None:
+            if self.text is None:
+                raise ValueError(f"zoo {self.name!r} has no text tower for zero-shot heads: pass text= (an open_clip "
+                                 f"pretrained tag such as 'openai', or a full CLIP checkpoint file) to load_zoo, or "
+                                 f"\"text\" in the zoo file")
+            if self._text_error is not None:
+                raise FileNotFoundError(self._text_error)
+            source = tag_source(self.arch, self.text) if self.text_tag else self.text
+            try:
+                self._text_file = resolve_sources({"text tower": source}, self.hub_cache)["text tower"]
+            except (FileNotFoundError, ValueError) as err:
+                self._text_error = str(err)  # the hub probe takes seconds: ask once per zoo
+                raise
+        return self._text_file
+
     # --- weights ------------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from open_clip.model import _build_vision_tower
-
-        return _build_vision_tower(self.cfg["embed_dim"], self.cfg["vision_cfg"], quick_gelu=self.quick_gelu)
+        if self.cfg is None:
+            raise ValueError(f"zoo {self.name!r} has no model definition: its checkpoints match none of "
+                             f"{', '.join(KNOWN_ARCHS)}; name the open_clip architecture with arch= (a model name "
+                             f"or a model-config JSON path), or \"arch\" in the zoo file")
+        return build_tower(self.cfg, self.quick_gelu)
 
     @cached_property
-    def expected_shapes(self) -> dict[str, torch.Size]:
-        with torch.device("meta"):
-            return {k: v.shape for k, v in self.build_model().state_dict().items()}
+    def expected_shapes(self) -> dict[str, torch.Size] | None:
+        """name -> shape of the architecture's parameters (None when `arch` was not given: experts are then
+        checked against the base only)."""
+        return None if self._arch_cfg is None else tower_shapes(self._arch_cfg)
 
     def _load(self, label: str, fill: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         path = self.files[label]
         raw = read_checkpoint(path, allow_pickle=self.allow_pickle)
-        return to_openclip(raw, expected=self.expected_shapes, fill=fill, source=f"{label} ({path})")
+        expected = self.expected_shapes
+        out = to_openclip(raw, fill=fill, source=f"{label} ({path})")
+        if expected is not None and label == "base" and "proj" not in out and "proj" in expected:
+            expected = {k: v for k, v in expected.items() if k != "proj"}  # an HF vision-only base: no projection
+        if expected is not None and fill is not None and "proj" not in fill:
+            expected = {k: v for k, v in expected.items() if k != "proj"}
+        if expected is not None:
+            check_keys(out, expected, f"{label} ({path})")
+        return out
+
+    @property
+    def has_projection(self) -> bool:
+        """Whether the base has the image projection (`proj`; an HF CLIPVisionModel checkpoint has none)."""
+        return "proj" in self._base
 
     def fingerprint(self) -> str:
         """A short hash of the weight files (cheaper than the base class's pass over every loaded tensor)."""
@@ -137,7 +221,14 @@ class OpenClipZoo(Zoo):
     # --- heads and data -----------------------------------------------------------------------------
     def spec(self, task: str) -> dict[str, Any]:
         self.check_task(task)
-        return self.task_specs[task] if task in self.task_specs else task_spec(task)
+        if task in self.task_specs:
+            return self.task_specs[task]
+        try:
+            return task_spec(task)
+        except KeyError:
+            if task.lower() != task:
+                return task_spec(task.lower())
+            raise
 
     def class_names(self, task: str) -> list[str]:
         return list(self.spec(task)["classnames"])
@@ -145,10 +236,7 @@ class OpenClipZoo(Zoo):
     def head(self, task: str) -> nn.Module:
         spec = self.spec(task)
         names = spec.get("prompt_names", spec["classnames"])
-        if "text" not in self.files:
-            raise ValueError(f"zoo {self.name!r} has no text tower for zero-shot heads: pass text= (an open_clip "
-                             f"pretrained tag or a full CLIP checkpoint file) to load_zoo")
-        text_file = self.files["text"]
+        text_file = self.text_file()
         stat = text_file.stat()
         key = head_cache_key(self.cfg, self.quick_gelu, str(text_file.resolve()), stat.st_size, names,
                              spec["templates"])
@@ -167,7 +255,7 @@ class OpenClipZoo(Zoo):
 
         cfg = {k: v for k, v in self.cfg.items() if k not in ("custom_text", "quick_gelu")}
         clip = CLIP(**cfg, quick_gelu=self.quick_gelu)
-        load_checkpoint(clip, str(self.files["text"]), strict=False)
+        load_checkpoint(clip, str(self.text_file()), strict=False)
         return clip.to(self.device).eval()
 
     def _tokenizer(self):
@@ -187,6 +275,38 @@ class OpenClipZoo(Zoo):
     def dataset(self, task: str, split: str) -> Dataset:
         self.check_split(split)
         return task_dataset(self.spec(task), self.data_root, split, self.transform())
+
+    # --- what evaluation needs ----------------------------------------------------------------------
+    def evaluation_problems(self, tasks: list[str] | None = None, split: str = "test") -> list[str]:
+        """What evaluation on `tasks` lacks: the model definition, the image projection, the text tower for the
+        heads, and per task its class names and data; [] when nothing is missing."""
+        problems = []
+        if self.cfg is None:
+            problems.append(f"a model definition: the checkpoints match none of {', '.join(KNOWN_ARCHS)}; set "
+                            f"\"arch\" in the zoo file (or arch= in load_zoo) to the open_clip architecture")
+        elif not self.has_projection:
+            problems.append(f"the image projection: the base ({self.files['base'].name}) is a vision-only Hugging "
+                            f"Face CLIPVisionModel checkpoint without visual_projection; evaluation needs the "
+                            f"projection from a full CLIP checkpoint: use a CLIPModel (or open_clip) checkpoint of the "
+                            f"same pretrained model as the base (the experts keep its projection)")
+        if self.text is None:
+            problems.append("a text tower for the zero-shot heads: set \"text\" in the zoo file (or text= in "
+                            "load_zoo) to an open_clip pretrained tag such as \"openai\" or a full CLIP checkpoint")
+        elif self.cfg is not None:
+            try:
+                self.text_file()
+            except (FileNotFoundError, ValueError) as err:
+                problems.append(f"the text tower for the zero-shot heads ({self.text}): {err}")
+        for task in tasks or self.tasks:
+            try:
+                spec = self.spec(task)
+            except KeyError:
+                problems.append(f"class names for task {task!r}: it is not a known task ({', '.join(task_names())}); "
+                                f"give its classnames (and templates) under \"tasks\" in the zoo file")
+                continue
+            if (why := data_problem(spec, self.data_root, split)) is not None:
+                problems.append(f"{split} data for task {task!r}: {why}")
+        return problems
 
 
 @register_zoo("openclip")
