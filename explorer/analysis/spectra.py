@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..methods.spectral import is_matrix, polar, task_blocks, task_svd
+from ..methods.spectral import is_matrix, map_threads, polar, task_blocks, task_svd
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from ._common import check_by, groups, square, tidy_pairs
@@ -60,6 +60,7 @@ def spectral_summary(tv: TaskVectors, result: MergeResult | None = None, top: fl
     """Per matrix and task (and the merge): `param, layer, task, rank, effective_rank, top_k, energy_top` where
     energy_top is the share of squared singular values in the top k (k = top * r, default r / T)."""
     rows = []
+    _with_svds(tv, matrix_names(tv))
     for name in matrix_names(tv):
         factors = task_svd(tv, name)
         r = factors.S.shape[-1]
@@ -74,13 +75,21 @@ def spectral_summary(tv: TaskVectors, result: MergeResult | None = None, top: fl
     return pd.DataFrame(rows, columns=["param", "layer", "task", "rank", "effective_rank", "top_k", "energy_top"])
 
 
+def _with_svds(tv: TaskVectors, names: list[str]) -> None:
+    """Compute (and cache) the tasks' SVDs of `names`, layers in parallel on CPU: the slow part of every view here."""
+    map_threads(lambda n: task_svd(tv, n), names, tv.device)
+
+
 def _overlap_matrix(tv: TaskVectors, name: str, k: int | None) -> Tensor:
     """[T, T]: the mean squared cosine of the principal angles between tasks' top-k left singular subspaces,
-    ||U_a^T U_b||_F^2 / k (1 = same subspace, k/m for random ones, 0 = orthogonal)."""
+    ||U_a^T U_b||_F^2 / k (1 = same subspace, k/m for random ones, 0 = orthogonal), from one Gram matrix of the
+    tasks' concatenated top-k vectors."""
     U = task_svd(tv, name).U
-    k = default_k(tv, U.shape[-1]) if k is None else max(1, min(k, U.shape[-1]))
-    top = U[:, :, :k].double()
-    return torch.einsum("aik,bil->abkl", top, top).pow(2).sum(dim=(2, 3)) / k
+    T, m, r = U.shape
+    k = default_k(tv, r) if k is None else max(1, min(k, r))
+    stacked = U[:, :, :k].permute(1, 0, 2).reshape(m, T * k)
+    gram = (stacked.transpose(0, 1) @ stacked).reshape(T, k, T, k)
+    return gram.double().pow(2).sum(dim=(1, 3)) / k
 
 
 def _chance(tv: TaskVectors, name: str, k: int | None) -> float:
@@ -94,6 +103,7 @@ def subspace_overlap(tv: TaskVectors, k: int | None = None, by: str | None = Non
     (by=None), else tidy `layer|kind, task_a, task_b, overlap`. k defaults to r / T per matrix (TSV's share).
     The whole-model frame's attrs give what it is computed over and the chance level (k / m, random subspaces)."""
     check_by(by)
+    _with_svds(tv, matrix_names(tv))
     per_group, chance = {}, []
     for group, names in groups(tv, by).items():
         names = [n for n in names if is_matrix(tv, n)]
@@ -113,21 +123,25 @@ def subspace_overlap(tv: TaskVectors, k: int | None = None, by: str | None = Non
 def _sti(U: Tensor, S: Tensor, V: Tensor) -> float:
     """||(U^T U - I) diag(S) (V^T V - I)||_1 (entrywise), TSV's singular task interference of concatenated bases."""
     eye = torch.eye(U.shape[1], dtype=U.dtype, device=U.device)
-    return float(((U.T @ U - eye) @ torch.diag(S) @ (V.T @ V - eye)).abs().sum())
+    return float((((U.T @ U - eye) * S) @ (V.T @ V - eye)).abs().double().sum())
 
 
 def interference(tv: TaskVectors, k: int | None = None) -> pd.DataFrame:
     """Singular task interference per matrix: `param, layer, before, after, relative_before` with the tasks' top-k
     (default r / T) singular vectors concatenated as they are (before) and orthogonalised as TSV does (after);
-    relative_before divides by the sum of the kept singular values, so matrices of different size compare."""
-    rows = []
-    for name in matrix_names(tv):
+    relative_before divides by the sum of the kept singular values, so matrices of different size compare. Computed
+    in the task vectors' dtype: in float32, "after" is float32 round-off (about 1e-6 of "before"), not exactly 0."""
+    def row(name: str) -> tuple:
         factors = task_svd(tv, name)
         kk = default_k(tv, factors.S.shape[-1]) if k is None else max(1, min(k, factors.S.shape[-1]))
         blocks = task_blocks(factors, kk)
-        U, S, V = blocks.U.double(), blocks.S.double(), blocks.Vh.double().T
+        U, S, V = blocks.U, blocks.S, blocks.Vh.T
         before = _sti(U, S, V)
         after = _sti(polar(U), S, polar(V.T).T)
-        rows.append((name, tv.info[name].layer, kk, before, after, before / float(S.sum()) if S.sum() > 0 else 0.0))
+        total = float(S.double().sum())
+        return name, tv.info[name].layer, kk, before, after, before / total if total > 0 else 0.0
+
+    names = matrix_names(tv)
+    rows = map_threads(row, names, tv.device)
     return pd.DataFrame(rows, columns=["param", "layer", "top_k", "before", "after", "relative_before"])
 
