@@ -17,7 +17,8 @@ TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=T
 
 
 LARGE = 200_000_000  # task-vector entries (tasks x parameters) from which the page warns that views take a while
-RATE = 1.0e6  # task-vector entries per second of all the zoo views: 8 ViT-B/32 experts took 689 s (bench_own_zoo.py)
+RATE = 4.0e6  # task-vector entries per second of all the zoo views on a busy 2-core CPU: 8 ViT-B/32 experts (702 M
+# entries) took 93 s on an idle one (bench_own_zoo.py), about twice that with another job running
 
 
 class Cancelled(Exception):
