@@ -13,16 +13,6 @@ from explorer.methods.runner import Progress
 from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(scope="module")
-def zoo() -> TinyZoo:
-    return TinyZoo()
-
-
-@pytest.fixture(scope="module")
-def tv(zoo) -> ex.TaskVectors:
-    return ex.task_vectors(zoo, device="cpu")
-
-
 def test_softmax_entropy_hand_computed():
     logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, -1e9, -1e9]])
     # row 2: p = (3/4, 1/4, 0, 0) -> H = -(3/4 ln 3/4 + 1/4 ln 1/4)

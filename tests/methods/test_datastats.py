@@ -16,16 +16,6 @@ from tests.conftest import tiny_tower
 from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(scope="module")
-def zoo() -> TinyZoo:
-    return TinyZoo()
-
-
-@pytest.fixture(scope="module")
-def tv(zoo) -> ex.TaskVectors:
-    return ex.task_vectors(zoo, device="cpu")
-
-
 @pytest.fixture(autouse=True)
 def fresh_cache():
     S.clear()

@@ -12,16 +12,6 @@ from explorer.runs import RunRecord
 from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
-@pytest.fixture(scope="module")
-def zoo() -> TinyZoo:
-    return TinyZoo()
-
-
-@pytest.fixture(scope="module")
-def tv(zoo) -> ex.TaskVectors:
-    return ex.task_vectors(zoo, device="cpu")
-
-
 def angle(a, b) -> float:
     return math.acos(float(a @ b / (a.norm() * b.norm())))
 
