@@ -30,6 +30,8 @@ _LAZY = {
     "RunRecord": ("explorer.runs", "RunRecord"),
     "analysis": ("explorer.analysis", None),
     "plots": ("explorer.plots", None),
+    "protect": ("explorer.security", "protect"),
+    "security": ("explorer.security", None),
 }
 
 
