@@ -16,6 +16,7 @@ from .checks import check_finite
 from .device import resolve_device
 from .result import MergeResult
 from .scoring import eval_data, reference_accuracies, task_accuracy, task_logits
+from .security.attack import attack_table
 from .zoo.base import Zoo
 
 __all__ = ["COLUMNS", "Scores", "evaluate", "eval_data", "percent", "reference_accuracies", "task_accuracy",
@@ -32,11 +33,13 @@ def percent(frame: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
 @dataclass
 class Scores:
     """Per-task accuracies: `table` has one row per task (task, base, expert, merged, normalized, as
-    fractions) and `mean` is a pandas Series of the column averages (index base, expert, merged, normalized)."""
+    fractions) and `mean` is a pandas Series of the column averages (index base, expert, merged, normalized).
+    `attack` holds the attack success rate (task, base, expert, merged) of each task with a backdoor trigger."""
 
     table: pd.DataFrame
     split: str = "test"
     limit: int | None = None
+    attack: pd.DataFrame | None = None
 
     @property
     def mean(self) -> pd.Series:
@@ -78,4 +81,6 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
         base, expert = reference_accuracies(zoo, task, split, limit, dev)
         merged = task_accuracy(zoo, weights, task, split, limit, dev)
         rows.append((task, base, expert, merged, merged / expert if expert > 0 else float("nan")))
-    return Scores(pd.DataFrame(rows, columns=COLUMNS), split, limit)
+    attack = attack_table(zoo, tasks, lambda t: shared if shared is not None else result.state_dict(task=t), split,
+                          limit, dev)
+    return Scores(pd.DataFrame(rows, columns=COLUMNS), split, limit, attack)

@@ -36,6 +36,7 @@ class RunRecord:
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256 or fingerprint
     seconds: float | None = None
     scores: list[dict] | None = None
+    attack: list[dict] | None = None  # attack success rate per backdoored task (task, base, expert, merged)
     weights: dict[str, str] = field(default_factory=dict)  # written file -> sha256
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
     data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
@@ -54,8 +55,10 @@ class RunRecord:
             zoo = getattr(zoo, "source", None) or getattr(zoo, "name", None)
         table = getattr(scores, "table", scores)
         rows = table.to_dict(orient="records") if table is not None else None
+        attack = getattr(scores, "attack", None)
         return cls(result.method, dict(result.params), list(result.tasks), zoo, dict(inputs or {}),
-                   result.info.get("seconds"), rows, layout="per_task" if result.per_task else "merged",
+                   result.info.get("seconds"), rows, attack.to_dict(orient="records") if attack is not None else None,
+                   layout="per_task" if result.per_task else "merged",
                    data=dict(result.info.get("data") or {}))
 
     def to_json(self, path: str | Path) -> Path:

@@ -126,6 +126,18 @@ def task_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str =
     return _logits(zoo, model, _on(weights, dev), task, split, limit, dev)
 
 
+@torch.no_grad()
+def image_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, images: Tensor,
+                 device: str | torch.device = "auto") -> Tensor:
+    """Logits [N, C] of the encoder `weights` through `task`'s frozen head on given images (e.g. triggered ones)."""
+    dev = resolve_device(device)
+    model = _model(zoo, dev)
+    _check_keys(model, weights)
+    weights, head, images = _on(weights, dev), _head(zoo, task, dev), images.to(dev)
+    return torch.cat([head(functional_call(model, weights, (images[i:i + BATCH],)))
+                      for i in range(0, max(1, len(images)), BATCH)])
+
+
 def reference_accuracies(zoo: Zoo, task: str, split: str = "test", limit: int | None = None,
                          device: str | torch.device = "auto") -> tuple[float, float]:
     """(base accuracy, expert accuracy) on `task`, computed once per zoo, split, limit and device."""

@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
     parser.add_argument("--tasks", help="comma-separated subset of the zoo's tasks (default: all)")
+    parser.add_argument("--experts", help="demo zoo: swap in expert variants, e.g. signs=backdoored,digits=backdoored")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     parser.add_argument("--eval", action="store_true", help="evaluate per-task accuracy on the test split")
     parser.add_argument("--limit", type=int, help="with --eval: at most this many test images per task")
@@ -36,7 +37,19 @@ def parse_params(method: str, pairs: list[str]) -> dict:
     return out
 
 
-def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
+def parse_variants(text: str | None) -> dict[str, str]:
+    """`"signs=backdoored,digits=backdoored"` -> {"signs": "backdoored", "digits": "backdoored"}."""
+    out = {}
+    for pair in (text or "").split(","):
+        if pair.strip():
+            task, sep, variant = pair.partition("=")
+            if not sep:
+                raise ValueError(f"--experts {pair!r}: write TASK=VARIANT, e.g. --experts signs=backdoored")
+            out[task.strip()] = variant.strip()
+    return out
+
+
+def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str, experts: dict[str, str] | None = None):
     """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name, a zoo file, a folder holding a zoo file or a
     demo-zoo build, or a plain folder of safetensors (read as they are, any key names)."""
     import explorer as ex
@@ -52,7 +65,7 @@ def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str):
         check_experts(tasks or list(experts), "put two or more <task>.safetensors beside base.safetensors"
                       if tasks is None else "name two or more with --tasks")
         return ex.task_vectors(base, experts, tasks=tasks, device=device), None, str(Path(zoo_arg)), hashes
-    zoo = ex.load_zoo(zoo_arg)
+    zoo = ex.load_zoo(zoo_arg, **({"experts": experts} if experts else {}))
     check_experts(tasks or zoo.tasks, "name two or more with --tasks")
     tv = ex.task_vectors(zoo, tasks=tasks, device=device)
     return tv, zoo, zoo.source or zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
@@ -65,7 +78,10 @@ def run(args) -> int:
 
     params = parse_params(args.method, args.param)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device)
+    variants = parse_variants(args.experts)
+    tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device, variants)
+    if variants:
+        inputs["experts"] = args.experts
     result = ex.merge(tv, args.method, **params)
     print(f"{result!r} in {result.info['seconds']:.3f} s")
     scores = None
@@ -76,6 +92,9 @@ def run(args) -> int:
         images = "" if args.limit is None else f" (first {args.limit} images per task)"
         print(f"accuracy (%) on the test split{images}:")
         print(percent(scores.table, digits=2).to_string(index=False))
+        if scores.attack is not None:
+            print("attack success rate (%) on triggered test images of the non-target classes:")
+            print(percent(scores.attack, digits=2).to_string(index=False))
     if args.out:
         ex.save(result, args.out, zoo=zoo_id, inputs=inputs, scores=scores, report=args.report)
         print(f"wrote {args.out} and {args.report or Path(args.out).with_suffix('.json')}")

@@ -61,6 +61,11 @@ class Zoo(ABC):
     def build_model(self) -> nn.Module:
         """A fresh image encoder of this zoo's architecture (weights are supplied functionally)."""
 
+    def backdoor(self, task: str) -> dict | None:
+        """The trigger (fields of `explorer.security.Trigger`) that this zoo's expert for `task` was planted with,
+        or None: evaluation then reports that task's attack success rate. Clean zoos keep this default."""
+        return None
+
     def evaluation_problems(self, tasks: list[str] | None = None, split: str = "test") -> list[str]:
         """What evaluating `tasks` on `split` lacks (model definition, text tower for heads, data), one line each
         saying how to provide it; [] when evaluation can run. Zoos with everything on board keep this default."""

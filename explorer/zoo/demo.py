@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from .base import Zoo
 from .data import generate
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "demo-zoo"  # package data: it ships in the wheel
+VARIANTS = ("clean", "backdoored")  # which expert of a task a zoo uses; backdoored ones sit in experts/backdoored/
 
 
 class CosineHead(nn.Module):
@@ -64,7 +66,7 @@ class DemoZoo(Zoo):
 
     name = "demo"
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, experts: Mapping[str, str] | None = None):
         self.root = Path(root) if root is not None else DEFAULT_DIR
         config_path = self.root / "config.json"
         if not config_path.exists():
@@ -72,10 +74,31 @@ class DemoZoo(Zoo):
                                     f"`explorer zoo build-demo --out {self.root}`")
         self.config = read_config(config_path)
         self.tasks = list(self.config["tasks"])
+        self.variants = self._check_variants(dict(experts or {}))
         self._experts: dict[str, dict[str, Tensor]] = {}
         self._data: dict[tuple[str, str], TensorDataset] = {}
         self._base: dict[str, Tensor] | None = None
         self._heads: dict[str, CosineHead] | None = None
+
+    def _check_variants(self, experts: dict[str, str]) -> dict[str, str]:
+        """task -> "clean" | "backdoored" for every task, after checking the requested swaps exist."""
+        for task, variant in experts.items():
+            self.check_task(task)
+            if variant not in VARIANTS:
+                raise ValueError(f"expert variant {variant!r} for {task!r} is unknown; use one of {VARIANTS}")
+            if variant == "backdoored" and task not in self.backdoored_tasks():
+                raise ValueError(f"the demo zoo has no backdoored {task!r} expert (it has {self.backdoored_tasks()}); "
+                                 f"add one with `explorer zoo add-backdoors --tasks {task}`")
+        return {t: experts.get(t, "clean") for t in self.tasks}
+
+    def backdoored_tasks(self) -> list[str]:
+        """The tasks with a stored backdoored expert (config.json "backdoors")."""
+        return [t for t in self.tasks if t in self.config.get("backdoors", {})]
+
+    def backdoor(self, task: str) -> dict | None:
+        if self.variants[task] != "backdoored":
+            return None
+        return dict(self.config["backdoors"][task]["trigger"])
 
     def class_names(self, task: str) -> list[str]:
         self.check_task(task)
@@ -89,7 +112,8 @@ class DemoZoo(Zoo):
     def expert_state_dict(self, task: str) -> dict[str, Tensor]:
         self.check_task(task)
         if task not in self._experts:
-            self._experts[task] = _load_fp32(self.root / "experts" / f"{task}.safetensors")
+            folder = self.root / "experts" / ("backdoored" if self.variants[task] == "backdoored" else "")
+            self._experts[task] = _load_fp32(folder / f"{task}.safetensors")
         return dict(self._experts[task])
 
     def head(self, task: str) -> nn.Module:
@@ -114,6 +138,7 @@ class DemoZoo(Zoo):
 
 
 @register_zoo("demo")
-def load_demo(root: str | Path | None = None) -> DemoZoo:
-    """The embedded demo zoo (offline); `root` points at another build of it."""
-    return DemoZoo(root)
+def load_demo(root: str | Path | None = None, experts: Mapping[str, str] | None = None) -> DemoZoo:
+    """The embedded demo zoo (offline); `root` points at another build of it; `experts={"signs": "backdoored"}`
+    swaps in a task's backdoored expert."""
+    return DemoZoo(root, experts)
