@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ..scoring import task_accuracy
 from ..taskvec import TaskVectors
+from .concrete_mask import rescaled
 
 GRANULARITIES = ("task", "layer")
 
@@ -96,19 +97,25 @@ class FunctionalMerge:
         """A [T, L] coefficient tensor filled with `value` (float32, on the task vectors' device)."""
         return torch.full((len(self.tasks), len(self.columns)), float(value), device=self.device)
 
-    def theta(self, coef: Tensor) -> dict[str, Tensor]:
-        """Merged weights name -> theta_0 + sum_t coef[t, c(name)] * tau_t (differentiable in coef)."""
+    def theta(self, coef: Tensor, mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Merged weights name -> theta_0 + sum_t coef[t, c(name)] * tau_t (differentiable in coef); with a shared
+        `mask` (name -> tensor, see `concrete_mask`), every tau_t is first masked and rescaled: tau_t * m / mean(m)."""
         out = dict(self.base)
-        for name, d in self.deltas.items():  # d: [T, ...]
-            out[name] = self.base[name] + torch.tensordot(coef[:, self.column_of[name]].to(d.dtype), d, dims=1)
+        out.update({n: self.base[n] + d for n, d in self._merged(coef, mask).items()})
         out.update(self.extras)
         return out
 
-    def delta(self, coef: Tensor) -> dict[str, Tensor]:
-        """The merged task vector sum_t coef[t, c(name)] * tau_t (detached)."""
+    def delta(self, coef: Tensor, mask: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """The merged task vector sum_t coef[t, c(name)] * tau_t (masked as in `theta`; detached)."""
         with torch.no_grad():
-            return {n: torch.tensordot(coef[:, self.column_of[n]].to(d.dtype), d, dims=1)
-                    for n, d in self.deltas.items()}
+            return self._merged(coef, mask)
+
+    def _merged(self, coef: Tensor, mask: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        out = {}
+        for name, d in self.deltas.items():  # d: [T, ...]; a shared mask commutes with the sum over tasks
+            merged = torch.tensordot(coef[:, self.column_of[name]].to(d.dtype), d, dims=1)
+            out[name] = merged * rescaled(mask[name]).to(d.dtype) if mask is not None and name in mask else merged
+        return out
 
     def logits(self, theta: Mapping[str, Tensor], task: str, images: Tensor) -> Tensor:
         """The frozen head of `task` on the merged encoder's features: [N, C]."""
