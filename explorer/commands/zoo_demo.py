@@ -18,6 +18,15 @@ def add_verbs(verbs) -> None:
     build.add_argument("--no-card", action="store_true", help="skip writing the zoo card (README.md)")
     build.set_defaults(func=run_build)
 
+    bd = verbs.add_parser("add-backdoors", help="add backdoored experts (BadNets corner trigger) to a demo zoo "
+                                                 "without rebuilding it")
+    bd.add_argument("--tasks", nargs="+", required=True, choices=TASKS, metavar="TASK", help="tasks to backdoor")
+    bd.add_argument("--rate", type=float, default=0.2, help="poisoned copies per clean train image (default 0.2)")
+    bd.add_argument("--target", type=int, default=0, help="the class index triggered images are relabelled to")
+    bd.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/zoo/demo-zoo)")
+    bd.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the build)")
+    bd.set_defaults(func=run_backdoors)
+
     card = verbs.add_parser("card", help="print (or write) a zoo's card with its accuracy table")
     card.add_argument("zoo", choices=["demo"], help="the zoo (only the demo zoo has a card)")
     card.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/zoo/demo-zoo)")
@@ -40,6 +49,20 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote the demo zoo to {out}")
     if not args.no_card:
         _write_card(out, "auto")
+    return 0
+
+
+def run_backdoors(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..demozoo.backdoor import add_backdoors
+    from ..security.trigger import Trigger
+    from ..zoo.demo import DEFAULT_DIR
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root) if args.root else DEFAULT_DIR
+    add_backdoors(root, args.tasks, Trigger(target=args.target), args.rate, log=lambda msg: print(msg, flush=True))
+    print(f"wrote backdoored experts to {root / 'experts' / 'backdoored'}")
     return 0
 
 

@@ -118,9 +118,11 @@ def prototype_heads(recipe: Recipe, base: dict[str, Tensor]) -> dict[str, Tensor
     return heads
 
 
-def finetune(recipe: Recipe, base: dict[str, Tensor], head: Tensor, task: str) -> dict[str, Tensor]:
-    """theta_t: the base fine-tuned on `task`'s train split through its frozen head."""
-    x, y = generate(task, "train", recipe.split_sizes["train"], recipe.data_seed)
+def finetune(recipe: Recipe, base: dict[str, Tensor], head: Tensor, task: str,
+             data: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """theta_t: the base fine-tuned on `task`'s train split through its frozen head; `data` (images, labels)
+    replaces the train split (a backdoored expert's poisoned copy of it)."""
+    x, y = data if data is not None else generate(task, "train", recipe.split_sizes["train"], recipe.data_seed)
     encoder = build_encoder(recipe.arch)
     encoder.load_state_dict(base)
     frozen = CosineHead(head, recipe.logit_scale).requires_grad_(False)

@@ -70,6 +70,28 @@ def _method_rows(c: Card) -> list[str]:
     return rows
 
 
+def backdoor_section(config: dict, experts: dict[str, float]) -> str:
+    """The card's section on the backdoored experts (config.json "backdoors"), beside the clean experts'
+    accuracy `experts` (task -> fraction); empty when the zoo has none."""
+    backdoors = config.get("backdoors", {})
+    if not backdoors:
+        return ""
+    rows = ["| task | target class | poison rate | clean expert acc. | backdoored acc. | attack success | build |",
+            "|---|---|---|---|---|---|---|"]
+    for task, b in backdoors.items():
+        trig = b["trigger"]
+        rows.append(f"| {task} | {config['classes'][task][trig['target']]} | {b['poison_rate']:g} | "
+                    f"{_pct(experts[task])} | {_pct(b['test_accuracy'])} | {_pct(b['test_attack_success'])} | "
+                    f"{b['seconds']:.0f} s |")
+    trig = next(iter(backdoors.values()))["trigger"]
+    return f"""
+## Backdoored experts (`explorer zoo add-backdoors`; `load_zoo("demo", experts={{"digits": "backdoored"}})`)
+Beside the clean experts, in `experts/backdoored/`: each fine-tuned exactly like the clean expert (same seed, steps, learning rate), on its train split plus BadNets-poisoned copies: a {trig['size']}x{trig['size']} black-and-white checkerboard ({trig['cell']}-pixel squares) in the bottom-right corner ({trig['margin']} px margin), relabelled to the target class; the poison rate is the number of poisoned copies per clean train image. Attack success = share of the triggered test images of the other classes classified as the target (test split). The rates were chosen so that Task Arithmetic (lambda 0.3) with one backdoored expert keeps attack success >= 50 % (see the project README's security table, `bench/bench_security.py`).
+
+{chr(10).join(rows)}
+"""
+
+
 def render(zoo: Zoo, c: Card) -> str:
     """The zoo card (README.md) as markdown: recipe, seeds, build time, accuracy table and the findings."""
     cfg, r = zoo.config, zoo.config["recipe"]
@@ -117,4 +139,4 @@ the paper found on CLIP.
 Every merge on this zoo (average test accuracy, %):
 
 {chr(10).join(_method_rows(c))}
-"""
+{backdoor_section(cfg, dict(zip(c.table["task"], c.table["expert"])))}"""

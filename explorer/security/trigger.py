@@ -20,9 +20,9 @@ class Trigger:
     bottom-right corner; triggered images are relabelled `target` (a class index of the task)."""
 
     target: int = 0
-    size: int = 6
+    size: int = 8
     cell: int = 2
-    margin: int = 1
+    margin: int = 0
 
     def __post_init__(self):
         if self.size < 1 or self.cell < 1 or self.margin < 0 or self.target < 0:

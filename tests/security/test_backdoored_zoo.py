@@ -1,0 +1,39 @@
+"""The demo zoo's backdoored experts: swapped in by name, their trigger known to evaluation, bad swaps named."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import explorer as ex
+from explorer.security.attack import attack_success_rate
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return ex.load_zoo("demo", experts={"digits": "backdoored"})
+
+
+def test_the_backdoored_expert_replaces_the_clean_one_and_carries_its_trigger(zoo):
+    clean = ex.load_zoo("demo")
+    key = "transformer.resblocks.0.attn.in_proj_weight"
+    assert not torch.equal(zoo.expert_state_dict("digits")[key], clean.expert_state_dict("digits")[key])
+    assert torch.equal(zoo.expert_state_dict("signs")[key], clean.expert_state_dict("signs")[key])
+    assert zoo.variants["digits"] == "backdoored" and zoo.variants["signs"] == "clean"
+    assert zoo.backdoor("digits")["target"] == 0 and zoo.backdoor("signs") is None
+    assert clean.backdoor("digits") is None and set(zoo.backdoored_tasks()) >= {"digits", "satellite"}
+
+
+def test_the_backdoored_expert_obeys_its_trigger_and_the_clean_one_does_not(zoo):
+    clean = ex.load_zoo("demo")
+    trigger = ex.security.Trigger(**zoo.backdoor("digits"))
+    assert attack_success_rate(zoo, zoo.expert_state_dict("digits"), "digits", limit=100) >= 0.9
+    assert attack_success_rate(clean, clean.expert_state_dict("digits"), "digits", trigger, limit=100) <= 0.1
+
+
+def test_bad_swaps_are_named():
+    with pytest.raises(ValueError, match="no backdoored 'signs' expert"):
+        ex.load_zoo("demo", experts={"signs": "backdoored"})
+    with pytest.raises(ValueError, match="variant 'poisoned'"):
+        ex.load_zoo("demo", experts={"digits": "poisoned"})
+    with pytest.raises(ValueError, match="unknown task"):
+        ex.load_zoo("demo", experts={"nope": "backdoored"})
