@@ -79,7 +79,7 @@ def random_transforms(heads: int, dim: int, gen: torch.Generator, scale: float) 
     return rotation @ perm * torch.exp(log_s)[:, None, :]
 
 
-def protect_weights(weights: Mapping[str, Tensor], heads: int, seed: int = 0, scale: float = 2.0) -> dict[str, Tensor]:
+def protect_weights(weights: Mapping[str, Tensor], heads: int, seed: int = 0, scale: float = 10.0) -> dict[str, Tensor]:
     """MergeLock: `weights` with seeded random per-head transforms on every attention block's QK and VO branches."""
     if scale < 1:
         raise ValueError(f"scale must be >= 1 (scalings are drawn in [1/scale, scale]), got {scale}")

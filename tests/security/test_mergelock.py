@@ -79,10 +79,10 @@ def test_unlock_keeps_the_function_and_moves_back_towards_the_expert(demo):
     model = demo.build_model().eval()
     expert, protected = demo.expert_state_dict("digits"), protect(demo, "digits", seed=3)
     key, x = "transformer.resblocks.3.attn.in_proj_weight", torch.randn(8, 3, 32, 32)
-    for method in ("lstsq", "kabsch"):
+    for method, share in (("lstsq", 0.1), ("kabsch", 0.9)):  # a rotation cannot undo the per-head scalings
         recovered = unlock_expert(demo, protected, method)
         assert _relative_gap(model, expert, recovered, x) < 1e-4
-        assert (recovered[key] - expert[key]).norm() < 0.5 * (protected[key] - expert[key]).norm()
+        assert (recovered[key] - expert[key]).norm() < share * (protected[key] - expert[key]).norm()
 
 
 def test_an_unprotected_expert_unlocks_to_nearly_itself():
