@@ -43,13 +43,16 @@ def _with_expert(zoo: Zoo, task: str, weights: Mapping[str, Tensor], device) -> 
 
 
 def mergelock_study(zoo: Zoo, task: str, seed: int = 0, unlock_methods: tuple[str, ...] = ("lstsq", "kabsch"),
-                    scales: list[float] = SCALES, device: str | torch.device = "auto") -> pd.DataFrame:
+                    scales: list[float] = SCALES, device: str | torch.device = "auto",
+                    protected: bool = True) -> pd.DataFrame:
     """Task Arithmetic (lambda chosen on validation) with `task`'s expert clean, MergeLock-protected, and unlocked
-    by each method: one row each with the expert alone, lambda, the merge on `task` and on the other tasks (test)."""
+    by each method: one row each with the expert alone, lambda, the merge on `task` and on the other tasks (test).
+    protected=False gives the clean row alone."""
     base_acc = task_accuracy(zoo, zoo.base_state_dict(), task, device=device)
-    protected = protect(zoo, task, seed=seed)
-    variants = {"clean": zoo.expert_state_dict(task), "protected": protected}
-    variants.update({f"unlocked ({m})": unlock_expert(zoo, protected, m) for m in unlock_methods})
+    variants = {"clean": zoo.expert_state_dict(task)}
+    if protected:
+        variants["protected"] = locked = protect(zoo, task, seed=seed)
+        variants.update({f"unlocked ({m})": unlock_expert(zoo, locked, m) for m in unlock_methods})
     rows = []
     for name, weights in variants.items():
         sel = select(_with_expert(zoo, task, weights, device), "task_arithmetic", {"scale": scales}, zoo=zoo,

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..checks import check_experts
-from ..evaluate import evaluate, percent, reference_accuracies
+from ..evaluate import Scores, evaluate, percent, reference_accuracies
 from ..merging import merge
 from ..methods import registry
 from ..result import MergeResult
@@ -22,6 +22,7 @@ from . import cache, views
 LIVE_LIMIT = 32        # test images per task in the live view (the first ones, the same every time): 0.5 s budget
 MAX_UNPINNED = 20      # older unpinned runs drop out of the history
 MAX_PINNED = 10        # so a session's history holds at most 30 small records (and the server 12 results)
+ATTACK = {"base": "attack base", "expert": "attack expert", "merged": "attack merged"}  # ASR columns of the table
 HISTORY_NOTE = (f"Runs of this session, newest first: the last {MAX_UNPINNED} runs are kept, plus up to "
                 f"{MAX_PINNED} pinned ones")
 
@@ -115,7 +116,7 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
     missing = cache.problems(zoo_name, tasks)
     with cache.COMPUTE:
         result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **params)
-        scores = None if missing else evaluate(cache.zoo(zoo_name), result, split="test", limit=limit).table
+        scores = None if missing else scored(evaluate(cache.zoo(zoo_name), result, split="test", limit=limit))
     n = 1 + max((r["n"] for r in state["runs"]), default=0)
     record = {"id": uuid.uuid4().hex[:12], "n": n, "label": label(n, method, result.params), "zoo": zoo_name,
               "tasks": tasks, "method": method, "params": dict(result.params), "limit": limit,
@@ -130,6 +131,19 @@ def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method:
     current = next((r for r in state["runs"] if r["id"] == state["current"]), None)
     return current is not None and (current["zoo"], current["tasks"], current["method"]) == \
         (zoo_name, list(tasks or []), method) and current["params"] == registry.get(method).resolve(params)
+
+
+def scored(scores: Scores) -> pd.DataFrame:
+    """The accuracy table with each backdoored task's attack success rate beside it (columns "attack ...")."""
+    if scores.attack is None:
+        return scores.table
+    return scores.table.merge(scores.attack.rename(columns=ATTACK), on="task", how="left")
+
+
+def shown(scores: pd.DataFrame) -> pd.DataFrame:
+    """A scores table in % for the page: accuracies as `percent` writes them, attack success "—" where no trigger."""
+    attack = [c for c in ATTACK.values() if c in scores.columns]
+    return percent(scores).assign(**{c: ["—" if pd.isna(v) else f"{100 * v:.1f}" for v in scores[c]] for c in attack})
 
 
 def _score_fields(scores: pd.DataFrame | None) -> dict[str, Any]:
@@ -175,7 +189,7 @@ def result_of(record: dict[str, Any]) -> MergeResult:
 
 def view(record: dict[str, Any], result: MergeResult) -> RunView:
     scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
-    table = pd.DataFrame(columns=["task"]) if scores is None else percent(scores)
+    table = pd.DataFrame(columns=["task"]) if scores is None else shown(scores)
     losses = result.info.get("loss")
     return RunView(record, table, views.run_figures(result, scores), views.mask_note(result),
                    [float(v) for v in losses] if losses else None)
@@ -189,7 +203,7 @@ def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView
                          + "; ".join(record["missing"]))
     result = result_of(record)
     with cache.COMPUTE:
-        scores = evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None).table
+        scores = scored(evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None))
     record = {**record, "limit": None, **_score_fields(scores)}
     return _with_run(state, record), view(record, result)
 

@@ -17,7 +17,7 @@ import gradio as gr
 from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
-from . import cache, controls, export, handlers, history, views
+from . import cache, controls, export, handlers, history, security, views
 from .stream import loss_figure, progress_text, stream
 from .widgets import guarded, widget
 
@@ -40,7 +40,7 @@ document.addEventListener("keydown", (e) => {
 
 def zoo_choices(default: str) -> list[str]:
     """The demo zoo, the named real zoos (zoos/*.json) and the zoo given on the command line (or opened by path)."""
-    names = list_zoos()
+    names = [*list_zoos(), security.BACKDOORED_ZOO]
     return names if default in names else [default, *names]
 
 
@@ -142,11 +142,43 @@ def _tabs(ui: UI) -> dict:
                         "what the subspace merges (TSV, Iso-C/CTS, CART) remove. The spectrum and effective ranks "
                         "show the current run's merge beside the tasks.", elem_id="spectra-note")
             _plots(ui, *views.TABS["spectra"])
+        with gr.Tab("Security", id="security"):
+            _security_tab(ui, b)
         with gr.Tab("History & compare", id="history"):
             _history_tab(ui, b)
         with gr.Tab("Export", id="export"):
             _export_tab(ui, b)
     return b
+
+
+def _security_tab(ui: UI, b: dict) -> None:
+    """Backdoored experts through merging (accuracy beside attack success) and MergeLock with its unlock attempt."""
+    e = ui.extra
+    gr.Markdown("**Backdoors.** The `demo-backdoored` zoo swaps in experts fine-tuned on data where a corner "
+                "checkerboard relabels images to a target class (⚠ in the expert picker). Merging inherits the "
+                "backdoor: attack success = share of triggered test images of the other classes classified as the "
+                "target. The Accuracy tab shows it for every run on that zoo (try `dam`).", elem_id="security-note")
+    b["backdoor"] = gr.Button("Merge the backdoored experts with Task Arithmetic and TIES", elem_id="backdoor-run")
+    e["backdoor_table"] = gr.Dataframe(label="Accuracy and attack success (%)", elem_id="backdoor-table",
+                                       interactive=False)
+    ui.plots["backdoor_plot"] = gr.Plot(elem_id="backdoor-plot", show_label=False)
+    gr.Markdown("**MergeLock.** Per-head invertible transforms of the attention Q–K and V–O branches keep an "
+                "expert's outputs but move its weights far from the base: Task Arithmetic with it (λ chosen on "
+                "validation) collapses. The unlock attempt solves each head's transform back towards the base "
+                "(least squares, or Kabsch: a rotation).")
+    with gr.Row():
+        e["lock_task"] = gr.Dropdown(load_zoo_tasks(), value="scenes", label="Expert", elem_id="lock-task")
+        e["lock_on"] = gr.Checkbox(True, label="Protect this expert", elem_id="lock-on")
+        e["lock_unlock"] = gr.Radio(list(security.UNLOCKS), value="lstsq", label="Unlock attempt",
+                                    elem_id="lock-unlock")
+    b["lock"] = gr.Button("Merge it with Task Arithmetic (about a minute)", elem_id="lock-run", variant="primary")
+    e["lock_table"] = gr.Dataframe(label="Accuracy (%), test split", elem_id="lock-table", interactive=False)
+    for name in ("lock_plot", "lock_cosine", "lock_norms"):
+        ui.plots[name] = gr.Plot(elem_id=name.replace("_", "-"), show_label=False)
+
+
+def load_zoo_tasks() -> list[str]:
+    return list(cache.zoo("demo").tasks)
 
 
 def _history_tab(ui: UI, b: dict) -> None:
@@ -248,7 +280,7 @@ def open_zoo(zoo_name: str, progress: Callable) -> Any:
     summary = (f"Zoo `{zoo_name}`: {len(tasks)} experts, {tv.numel() / 1e6:.1f} M parameters each; task vectors "
                f"{size:.2f} GB, ready in {time.monotonic() - start:.1f} s · peak memory "
                f"{cache.peak_memory_gb():.1f} GB.{scored}")
-    yield summary, gr.update(choices=tasks, value=tasks)
+    yield summary, gr.update(choices=[(security.expert_label(zoo_name, t), t) for t in tasks], value=tasks)
 
 
 def on_zoo(zoo_name: str, progress=gr.Progress()):
@@ -354,6 +386,12 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     b["pin"].click(guarded(3)(on_pin), [ui.state, e["pick"]], [ui.status, ui.state, e["history"]])
     b["compare"].click(guarded(3)(on_compare), [ui.state, e["compare_a"], e["compare_b"]],
                        [ui.status, e["compare_table"], ui.plots["compare_plot"]])
+    b["backdoor"].click(guarded(3)(lambda: (gr.skip(), *security.backdoor_view())), None,
+                        [ui.status, e["backdoor_table"], ui.plots["backdoor_plot"]], **merge)
+    b["lock"].click(guarded(5)(lambda t, on, u: (gr.skip(), *security.mergelock_view(t, on, u))),
+                    [e["lock_task"], e["lock_on"], e["lock_unlock"]],
+                    [ui.status, e["lock_table"], *[ui.plots[n] for n in ("lock_plot", "lock_cosine", "lock_norms")]],
+                    **merge)
     b["weights"].click(guarded(2)(on_export_weights), ui.state, [ui.status, e["weights_files"]], **merge)
     b["figures"].click(guarded(2)(on_export_figures), [ui.state, e["format"]], [ui.status, e["figure_file"]],
                        **merge)

@@ -5,8 +5,8 @@ step pitting it against a universal input perturbation per task that stands in f
 Each step: (1) AdaMerging base only: reset the coefficients to `scale`, one Adam step at `base_lr` on the entropy
 with the mask detached; (2) perturbation: Adam at `adv_lr` on delta_t maximising the cross-entropy between the
 merge's logits on x + delta_t and its own labels on x (weights detached); (3) mask: Adam at `lr` on the entropy on x
-plus `adv_weight` x the entropy on x + delta_t. Then the hard mask is frozen and, on AdaMerging, the layer-wise
-coefficients are learned for `adamerging_steps` as in AdaMerging.
+plus `adv_weight` x the entropy on x + delta_t. Then the mask (hard, or soft with eval_mask="soft") is frozen and,
+on AdaMerging, the layer-wise coefficients are learned for `adamerging_steps` as in AdaMerging.
 """
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ class _Dam:
           Param("adv_weight", float, 0.1, "weight of the entropy on perturbed images in the mask loss", low=0.0,
                 high=10.0, step=0.05, paper=0.1),
           Param("batch", int, 16, "unlabeled test images per task and step", low=1, high=1024, step=1, paper=16),
+          Param("eval_mask", str, "hard", "the mask the merge is evaluated with: hard (keep where sigmoid(x) > 0.5) "
+                "or soft (the keep probabilities sigmoid(x)), each rescaled by 1 / its mean", choices=("hard", "soft"),
+                paper="hard"),
           SEED, LOG_EVERY,
           title="DAM (safety-aware subspace)",
           paper="Yang, Tang et al., Mitigating the Backdoor Effect for Multi-Task Model Merging via Safety-Aware "
@@ -113,12 +116,12 @@ class _Dam:
                   "delta_t = argmax CE(f(x + delta_t), argmax f(x)); x = argmin sum_t H(f(x)) + 0.1 H(f(x + delta_t))",
           summary="Learn a shared Concrete mask over the task vectors on unlabeled test images against a universal "
                   "adversarial perturbation per task (a stand-in for a trigger), on Task Arithmetic or layer-wise "
-                  "AdaMerging; then merge through the hard mask.",
+                  "AdaMerging; then merge through the frozen mask.",
           needs_data=True)
 def dam(tv: TaskVectors, *, base: str, scale: float, steps: int, adamerging_steps: int, lr: float, base_lr: float,
-        adv_lr: float, adv_weight: float, batch: int, seed: int, log_every: int, zoo: Any = None,
+        adv_lr: float, adv_weight: float, batch: int, eval_mask: str, seed: int, log_every: int, zoo: Any = None,
         callback: Callable[[Progress], Any] | None = None, cancel: Callable[[], bool] | None = None) -> MergeResult:
-    """DAM: the mask steps above, then (AdaMerging) the coefficients with the frozen hard mask."""
+    """DAM: the mask steps above, then (AdaMerging) the coefficients with the frozen mask."""
     start = time.perf_counter()
     zoo = require_zoo(zoo, "dam")
     fm = FunctionalMerge(tv, zoo, BASES[base])
@@ -127,13 +130,14 @@ def dam(tv: TaskVectors, *, base: str, scale: float, steps: int, adamerging_step
     streams = {t: zoo.unlabeled(t, batch, split="test", seed=seed + i) for i, t in enumerate(fm.tasks)}
     trace = optimize(lambda _: learner.step({t: next(s).to(fm.device) for t, s in streams.items()}), steps,
                      cancel=cancel, log_every=log_every, report=reporter(fm, lambda: learner.coef, steps, callback))
-    hard, coef, losses = learner.mask.hard(), fm.coefficients(scale), list(trace.losses)
+    frozen = learner.mask.hard() if eval_mask == "hard" else learner.mask.probabilities()
+    coef, losses = fm.coefficients(scale), list(trace.losses)
     if base == "adamerging" and not trace.cancelled:
         raw = torch.nn.Parameter(fm.coefficients(scale))
         opt = torch.optim.Adam([raw], lr=lr)
 
         def adamerge(_: int) -> float:
-            loss = _entropy(fm.task_logits(fm.theta(raw.clamp(0.0, 1.0), hard),
+            loss = _entropy(fm.task_logits(fm.theta(raw.clamp(0.0, 1.0), frozen),
                                            {t: next(s).to(fm.device) for t, s in streams.items()}))
             opt.zero_grad()
             loss.backward()
@@ -143,9 +147,9 @@ def dam(tv: TaskVectors, *, base: str, scale: float, steps: int, adamerging_step
         second = optimize(adamerge, adamerging_steps, cancel=cancel, log_every=log_every,
                           report=reporter(fm, lambda: raw.clamp(0.0, 1.0), adamerging_steps, callback))
         coef, losses = raw.detach().clamp(0.0, 1.0), losses + second.losses
-    density = sum(float(m.sum()) for m in hard.values()) / max(1, sum(m.numel() for m in hard.values()))
+    density = sum(float((m > 0.5).sum()) for m in frozen.values()) / max(1, sum(m.numel() for m in frozen.values()))
     info = {"loss": losses, "steps": len(losses), "cancelled": trace.cancelled, "mask_density": density,
             "perturbation_norm": {t: float(d.detach().norm()) for t, d in learner.delta.items()},
             "seconds": time.perf_counter() - start}
-    masks = per_task({n: (m > 0).expand_as(fm.deltas[n]) for n, m in hard.items()}, fm.tasks)
-    return MergeResult(tv, fm.delta(coef, hard), masks=masks, coefficients=fm.table(coef), info=info)
+    masks = per_task({n: (m > 0.5).expand_as(fm.deltas[n]) for n, m in frozen.items()}, fm.tasks)
+    return MergeResult(tv, fm.delta(coef, frozen), masks=masks, coefficients=fm.table(coef), info=info)

@@ -142,3 +142,11 @@ def load_demo(root: str | Path | None = None, experts: Mapping[str, str] | None 
     """The embedded demo zoo (offline); `root` points at another build of it; `experts={"signs": "backdoored"}`
     swaps in a task's backdoored expert."""
     return DemoZoo(root, experts)
+
+
+@register_zoo("demo-backdoored")
+def load_demo_backdoored(root: str | Path | None = None) -> DemoZoo:
+    """The demo zoo with every stored backdoored expert in place of its clean one (the dashboard's security zoo)."""
+    zoo = DemoZoo(root, {t: "backdoored" for t in DemoZoo(root).backdoored_tasks()})
+    zoo.name = "demo-backdoored"
+    return zoo
