@@ -36,14 +36,14 @@ def backdoor_view() -> tuple[pd.DataFrame, go.Figure]:
     return _percent(frame), P.backdoor_survival(frame)
 
 
-def mergelock_view(task: str, protect: bool, unlock: str, seed: int = 0) -> tuple:
+def mergelock_view(task: str, protect: bool, unlock: str, seed: int = 0, scales: list[float] = LOCK_SCALES) -> tuple:
     """Task Arithmetic (lambda on validation) with `task`'s expert clean, protected (when `protect`) and unlocked
     (when `unlock` is not "none"); the cosine map and layer norms of the task vectors as merged."""
     if unlock not in UNLOCKS:
         raise ValueError(f"unlock attempt must be one of {UNLOCKS}, got {unlock!r}")
     zoo = cache.zoo("demo")
     methods = () if unlock == "none" else (unlock,)
-    frame = mergelock_study(zoo, task, seed, methods, LOCK_SCALES, protected=protect)
+    frame = mergelock_study(zoo, task, seed, methods, scales, protected=protect)
     tv = protected_task_vectors(zoo, task, seed) if protect else cache.vectors("demo", list(zoo.tasks))
     state = "protected" if protect else "clean"
     return (_percent(frame), P.mergelock_study(frame),

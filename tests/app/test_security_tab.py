@@ -28,6 +28,6 @@ def test_backdoor_view_covers_both_merges_and_every_backdoored_task():
 
 
 def test_mergelock_view_without_protection_is_the_clean_merge_alone():
-    table, bars, cosine, norms = security.mergelock_view("clock", protect=False, unlock="none")
+    table, bars, cosine, norms = security.mergelock_view("clock", protect=False, unlock="none", scales=[0.3])
     assert table["expert"].tolist() == ["clean"] and "clean" in cosine.layout.title.text
     assert len(norms.data) == len(ex.load_zoo("demo").tasks)
