@@ -37,3 +37,18 @@ def test_bad_swaps_are_named():
         ex.load_zoo("demo", experts={"digits": "poisoned"})
     with pytest.raises(ValueError, match="unknown task"):
         ex.load_zoo("demo", experts={"nope": "backdoored"})
+
+
+def test_the_cli_swaps_experts_and_prints_and_records_attack_success(tmp_path, capsys):
+    import json
+
+    from explorer.cli import main as cli_main
+
+    report = tmp_path / "run.json"
+    assert cli_main(["merge", "--zoo", "demo", "--experts", "digits=backdoored", "--tasks", "digits,signs", "--method",
+                     "task_arithmetic", "-p", "scale=0.3", "--eval", "--limit", "40", "--report", str(report)]) == 0
+    assert "attack success rate (%)" in capsys.readouterr().out
+    record = json.loads(report.read_text())
+    assert record["attack"][0]["task"] == "digits" and record["inputs"]["experts"] == "digits=backdoored"
+    assert cli_main(["merge", "--zoo", "demo", "--experts", "digits", "--method", "task_arithmetic"]) != 0
+    assert "write TASK=VARIANT" in capsys.readouterr().err
