@@ -266,3 +266,18 @@ def test_coefficient_map_rows_columns_and_layer_ticks():
     shuffled = plots.coefficient_map(frame.iloc[[1, 2, 0, 4, 5, 3]])  # alphabetical names: block tensors first
     assert list(shuffled.data[0].x) == [keys[0], keys[1], keys[2]]  # back in depth order
     np.testing.assert_allclose(shuffled.data[0].z[0], [0.1, -0.2, 0.3])
+
+
+def test_backdoor_survival_bars_in_percent():
+    frame = pd.DataFrame({"merge": ["ta", "ties"], "task": ["digits", "digits"], "accuracy": [0.4, 0.5],
+                          "average_accuracy": [0.6, 0.6], "attack_success": [0.66, 0.25]})
+    fig = plots.backdoor_survival(frame)
+    assert [t.name for t in fig.data] == ["accuracy on the task", "average accuracy", "attack success rate"]
+    assert list(fig.data[2].y) == [66.0, 25.0] and list(fig.data[0].x) == ["ta · digits", "ties · digits"]
+
+
+def test_mergelock_bars_with_the_base_line():
+    frame = pd.DataFrame({"expert": ["clean", "protected"], "expert_alone": [0.99, 0.99], "scale": [0.3, 0.1],
+                          "merged_task": [0.87, 0.43], "merged_others": [0.58, 0.49], "base": [0.436, 0.436]})
+    fig = plots.mergelock_study(frame)
+    assert list(fig.data[1].y) == [87.0, 43.0] and fig.layout.shapes[0].y0 == 43.6
