@@ -52,3 +52,20 @@ def test_the_cli_swaps_experts_and_prints_and_records_attack_success(tmp_path, c
     assert record["attack"][0]["task"] == "digits" and record["inputs"]["experts"] == "digits=backdoored"
     assert cli_main(["merge", "--zoo", "demo", "--experts", "digits", "--method", "task_arithmetic"]) != 0
     assert "write TASK=VARIANT" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_add_backdoors_to_a_small_build_without_rebuilding_it(tmp_path):
+    from explorer.cli import main as cli_main
+    from explorer.zoo.demo import DemoZoo
+
+    out = tmp_path / "zoo"
+    assert cli_main(["zoo", "build-demo", "--out", str(out), "--tasks", "clock", "--steps-scale", "0.01",
+                     "--threads", "1", "--no-card"]) == 0
+    base_bytes = (out / "base.safetensors").read_bytes()
+    assert cli_main(["zoo", "add-backdoors", "--root", str(out), "--tasks", "clock", "--rate", "0.2"]) == 0
+    zoo = DemoZoo(out, {"clock": "backdoored"})
+    assert (out / "base.safetensors").read_bytes() == base_bytes and zoo.backdoored_tasks() == ["clock"]
+    entry = zoo.config["backdoors"]["clock"]
+    assert entry["poison_rate"] == 0.2 and entry["trigger"] == zoo.backdoor("clock")
+    assert 0 <= entry["test_attack_success"] <= 1 and (out / "experts" / "backdoored" / "clock.safetensors").is_file()
