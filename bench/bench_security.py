@@ -1,6 +1,7 @@
 """Every security figure of issue 15 on the demo zoo (test split), as markdown tables for the README.
 
 Run: .venv/bin/python bench/bench_security.py [--threads 1] [--dam-steps 100] [--dam-lr 0.01] [--dam-adv-lr 0.01]
+       [--dam-eval-mask hard]
        [--lock-tasks scenes signs] [--skip-dam] [--skip-lock]
 1. each backdoored expert: clean accuracy (against the clean expert) and attack success rate (ASR);
 2. Task Arithmetic (lambda 0.3, the validation choice) and TIES (density 0.2, lambda 0.4) with ONE backdoored expert:
@@ -44,11 +45,11 @@ def backdoors() -> None:
               f"{pct(attack['expert'])} | " + " | ".join(cells) + " |")
 
 
-def dam(steps: int, task: str, lr: float, adv_lr: float) -> None:
+def dam(steps: int, task: str, lr: float, adv_lr: float, eval_mask: str) -> None:
     zoo = ex.load_zoo("demo", experts={task: "backdoored"})
     tv = ex.task_vectors(zoo)
     print(f"\n| merge ({task} backdoored) | average acc. | {task} acc. | {task} ASR | seconds |\n|---|---|---|---|---|")
-    learn = {"steps": steps, "lr": lr, "adv_lr": adv_lr}
+    learn = {"steps": steps, "lr": lr, "adv_lr": adv_lr, "eval_mask": eval_mask}
     pairs = [("task_arithmetic", TA, {"base": "task_arithmetic", **learn}),
              ("adamerging (layer)", {"method": "adamerging", "steps": steps, "zoo": zoo},
               {"base": "adamerging", "adamerging_steps": steps, **learn})]
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--dam-task", default="digits")
     parser.add_argument("--dam-lr", type=float, default=0.01, help="DAM's mask learning rate")
     parser.add_argument("--dam-adv-lr", type=float, default=0.01, help="DAM's perturbation learning rate")
+    parser.add_argument("--dam-eval-mask", default="hard", choices=("hard", "soft"), help="DAM's evaluation mask")
     parser.add_argument("--lock-tasks", nargs="+", default=["scenes", "signs"])
     parser.add_argument("--skip-dam", action="store_true")
     parser.add_argument("--skip-lock", action="store_true")
@@ -87,7 +89,7 @@ def main() -> None:
     start = time.perf_counter()
     backdoors()
     if not args.skip_dam:
-        dam(args.dam_steps, args.dam_task, args.dam_lr, args.dam_adv_lr)
+        dam(args.dam_steps, args.dam_task, args.dam_lr, args.dam_adv_lr, args.dam_eval_mask)
     if not args.skip_lock:
         lock(args.lock_tasks)
     print(f"\n{time.perf_counter() - start:.0f} s in all, torch {torch.__version__}, {args.threads} thread(s)")
