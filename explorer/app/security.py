@@ -30,21 +30,23 @@ def _percent(frame: pd.DataFrame) -> pd.DataFrame:
                            and c != "scale"})
 
 
-def backdoor_view() -> tuple[pd.DataFrame, go.Figure]:
-    """Task Arithmetic and TIES on the demo zoo with its backdoored experts: accuracy and attack success (%)."""
-    frame = backdoor_survival(cache.zoo(BACKDOORED_ZOO), MERGES)
+def backdoor_view(zoo_name: str = BACKDOORED_ZOO) -> tuple[pd.DataFrame, go.Figure]:
+    """Task Arithmetic and TIES on a zoo with backdoored experts (default: the demo zoo's): accuracy and attack
+    success (%)."""
+    frame = backdoor_survival(cache.zoo(zoo_name), MERGES)
     return _percent(frame), P.backdoor_survival(frame)
 
 
-def mergelock_view(task: str, protect: bool, unlock: str, seed: int = 0, scales: list[float] = LOCK_SCALES) -> tuple:
+def mergelock_view(task: str, protect: bool, unlock: str, seed: int = 0, scales: list[float] = LOCK_SCALES,
+                   zoo_name: str = "demo") -> tuple:
     """Task Arithmetic (lambda on validation) with `task`'s expert clean, protected (when `protect`) and unlocked
     (when `unlock` is not "none"); the cosine map and layer norms of the task vectors as merged."""
     if unlock not in UNLOCKS:
         raise ValueError(f"unlock attempt must be one of {UNLOCKS}, got {unlock!r}")
-    zoo = cache.zoo("demo")
+    zoo = cache.zoo(zoo_name)
     methods = () if unlock == "none" else (unlock,)
     frame = mergelock_study(zoo, task, seed, methods, scales, protected=protect)
-    tv = protected_task_vectors(zoo, task, seed) if protect else cache.vectors("demo", list(zoo.tasks))
+    tv = protected_task_vectors(zoo, task, seed) if protect else cache.vectors(zoo_name, list(zoo.tasks))
     state = "protected" if protect else "clean"
     return (_percent(frame), P.mergelock_study(frame),
             P.cosine_map(cosine(tv), title=f"Cosine similarity of task vectors ({task} {state})"),

@@ -2,8 +2,9 @@
 the backdoor view returns both merges' numbers, the MergeLock view its table and three figures."""
 from __future__ import annotations
 
-import explorer as ex
-from explorer.app import handlers, security
+from explorer.app import cache, handlers, security
+from tests.security.test_attack import TriggeredTinyZoo
+from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
 
 def test_the_backdoored_zoo_flags_its_experts_in_the_picker():
@@ -20,14 +21,19 @@ def test_a_run_on_the_backdoored_zoo_shows_attack_success_beside_accuracy():
     assert state["runs"][0]["scores"][0]["attack merged"] is not None
 
 
-def test_backdoor_view_covers_both_merges_and_every_backdoored_task():
-    table, figure = security.backdoor_view()
-    zoo = ex.load_zoo("demo")
-    assert len(table) == len(security.MERGES) * len(zoo.backdoored_tasks())
-    assert table["attack_success"].between(0, 100).all() and len(figure.data) == 3
+def test_backdoor_view_covers_both_merges_and_the_backdoored_task():
+    cache.register_zoo("tiny-triggered", TriggeredTinyZoo(predicts=0))
+    table, figure = security.backdoor_view("tiny-triggered")
+    assert table["merge"].tolist() == list(security.MERGES) and (table["attack_success"] == 100.0).all()
+    assert len(figure.data) == 3
 
 
-def test_mergelock_view_without_protection_is_the_clean_merge_alone():
-    table, bars, cosine, norms = security.mergelock_view("clock", protect=False, unlock="none", scales=[0.3])
-    assert table["expert"].tolist() == ["clean"] and "clean" in cosine.layout.title.text
-    assert len(norms.data) == len(ex.load_zoo("demo").tasks)
+def test_mergelock_view_protected_and_unlocked():
+    cache.register_zoo("tiny-lock", TinyZoo(noise=0.05))
+    table, bars, cosine, norms = security.mergelock_view("task0", protect=True, unlock="kabsch", scales=[0.3],
+                                                         zoo_name="tiny-lock")
+    assert table["expert"].tolist() == ["clean", "protected", "unlocked (kabsch)"]
+    assert table["expert_alone"].nunique() == 1 and "task0 protected" in cosine.layout.title.text
+    assert len(norms.data) == 3 and len(bars.data) == 3
+    clean = security.mergelock_view("task0", protect=False, unlock="none", scales=[0.3], zoo_name="tiny-lock")
+    assert clean[0]["expert"].tolist() == ["clean"] and "task0 clean" in clean[2].layout.title.text
