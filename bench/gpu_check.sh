@@ -7,7 +7,8 @@
 # One summary file (markdown) gathers all three.
 #
 #   bench/gpu_check.sh [--device cuda|cpu] [--quick] [--out gpu_check.md]
-#   bench/gpu_check.sh --device cpu --quick      # proves the script on a CPU machine in about a minute
+#   bench/gpu_check.sh --device cpu --quick      # proves the script on a CPU machine
+# Python: $PYTHON, else .venv/bin/python (what `make` sets up), else python3.
 set -uo pipefail
 
 DEVICE=cuda
