@@ -39,7 +39,8 @@ def main() -> None:
     print(f"serial (this process)      : {seconds:6.1f} s  best {serial.best()}")
     local, seconds = timed(tv, grid, args.limit, "local", args.workers)
     assert local.table.equals(serial.table), "the local engine's table differs from the serial one"
-    print(f"local ({args.workers or os.cpu_count()} processes)        : {seconds:6.1f} s  same table")
+    label = f"local ({args.workers or os.cpu_count()} processes)"
+    print(f"{label:27s}: {seconds:6.1f} s  same table")
     try:
         import ray
     except ImportError:
@@ -50,7 +51,8 @@ def main() -> None:
     print(f"ray start-up (local)       : {time.perf_counter() - start:6.1f} s")
     on_ray, seconds = timed(tv, grid, args.limit, "ray")
     assert on_ray.table.equals(serial.table), "the Ray engine's table differs from the serial one"
-    print(f"ray ({int(ray.cluster_resources()['CPU'])} CPUs, tasks)          : {seconds:6.1f} s  same table")
+    label = f"ray ({int(ray.cluster_resources()['CPU'])} CPUs, tasks)"
+    print(f"{label:27s}: {seconds:6.1f} s  same table")
     ray.shutdown()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
