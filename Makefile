@@ -13,7 +13,7 @@ PORT ?= 7860
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -e ".[test,notebooks]"
+	$(PY) -m pip install --disable-pip-version-check -q -e ".[test,notebooks,cluster]"
 	touch $(STAMP)
 
 app: $(STAMP)

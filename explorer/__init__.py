@@ -18,6 +18,7 @@ from .evaluate import Scores, evaluate
 from .merging import list_methods, merge
 from .result import MergeResult
 from .selection import select
+from .sweep import Sweep, sweep
 from .taskvec import TaskVectors, task_vectors
 from .zoo import Zoo, list_zoos, load_zoo
 
@@ -43,5 +44,5 @@ def __getattr__(name: str) -> Any:
     return module if attr is None else getattr(module, attr)
 
 
-__all__ = ["MergeResult", "Scores", "TaskVectors", "Zoo", "evaluate", "list_methods", "list_zoos", "load_zoo",
-           "merge", "select", "task_vectors", *_LAZY]
+__all__ = ["MergeResult", "Scores", "Sweep", "TaskVectors", "Zoo", "evaluate", "list_methods", "list_zoos",
+           "load_zoo", "merge", "select", "sweep", "task_vectors", *_LAZY]

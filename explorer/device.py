@@ -1,7 +1,11 @@
-"""Device and dtype policy: one place decides where tensors live (cuda > mps > cpu)."""
+"""Device and dtype policy: one place decides where tensors live (cuda > mps > cpu, or $EXPLORER_DEVICE)."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+DEVICE_ENV = "EXPLORER_DEVICE"  # what "auto" means when set: e.g. cpu on a GPU machine, or the test suite on cuda
 
 _DTYPES = {
     "float32": torch.float32,
@@ -11,9 +15,16 @@ _DTYPES = {
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Turn "auto" (or None) into the best available device; pass explicit devices through."""
+    """Turn "auto" (or None) into $EXPLORER_DEVICE when set, else the best available device; pass explicit devices
+    through."""
     if isinstance(device, torch.device):
         return device
+    forced = os.environ.get(DEVICE_ENV, "auto")
+    if (device is None or device == "auto") and forced != "auto":
+        try:
+            return resolve_device(forced)
+        except ValueError as err:
+            raise ValueError(f"{DEVICE_ENV}={forced!r}: {err}") from err
     if device is None or device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

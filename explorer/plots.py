@@ -301,6 +301,30 @@ def lambda_sweep(sweep: pd.DataFrame, normalized: bool = False, title: str | Non
     return _styled(fig, title or f"{method}: {label} per task as {param} varies", param, f"{label} (%)")
 
 
+def sweep_grid(summary: pd.DataFrame, params: Sequence[str], best: Mapping | None = None, normalized: bool = True,
+               title: str | None = None) -> go.Figure:
+    """Mean accuracy over tasks across a sweep's grid (from `Sweep.summary()`): against the first swept parameter,
+    one line per setting of the others, the best point starred."""
+    value = "normalized" if normalized else "merged"
+    first, rest = params[0], list(params[1:])
+    groups = summary.groupby(rest, sort=False) if rest else [((), summary)]
+    fig = go.Figure()
+    for i, (key, rows) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        name = ", ".join(f"{p}={v}" for p, v in zip(rest, key)) or "mean over tasks"
+        fig.add_scatter(x=rows[first], y=100 * rows[value], name=name, mode="lines+markers",
+                        line={"color": METHOD_COLORS[i % 6], "width": 3}, marker={"size": 9},
+                        hovertemplate=f"{name}<br>{first} %{{x}}<br>{value}: %{{y:.2f}} %<extra></extra>")
+    if best is not None:
+        row = summary.loc[(summary[list(params)] == pd.Series(best)[list(params)]).all(axis=1)].iloc[0]
+        fig.add_scatter(x=[row[first]], y=[100 * row[value]], name="best", mode="markers",
+                        marker={"symbol": "star", "size": 20, "color": "#000000"},
+                        hovertemplate=f"best: {', '.join(f'{p}={best[p]}' for p in params)}<br>{value}: "
+                                      "%{y:.2f} %<extra></extra>")
+    label = "mean normalized accuracy (merged / expert, %)" if normalized else "mean accuracy (%)"
+    return _styled(fig, title or f"Sweep: {label} over the grid", first, label)
+
+
 def interpolation_heatmap(grid: pd.DataFrame, normalized: bool = False, title: str | None = None) -> go.Figure:
     """Accuracy on tasks A and B and their mean over the λ_A x λ_B grid (from `analysis.interpolation_grid`):
     three heatmaps sharing one colour scale."""

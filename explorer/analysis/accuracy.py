@@ -10,6 +10,7 @@ import pandas as pd
 from ..evaluate import evaluate
 from ..merging import merge
 from ..result import MergeResult
+from ..sweep import sweep
 from ..taskvec import TaskVectors
 
 SCORE_COLUMNS = ["task", "base", "expert", "merged", "normalized"]
@@ -32,16 +33,17 @@ def compare(zoo: Any, results: Mapping[str, MergeResult], *, split: str = "test"
 
 def lambda_sweep(zoo: Any, tv: TaskVectors, values: Sequence[float], *, method: str = "task_arithmetic",
                  param: str = "scale", split: str = "test", tasks: list[str] | None = None, limit: int | None = None,
-                 **params: Any) -> pd.DataFrame:
+                 engine: str = "serial", **params: Any) -> pd.DataFrame:
     """Accuracy per task as one parameter (default: task arithmetic's lambda, `scale`) varies: `value, task, base,
-    expert, merged, normalized`. Other method parameters are passed in `params`."""
+    expert, merged, normalized`. Other method parameters are passed in `params`; a one-parameter `explorer.sweep`
+    run on `engine` (default: this process)."""
     if not len(values):
         raise ValueError("lambda_sweep() needs at least one value, e.g. values=[0.1, 0.2, 0.3]")
     if param in params:
         raise ValueError(f"{param!r} is the swept parameter; give its values in `values`, not as a keyword")
-    frames = [_scores(zoo, merge(tv, method, zoo=zoo, **{param: v}, **params), split, tasks, limit)
-              .assign(value=float(v)) for v in values]
-    frame = pd.concat(frames, ignore_index=True)[["value", *SCORE_COLUMNS]]
+    done = sweep(tv, method, {param: list(values)}, zoo=zoo, split=split, tasks=tasks, limit=limit, engine=engine,
+                 **params)
+    frame = done.table.rename(columns={param: "value"}).astype({"value": float})[["value", *SCORE_COLUMNS]]
     frame.attrs.update(method=method, param=param)
     return frame
 
