@@ -71,30 +71,44 @@ def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority
     return merged, kept, votes, ambiguous
 
 
+def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
+             majority: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
+    (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters)."""
+    x = _rows(d)
+    t, trim = _trim(x, density, scope, thresh)
+    m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
+    return m.reshape(d.shape[1:]), k.reshape(d.shape), v, a
+
+
 def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
                scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """`blocks.ties_vector` tensor by tensor: trim, elect, disjoint merge in one pass per tensor. The global
     scope's zero votes take the model's majority sign, known only at the end: the few tensors where it
     matters are merged again."""
-    count_votes, mean = sign == "count", aggregate == "mean"
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
     plus = torch.ones(())
-    merged, kept, votes, ambiguous = {}, {}, [], {}
+    merged, kept, votes, again = {}, {}, [], []
     for name, d in deltas.items():
-        x = _rows(d)
-        t, trim = _trim(x, density, scope, thresh)
-        m, k, v, a = _ties_tensor(x, t, trim, plus, count_votes, mean)
-        merged[name], kept[name] = m.reshape(d.shape[1:]), k.reshape(d.shape)
+        merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus)
         votes.append(v)
-        ambiguous[name] = (t, trim) if int(a) > 0 else None
+        if int(a) > 0:
+            again.append(name)
     majority = torch.stack(votes).sum().sign() if scope == "global" else plus
     if float(majority) != 1.0:
-        for name, again in ambiguous.items():
-            if again is not None:
-                d = deltas[name]
-                m, k, _, _ = _ties_tensor(_rows(d), *again, majority, count_votes, mean)
-                merged[name], kept[name] = m.reshape(d.shape[1:]), k.reshape(d.shape)
+        for name in again:
+            merged[name], kept[name], _, _ = ties_one(deltas[name], density, sign, aggregate, scope, thresh, majority)
     return merged, kept
+
+
+def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh: Tensor | None) -> Tensor:
+    """The sign a zero vote takes: the model's majority sign(sum of all vote signs) for scope "global" (one
+    pass over the deltas), +1 for scope "tensor"."""
+    plus = torch.ones(())
+    if scope != "global":
+        return plus
+    votes = [ties_one(d, density, sign, "sum", scope, thresh, plus)[2] for d in deltas.values()]
+    return torch.stack(votes).sum().sign()
 
 
 def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
@@ -109,22 +123,27 @@ def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple
     return t, None
 
 
+def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor, Tensor]:
+    """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`)."""
+    x = _rows(d)
+    t, trim = _trim(x, density, scope, thresh)
+    if t is None or not fused(x):
+        keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
+        s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
+    else:
+        low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
+        s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
+        s, keep = s.reshape(-1), keep.view(torch.bool).reshape(x.shape)
+        start = x.shape[1] - x.shape[1] % TAIL
+        if start < x.shape[1]:
+            s[start:] = torch.where(keep[:, start:], x[:, start:], torch.zeros((), dtype=x.dtype)).sum(dim=0)
+    return s.reshape(d.shape[1:]), keep.reshape(d.shape)
+
+
 def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
     total, masks = {}, {}
     for name, d in deltas.items():
-        x = _rows(d)
-        t, trim = _trim(x, density, scope, thresh)
-        if t is None or not fused(x):
-            keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
-            s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
-        else:
-            low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
-            s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
-            s, keep = s.reshape(-1), keep.view(torch.bool).reshape(x.shape)
-            start = x.shape[1] - x.shape[1] % TAIL
-            if start < x.shape[1]:
-                s[start:] = torch.where(keep[:, start:], x[:, start:], torch.zeros((), dtype=x.dtype)).sum(dim=0)
-        total[name], masks[name] = s.reshape(d.shape[1:]), keep.reshape(d.shape)
+        total[name], masks[name] = masked_sum_one(d, density, scope, thresh)
     return total, masks

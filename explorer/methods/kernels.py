@@ -84,23 +84,24 @@ def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]
 
 
 class _Kernel:
-    """A kernel run compiled when MODE allows and a compiler works (tried once), else eagerly."""
+    """A kernel run compiled when MODE allows, the tensor is big enough to repay it and a compiler works (tried
+    once), else eagerly."""
 
     def __init__(self, fn: Callable):
         self.fn = fn
         self.compiled: Callable | None = None
         self.failed = False
 
-    def __call__(self, *args, **kwargs):
-        if MODE == "auto" and not self.failed:
+    def __call__(self, x: Tensor, *args):
+        if MODE == "auto" and not self.failed and x.numel() >= MIN_NUMEL:
             try:
                 if self.compiled is None:
                     self.compiled = torch.compile(self.fn, dynamic=True)
-                return self.compiled(*args, **kwargs)
+                return self.compiled(x, *args)
             except Exception as err:  # no working compiler here: the eager kernel gives the same bits
                 log.warning("torch.compile failed (%s); the fused kernels run eagerly", err)
                 self.failed = True
-        return self.fn(*args, **kwargs)
+        return self.fn(x, *args)
 
 
 ties_kernel = _Kernel(_ties_kernel)
