@@ -1,7 +1,7 @@
 """The threshold merges (TIES, magnitude, DARE+TIES, Breadcrumbs) at ViT-B/32 x 8 against the read floor.
 
 Run from the repository root:
-    .venv/bin/python -m bench.bench_threshold_merges [--tasks 8] [--model ViT-B-32] [--repeats 3] [--check]
+    .venv/bin/python bench/bench_threshold_merges.py [--tasks 8] [--model ViT-B-32] [--repeats 3] [--check]
 Prints, per merge: median seconds, x the read floor (one sum over the stacked task vectors, measured in the same
 run), and peak memory above the inputs. --check also runs the plain eager blocks (EXPLORER_FUSED=off, the
 previous implementation) and asserts the merged weights and masks are the same bits.
@@ -12,9 +12,9 @@ import argparse
 import time
 
 import torch
+from common import measure, random_task_vectors, read_floor
 
 import explorer as ex
-from bench.common import measure, random_task_vectors, read_floor
 from explorer.methods import kernels
 
 MERGES = {
