@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .kernels import TAIL, fused, masked_sum_kernel, ties_kernel
+from .kernels import TAIL, fused, masked_sum_kernel, ties_kernel, unpack
 from .thresholds import kth_smallest_abs, topk_rows
 
 Stacked = Mapping[str, Tensor]
@@ -61,7 +61,7 @@ def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority
         trim = trim if trim is not None else x.abs() >= thresh.unsqueeze(1)
         return _ties_eager(x, trim, majority, count_votes, mean)
     merged, kept, votes, ambiguous = ties_kernel(x, thresh, majority, count_votes, mean)
-    kept = kept.view(torch.bool)
+    kept = unpack(kept, x.shape[0])
     start = x.shape[1] - x.shape[1] % TAIL
     if start < x.shape[1]:
         tail = x[:, start:].contiguous()
@@ -133,7 +133,7 @@ def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None)
     else:
         low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
         s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
-        s, keep = s.reshape(-1), keep.view(torch.bool).reshape(x.shape)
+        s, keep = s.reshape(-1), unpack(keep, x.shape[0]).reshape(x.shape)
         start = x.shape[1] - x.shape[1] % TAIL
         if start < x.shape[1]:
             s[start:] = torch.where(keep[:, start:], x[:, start:], torch.zeros((), dtype=x.dtype)).sum(dim=0)

@@ -1,6 +1,6 @@
 """Fused per-tensor kernels of the threshold merges (TIES, magnitude): one read of a stacked `[T, n]` tensor
-gives the merged row and the kept mask (as uint8: compiled bool stores are slow; callers view it as bool),
-without full-size temporaries. On CPU float32 they run through
+gives the merged row and the kept mask, packed 8 tasks to a byte (compiled stores of a `[T, n]` mask cost
+20x a read; `unpack` expands it eagerly), without full-size temporaries. On CPU float32 they run through
 `torch.compile` (compiled once, dynamic in n) where a compiler works, else eagerly; both give the bits of the
 plain eager blocks, because sums over tasks follow the order of PyTorch's CPU `sum(dim=0)` (see `ordered_sum`)."""
 from __future__ import annotations
@@ -49,10 +49,26 @@ def ordered_sum(terms: list[Tensor]) -> Tensor:
     return total
 
 
+def _pack(masks: list[Tensor]) -> list[Tensor]:
+    """Bool masks, one per task, as one uint8 per entry for every 8 tasks (bit i: task 8g + i)."""
+    return [functools.reduce(torch.bitwise_or, [m.to(torch.int32) << i for i, m in enumerate(masks[g:g + 8])])
+            .to(torch.uint8) for g in range(0, len(masks), 8)]
+
+
+def unpack(packed: list[Tensor], tasks: int) -> Tensor:
+    """The `[T, ...]` bool mask that `_pack` packed."""
+    out = torch.empty((tasks, *packed[0].shape), dtype=torch.bool)
+    for g, p in enumerate(packed):
+        size = min(8, tasks - 8 * g)
+        shifts = torch.arange(size, dtype=torch.uint8).reshape(-1, *[1] * p.dim())
+        out[8 * g:8 * g + size] = ((p.unsqueeze(0) >> shifts) & 1).view(torch.bool)
+    return out
+
+
 def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
                  mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TIES on `x [T, n]`: trim below `thresh [T]`, elect sign (zero vote -> `majority`), disjoint sum/mean.
-    Returns (merged [n], kept [T, n], sum of the vote signs over the whole-block columns, count of zero-vote
+    Returns (merged [n], kept [T, n] packed, sum of the vote signs over the whole-block columns, count of zero-vote
     columns with a non-zero trimmed entry: their result depends on `majority`)."""
     zero = torch.zeros((), dtype=x.dtype)
     trimmed = [torch.where(x[t].abs() >= thresh[t], x[t], zero) for t in range(x.shape[0])]
@@ -66,21 +82,20 @@ def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
     blocks = x.shape[1] - x.shape[1] % TAIL
     nonzero = functools.reduce(torch.logical_or, [tr != 0 for tr in trimmed])
     ambiguous = ((vote == 0) & nonzero)[:blocks].sum()
-    return total, torch.stack([k.to(torch.uint8) for k in keep]), vote[:blocks].sum(), ambiguous
+    return total, _pack(keep), vote[:blocks].sum(), ambiguous
 
 
 def _masked_sum_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
-    """sum_t x_t * 1{low_t <= |x_t| < high_t} over `x [T, r, n]` (bounds `[T, r, 1]`) and the mask."""
+    """sum_t x_t * 1{low_t <= |x_t| < high_t} over `x [T, r, n]` (bounds `[T, r, 1]`) and the mask, packed."""
     zero = torch.zeros((), dtype=x.dtype)
     keep = [(x[t].abs() >= low[t]) & (x[t].abs() < high[t]) for t in range(x.shape[0])]
-    return (ordered_sum([torch.where(k, x[t], zero) for t, k in enumerate(keep)]),
-            torch.stack([k.to(torch.uint8) for k in keep]))
+    return ordered_sum([torch.where(k, x[t], zero) for t, k in enumerate(keep)]), _pack(keep)
 
 
 def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row of `x [T, n]`: how many |x| < low, and the mask of low <= |x| <= high (bounds `[T, 1]`)."""
+    """Per row of `x [T, n]`: how many |x| < low, and the mask of low <= |x| <= high (bounds `[T, 1]`), packed."""
     a = x.abs()
-    return (a < low).sum(dim=1), ((a >= low) & (a <= high)).to(torch.uint8)
+    return (a < low).sum(dim=1), _pack(list((a >= low) & (a <= high)))
 
 
 class _Kernel:

@@ -3,6 +3,7 @@ magnitude, one counting pass finds how many lie below the bracket and gathers th
 selection among those gives the exact value. Works over parts read one at a time (a streamed zoo)."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Iterable
 
@@ -16,9 +17,9 @@ Parts = Callable[[], Iterable[Tensor]]  # each call yields the `[rows, n_i]` par
 
 
 def _sample(parts: Parts, total: int) -> Tensor:
-    """About SAMPLE magnitudes per row, every `step`-th column of each part, sorted: `[rows, S]` float32."""
+    """About SAMPLE magnitudes per row, every `step`-th column of each part: `[rows, S]` float32."""
     step = max(1, total // SAMPLE)
-    return torch.cat([p[:, ::step].abs().float() for p in parts()], dim=1).sort(dim=1).values
+    return torch.cat([p[:, ::step].abs().float() for p in parts()], dim=1)
 
 
 def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, Tensor]:
@@ -28,8 +29,8 @@ def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, 
     margin = widen * (4 * math.sqrt(size * q * (1 - q)) + 16)
     lo, hi = math.floor(q * size - margin), math.ceil(q * size + margin)
     rows = sample.shape[0]
-    low = sample[:, lo] if lo >= 0 else torch.zeros(rows)
-    high = sample[:, hi] if hi < size else torch.full((rows,), math.inf)
+    low = sample.kthvalue(lo + 1, dim=1).values if lo >= 0 else torch.zeros(rows)
+    high = sample.kthvalue(hi + 1, dim=1).values if hi < size else torch.full((rows,), math.inf)
     return low.unsqueeze(1), high.unsqueeze(1)
 
 
@@ -45,11 +46,13 @@ def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
         inside: list[list[Tensor]] = [[] for _ in range(sample.shape[0])]
         for p in parts():
             p = p if p.dtype == torch.float32 else p.float()
-            count, mask = count_kernel(p, low.to(p.dtype), high.to(p.dtype))
+            lo, hi = low.to(p.dtype), high.to(p.dtype)
+            count, packed = count_kernel(p, lo, hi)
             below += count
-            mask = mask.view(torch.bool)
-            for r in range(p.shape[0]):
-                inside[r].append(p[r][mask[r]].abs())
+            a = p[:, functools.reduce(torch.bitwise_or, packed).nonzero().squeeze(1)].abs()  # the few columns
+            hit = (a >= lo) & (a <= hi)
+            for r, values in enumerate(a[hit].split(hit.sum(dim=1).tolist())):  # row-major: rows in turn
+                inside[r].append(values)
         cands = [torch.cat(c) for c in inside]
         if all(int(below[r]) < k <= int(below[r]) + c.numel() for r, c in enumerate(cands)):
             break
