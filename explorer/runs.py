@@ -40,6 +40,7 @@ class RunRecord:
     weights: dict[str, str] = field(default_factory=dict)  # written file -> sha256
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
     data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
+    merge_path: str = "in-memory"  # "in-memory": stacked task vectors; "streamed": parameter by parameter from disk
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 

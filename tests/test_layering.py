@@ -10,8 +10,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
 LAYERS = [("checks", "device", "weights", "engines"), ("zoo",), ("taskvec", "result"), ("scoring",),
-          ("methods", "security"), ("merging", "evaluate", "sweep"), ("selection", "analysis", "runs"), ("demozoo",),
-          ("plots", "figures"), ("app",),
+          ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("selection", "analysis", "runs"),
+          ("demozoo",), ("plots", "figures"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

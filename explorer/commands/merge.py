@@ -20,6 +20,9 @@ def add_parser(sub) -> None:
     parser.add_argument("--limit", type=int, help="with --eval: at most this many test images per task")
     parser.add_argument("--out", help="write the merged weights here (.safetensors) and a JSON record beside them")
     parser.add_argument("--report", help="write the JSON run record here")
+    parser.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                        help="a plain folder of safetensors: merge parameter by parameter from disk, never holding "
+                             "the experts in memory (auto: when their files exceed 1 GiB and --out is given)")
     parser.set_defaults(func=run)
 
 
@@ -71,12 +74,62 @@ def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str, expert
     return tv, zoo, zoo.source or zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
 
 
+def streamed_files(args) -> tuple[Path, dict[str, Path]] | None:
+    """(base file, {task: expert file}) when this merge streams from a plain folder of safetensors, else None."""
+    from ..checks import check_experts
+    from ..stream import should_stream
+    from ..weights import folder_files
+    from ..zoo.local import ZOO_FILES
+
+    folder = Path(args.zoo).expanduser()
+    plain = folder.is_dir() and not any((folder / n).is_file() for n in (*ZOO_FILES, "heads.safetensors"))
+    if args.stream == "off" or not plain:
+        if args.stream == "on":
+            raise ValueError(f"--stream on reads a plain folder of safetensors (base.safetensors + "
+                             f"<task>.safetensors); {args.zoo!r} is not one")
+        return None
+    base, files = folder_files(folder)
+    if args.stream == "on" and (not args.out or args.eval):
+        raise ValueError("a streamed merge writes its result tensor by tensor: give --out (and no --eval: a folder "
+                         "of weights has no evaluation data)")
+    if args.stream == "auto" and (not args.out or args.eval or not should_stream(files)):
+        return None
+    experts = {p.stem: p for p in files}
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(experts)
+    unknown = [t for t in tasks if t not in experts]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; the folder has {list(experts)}")
+    check_experts(tasks, "put two or more <task>.safetensors beside base.safetensors")
+    return base, {t: experts[t] for t in tasks}
+
+
+def run_streamed(args, params: dict, base: Path, experts: dict[str, Path]) -> int:
+    """Merge parameter by parameter from disk into --out, and write the run record (merge_path "streamed")."""
+    from ..runs import RunRecord
+    from ..stream import merge_folder
+    from ..weights import file_sha256
+
+    values, seconds = merge_folder(base, experts, args.method, params, args.out)
+    inputs = {p.name: file_sha256(p) for p in (base, *experts.values())}
+    record = RunRecord(args.method, values, list(experts), str(Path(args.zoo)), inputs, seconds,
+                       merge_path="streamed")
+    record.weights = {Path(args.out).name: file_sha256(args.out)}
+    report = record.to_json(args.report or Path(args.out).with_suffix(".json"))
+    print(f"{args.method} merged parameter by parameter from disk in {seconds:.3f} s")
+    print(f"wrote {args.out} and {report}")
+    sys.stdout.flush()
+    return 0
+
+
 def run(args) -> int:
     import explorer as ex
 
     from ..evaluate import percent
 
     params = parse_params(args.method, args.param)
+    streamed = streamed_files(args)
+    if streamed is not None:
+        return run_streamed(args, params, *streamed)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     variants = parse_variants(args.experts)
     tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device, variants)

@@ -8,6 +8,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .fused import global_threshold, masked_sum_fused, ties_fused
+from .kernels import applies
+from .thresholds import topk_rows
+
 Stacked = Mapping[str, Tensor]  # name -> [T, ...]
 
 
@@ -33,16 +37,6 @@ def _kth_threshold(abs_rows: Tensor, density: float) -> Tensor:
     return abs_rows.float().kthvalue(k, dim=1).values.to(abs_rows.dtype)
 
 
-def _topk_rows(rows: Tensor, density: float) -> Tensor:
-    """Per row of `[T, n]`, a mask of exactly int(density * n) entries, the largest |x| (torch.topk picks among
-    equal magnitudes), as PEFT's `magnitude_based_pruning` and mergekit's `magnitude` sparsification."""
-    k = int(density * rows.shape[1])
-    mask = torch.zeros_like(rows, dtype=torch.bool)
-    if k > 0:
-        mask.scatter_(1, rows.abs().topk(k, dim=1).indices, True)
-    return mask
-
-
 def keep_topk(deltas: Stacked, density: float, scope: str = "global") -> dict[str, Tensor]:
     """Masks keeping each task's top-`density` entries by |tau|: over the whole flattened task vector with the
     official TIES code's `>=` threshold (`scope="global"`: ties at the threshold are all kept), or exactly
@@ -52,11 +46,14 @@ def keep_topk(deltas: Stacked, density: float, scope: str = "global") -> dict[st
     if density <= 0:
         return {n: torch.zeros_like(d, dtype=torch.bool) for n, d in deltas.items()}
     if scope == "global":
+        if applies(list(deltas.values())):
+            thresh = global_threshold(deltas, density)
+            return {n: d.abs() >= _broadcast(thresh, d) for n, d in deltas.items()}
         flat = torch.cat([_rows(d).abs() for d in deltas.values()], dim=1)  # [T, D]
         thresh = _kth_threshold(flat, density)
         del flat
         return {n: d.abs() >= _broadcast(thresh, d) for n, d in deltas.items()}
-    return {n: _topk_rows(_rows(d), density).reshape(d.shape) for n, d in deltas.items()}
+    return {n: topk_rows(_rows(d), density).reshape(d.shape) for n, d in deltas.items()}
 
 
 def elect_sign(deltas: Stacked, mode: str = "mass", scope: str = "global") -> dict[str, Tensor]:
@@ -97,7 +94,10 @@ def apply_masks(deltas: Stacked, masks: Mapping[str, Tensor]) -> dict[str, Tenso
 
 def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: str = "mean",
                 scope: str = "global") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Trim (top-k), elect sign, disjoint merge. Returns (merged name -> tensor, kept masks name -> [T, ...])."""
+    """Trim (top-k), elect sign, disjoint merge. Returns (merged name -> tensor, kept masks name -> [T, ...]).
+    Big CPU float32 task vectors take the fused path (`fused.ties_fused`, same bits, a few read passes)."""
+    if applies(list(deltas.values())):
+        return ties_fused(deltas, density, sign, aggregate, scope)
     trimmed = apply_masks(deltas, keep_topk(deltas, density, scope))
     signs = elect_sign(trimmed, sign, scope)
     merged, kept = {}, {}
@@ -123,6 +123,15 @@ def ties_split(deltas: Stacked, density: float, sign: str = "mass",
     return {n: x * agree_mask(x, signs[n]).to(x.dtype) for n, x in trimmed.items()}
 
 
+def masked_task_sum(deltas: Stacked, density: float, scope: str = "global") -> tuple[dict[str, Tensor],
+                                                                                   dict[str, Tensor]]:
+    """sum_t topk(tau_t) and the `keep_topk` masks (magnitude pruning + task arithmetic, unscaled)."""
+    if applies(list(deltas.values())):
+        return masked_sum_fused(deltas, density, scope)
+    masks = keep_topk(deltas, density, scope)
+    return task_sum(apply_masks(deltas, masks)), masks
+
+
 def task_sum(deltas: Stacked) -> dict[str, Tensor]:
     """tau_MTL = sum_t tau_t."""
     return {n: d.sum(dim=0) for n, d in deltas.items()}
@@ -130,6 +139,14 @@ def task_sum(deltas: Stacked) -> dict[str, Tensor]:
 
 def scaled(vector: Mapping[str, Tensor], scale: float) -> dict[str, Tensor]:
     return {n: scale * v for n, v in vector.items()}
+
+
+def rescale(vector: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
+    """scale * v in place of each v of a vector the caller owns (the same bits as `scaled`, one tensor of extra
+    memory at a time instead of a second vector)."""
+    for n in vector:
+        vector[n] = scale * vector[n]
+    return vector
 
 
 def tall_mask(deltas: Stacked, mtl: Mapping[str, Tensor], lam: Tensor | float) -> dict[str, Tensor]:

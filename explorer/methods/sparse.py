@@ -7,7 +7,7 @@ from torch import Tensor
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
-from .blocks import apply_masks, keep_topk, per_task, scaled, task_sum, ties_vector
+from .blocks import apply_masks, masked_task_sum, per_task, rescale, scaled, task_sum, ties_vector
 from .compose import compose
 from .registry import Param, register
 
@@ -21,7 +21,7 @@ from .registry import Param, register
                   "entries that agree (aggregate=sum wants lambda around 0.3, mean around 1).")
 def ties(tv: TaskVectors, *, density: float, scale: float, sign: str, aggregate: str, scope: str) -> MergeResult:
     merged, kept = ties_vector(tv.deltas, density, sign, aggregate, scope)
-    return MergeResult(tv, scaled(merged, scale), masks=per_task(kept, tv.tasks))
+    return MergeResult(tv, rescale(merged, scale), masks=per_task(kept, tv.tasks))
 
 
 def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -65,9 +65,8 @@ def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float,
           formula="theta = theta_0 + lambda * sum_t topk(tau_t, k)",
           summary="Keep each task vector's largest entries by magnitude, then add the pruned vectors.")
 def magnitude(tv: TaskVectors, *, density: float, scope: str, scale: float) -> MergeResult:
-    masks = keep_topk(tv.deltas, density, scope)
-    return MergeResult(tv, scaled(task_sum(apply_masks(tv.deltas, masks)), scale),
-                       masks=per_task(masks, tv.tasks))
+    total, masks = masked_task_sum(tv.deltas, density, scope)
+    return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))
 
 
 def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:

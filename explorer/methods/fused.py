@@ -1,0 +1,149 @@
+"""Threshold merges at a few read passes: exact magnitude thresholds from `thresholds`, then one fused kernel
+per tensor (`kernels`). Bit-identical to the plain blocks in `blocks.py`, which stay the reference and the path
+for small, non-float32 or non-CPU task vectors. Deltas may be any mapping, so a streamed zoo works too."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .kernels import TAIL, fused, masked_sum_kernel, ties_kernel, unpack
+from .thresholds import kth_smallest_abs, topk_rows
+
+Stacked = Mapping[str, Tensor]
+
+
+def _rows(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def global_threshold(deltas: Stacked, density: float) -> Tensor:
+    """Per task, TIES' global magnitude threshold: the (D - floor(density*D))-th smallest |tau| over the whole
+    task vector (0 when everything is kept), as `blocks._kth_threshold` on the concatenation."""
+    first = next(iter(deltas.values()))
+    total = sum(d[0].numel() for d in deltas.values())
+    k = total - int(total * density)
+    if k <= 0:
+        return torch.zeros(first.shape[0], dtype=first.dtype)
+    return kth_smallest_abs(lambda: (_rows(d) for d in deltas.values()), k, total)[0].to(first.dtype)
+
+
+def row_threshold(rows: Tensor, density: float) -> Tensor | None:
+    """Per row of `[T, n]`, the magnitude at or above which exactly int(density*n) entries lie, so `|x| >= it`
+    is torch.topk's mask; None where a tie at the boundary leaves the choice to topk (or keep is 0 or n)."""
+    n = rows.shape[1]
+    keep = int(density * n)
+    if not 0 < keep < n:
+        return None
+    values, smaller = kth_smallest_abs(lambda: [rows], n - keep + 1, n)
+    return values.to(rows.dtype) if bool((n - smaller == keep).all()) else None
+
+
+def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
+                mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The plain-block TIES of `x [T, n]` given its trim mask: (merged, kept, vote-sign sum, ambiguous count)."""
+    zero = torch.zeros((), dtype=x.dtype)
+    trimmed = torch.where(trim, x, zero)
+    vote = (trimmed.sign() if count_votes else trimmed).sum(dim=0).sign()
+    keep = torch.where(torch.where(vote == 0, majority, vote).unsqueeze(0) > 0, trimmed > 0, trimmed < 0)
+    total = torch.where(keep, trimmed, zero).sum(dim=0)
+    if mean:
+        total = total / keep.sum(dim=0).clamp(min=1).to(x.dtype)
+    return total, keep, vote.sum(), ((vote == 0) & (trimmed != 0).any(dim=0)).sum()
+
+
+def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority: Tensor, count_votes: bool,
+                 mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TIES of one `[T, n]` tensor: the fused kernel over whole blocks of columns and the plain blocks over the
+    rest (PyTorch sums those in another order), or the plain blocks alone given a topk trim mask."""
+    if thresh is None or not fused(x):
+        trim = trim if trim is not None else x.abs() >= thresh.unsqueeze(1)
+        return _ties_eager(x, trim, majority, count_votes, mean)
+    merged, kept, votes, ambiguous = ties_kernel(x, thresh, majority, count_votes, mean)
+    kept = unpack(kept, x.shape[0])
+    start = x.shape[1] - x.shape[1] % TAIL
+    if start < x.shape[1]:
+        tail = x[:, start:].contiguous()
+        m, k, v, a = _ties_eager(tail, tail.abs() >= thresh.unsqueeze(1), majority, count_votes, mean)
+        merged[start:], kept[:, start:] = m, k
+        votes, ambiguous = votes + v, ambiguous + a
+    return merged, kept, votes, ambiguous
+
+
+def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
+             majority: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
+    (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters)."""
+    x = _rows(d)
+    t, trim = _trim(x, density, scope, thresh)
+    m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
+    return m.reshape(d.shape[1:]), k.reshape(d.shape), v, a
+
+
+def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
+               scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """`blocks.ties_vector` tensor by tensor: trim, elect, disjoint merge in one pass per tensor. The global
+    scope's zero votes take the model's majority sign, known only at the end: the few tensors where it
+    matters are merged again."""
+    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
+    plus = torch.ones(())
+    merged, kept, votes, again = {}, {}, [], []
+    for name, d in deltas.items():
+        merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus)
+        votes.append(v)
+        if int(a) > 0:
+            again.append(name)
+    majority = torch.stack(votes).sum().sign() if scope == "global" else plus
+    if float(majority) != 1.0:
+        for name in again:
+            merged[name], kept[name], _, _ = ties_one(deltas[name], density, sign, aggregate, scope, thresh, majority)
+    return merged, kept
+
+
+def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh: Tensor | None) -> Tensor:
+    """The sign a zero vote takes: the model's majority sign(sum of all vote signs) for scope "global" (one
+    pass over the deltas), +1 for scope "tensor"."""
+    plus = torch.ones(())
+    if scope != "global":
+        return plus
+    votes = [ties_one(d, density, sign, "sum", scope, thresh, plus)[2] for d in deltas.values()]
+    return torch.stack(votes).sum().sign()
+
+
+def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """(threshold [T], None) when a magnitude threshold gives the trim, else (None, the topk trim mask)."""
+    if density <= 0:
+        return torch.full((x.shape[0],), torch.inf, dtype=x.dtype), None
+    if scope == "global":
+        return thresh, None
+    t = row_threshold(x, density) if fused(x) else None
+    if t is None:
+        return None, topk_rows(x, density)
+    return t, None
+
+
+def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor, Tensor]:
+    """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`)."""
+    x = _rows(d)
+    t, trim = _trim(x, density, scope, thresh)
+    if t is None or not fused(x):
+        keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
+        s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
+    else:
+        low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
+        s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
+        s, keep = s.reshape(-1), unpack(keep, x.shape[0]).reshape(x.shape)
+        start = x.shape[1] - x.shape[1] % TAIL
+        if start < x.shape[1]:
+            s[start:] = torch.where(keep[:, start:], x[:, start:], torch.zeros((), dtype=x.dtype)).sum(dim=0)
+    return s.reshape(d.shape[1:]), keep.reshape(d.shape)
+
+
+def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
+    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
+    total, masks = {}, {}
+    for name, d in deltas.items():
+        total[name], masks[name] = masked_sum_one(d, density, scope, thresh)
+    return total, masks

@@ -1,0 +1,145 @@
+"""Fused per-tensor kernels of the threshold merges (TIES, magnitude): one read of a stacked `[T, n]` tensor
+gives the merged row and the kept mask, packed 8 tasks to a byte (compiled stores of a `[T, n]` mask cost
+20x a read; `unpack` expands it eagerly), without full-size temporaries. On CPU float32 they run through
+`torch.compile` (compiled once, dynamic in n) where a compiler works, else eagerly; both give the bits of the
+plain eager blocks, because sums over tasks follow the order of PyTorch's CPU `sum(dim=0)` (see `ordered_sum`)."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+TAIL = 64  # PyTorch's vectorised column-sum covers whole blocks of 4 x 16 lanes; the rest is summed differently
+MIN_NUMEL = 1 << 16  # per stacked tensor: below this the plain eager blocks are as fast
+MAX_NUMEL = 1 << 24  # float32 vote totals stay exact integers below this (the global sign election sums them)
+
+# "auto": compile where a compiler works; "eager": the same kernels without compiling; "off": plain blocks only.
+MODE = os.environ.get("EXPLORER_FUSED", "auto")
+
+
+def ordered_sum(terms: list[Tensor]) -> Tensor:
+    """sum_t terms[t] in the order of PyTorch's CPU `stack(terms).sum(dim=0)` on a column of a `[T, n]` tensor
+    (ATen's `multi_row_sum`: a cascade whose first level adds 16 rows), so a fused sum keeps its bits."""
+    count = len(terms)
+    power = max(4, (count - 1).bit_length() // 4)
+    step, mask = 1 << power, (1 << power) - 1
+    zero = torch.zeros_like(terms[0])
+    acc = [zero] * 4
+    i = 0
+    while i + step <= count:
+        for _ in range(step):
+            acc[0] = acc[0] + terms[i]
+            i += 1
+        for j in range(1, 4):
+            acc[j], acc[j - 1] = acc[j] + acc[j - 1], zero
+            if i & (mask << (j * power)):
+                break
+    while i < count:
+        acc[0] = acc[0] + terms[i]
+        i += 1
+    total = acc[0]
+    for j in range(1, 4):
+        total = total + acc[j]
+    return total
+
+
+def _pack(masks: list[Tensor]) -> list[Tensor]:
+    """Bool masks, one per task, as one uint8 per entry for every 8 tasks (bit i: task 8g + i)."""
+    return [functools.reduce(torch.bitwise_or, [m.to(torch.int32) << i for i, m in enumerate(masks[g:g + 8])])
+            .to(torch.uint8) for g in range(0, len(masks), 8)]
+
+
+def unpack(packed: list[Tensor], tasks: int) -> Tensor:
+    """The `[T, ...]` bool mask that `_pack` packed."""
+    out = torch.empty((tasks, *packed[0].shape), dtype=torch.bool)
+    for g, p in enumerate(packed):
+        size = min(8, tasks - 8 * g)
+        shifts = torch.arange(size, dtype=torch.uint8).reshape(-1, *[1] * p.dim())
+        out[8 * g:8 * g + size] = ((p.unsqueeze(0) >> shifts) & 1).view(torch.bool)
+    return out
+
+
+def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
+                 mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """TIES on `x [T, n]`: trim below `thresh [T]`, elect sign (zero vote -> `majority`), disjoint sum/mean.
+    Returns (merged [n], kept [T, n] packed, sum of the vote signs over the whole-block columns, count of zero-vote
+    columns with a non-zero trimmed entry: their result depends on `majority`)."""
+    zero = torch.zeros((), dtype=x.dtype)
+    trimmed = [torch.where(x[t].abs() >= thresh[t], x[t], zero) for t in range(x.shape[0])]
+    vote = ordered_sum([tr.sign() for tr in trimmed] if count_votes else trimmed).sign()
+    sign = torch.where(vote == 0, majority, vote)
+    keep = [torch.where(sign > 0, tr > 0, tr < 0) for tr in trimmed]
+    total = ordered_sum([torch.where(k, tr, zero) for k, tr in zip(keep, trimmed)])
+    if mean:
+        count = functools.reduce(torch.add, [k.to(torch.int32) for k in keep])
+        total = total / count.clamp(min=1).to(x.dtype)
+    blocks = x.shape[1] - x.shape[1] % TAIL
+    nonzero = functools.reduce(torch.logical_or, [tr != 0 for tr in trimmed])
+    ambiguous = ((vote == 0) & nonzero)[:blocks].sum()
+    return total, _pack(keep), vote[:blocks].sum(), ambiguous
+
+
+def _masked_sum_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """sum_t x_t * 1{low_t <= |x_t| < high_t} over `x [T, r, n]` (bounds `[T, r, 1]`) and the mask, packed."""
+    zero = torch.zeros((), dtype=x.dtype)
+    keep = [(x[t].abs() >= low[t]) & (x[t].abs() < high[t]) for t in range(x.shape[0])]
+    return ordered_sum([torch.where(k, x[t], zero) for t, k in enumerate(keep)]), _pack(keep)
+
+
+def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of `x [T, n]`: how many |x| < low, and the mask of low <= |x| <= high (bounds `[T, 1]`), packed."""
+    a = x.abs()
+    return (a < low).sum(dim=1), _pack(list((a >= low) & (a <= high)))
+
+
+class _Kernel:
+    """A kernel run compiled when MODE allows, the tensor is big enough to repay it and a compiler works (tried
+    once), else eagerly."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.compiled: Callable | None = None
+        self.failed = False
+
+    def __call__(self, x: Tensor, *args):
+        if MODE == "auto" and not self.failed and x.numel() >= MIN_NUMEL:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=True)
+                return self.compiled(x, *args)
+            except Exception as err:  # no working compiler here: the eager kernel gives the same bits
+                log.warning("torch.compile failed (%s); the fused kernels run eagerly", err)
+                self.failed = True
+        return self.fn(x, *args)
+
+
+ties_kernel = _Kernel(_ties_kernel)
+masked_sum_kernel = _Kernel(_masked_sum_kernel)
+count_kernel = _Kernel(_count_kernel)
+
+
+def applies(tensors: list[Tensor]) -> bool:
+    """Whether the fused kernels take these stacked tensors: CPU float32, and not all small (MODE != "off")."""
+    return (MODE != "off" and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and all(t[0].numel() < MAX_NUMEL for t in tensors) and max(t.numel() for t in tensors) >= MIN_NUMEL)
+
+
+def fused(stacked: Tensor) -> bool:
+    """Whether one stacked tensor goes through a kernel (big enough), rather than the plain eager blocks."""
+    return stacked.numel() >= MIN_NUMEL and stacked[0].numel() >= TAIL
+
+
+def warm(tasks: int) -> None:
+    """Compile the kernels for `tasks` stacked task vectors now (once per task count: the sizes are dynamic),
+    so the first merge of a big zoo does not wait for the compiler."""
+    x = torch.linspace(-1, 1, tasks * 4096).reshape(tasks, 4096)
+    low, high = torch.full((tasks, 1), 0.5), torch.full((tasks, 1), 0.7)
+    count_kernel(x, low, high)
+    ties_kernel(x, low[:, 0], torch.ones(()), False, True)
+    masked_sum_kernel(x.unsqueeze(1), low.unsqueeze(1), high.unsqueeze(1))

@@ -1,0 +1,71 @@
+"""Exact order statistics of |tau| without sorting every value: a strided sample brackets the k-th smallest
+magnitude, one counting pass finds how many lie below the bracket and gathers the few inside it, and a
+selection among those gives the exact value. Works over parts read one at a time (a streamed zoo)."""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from .kernels import count_kernel
+
+SAMPLE = 1 << 18  # sampled magnitudes per row
+Parts = Callable[[], Iterable[Tensor]]  # each call yields the `[rows, n_i]` parts again, in the same order
+
+
+def _sample(parts: Parts, total: int) -> Tensor:
+    """About SAMPLE magnitudes per row, every `step`-th column of each part: `[rows, S]` float32."""
+    step = max(1, total // SAMPLE)
+    return torch.cat([p[:, ::step].abs().float() for p in parts()], dim=1)
+
+
+def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, Tensor]:
+    """Per row, magnitudes [low, high] that hold the k-th smallest with high probability (widen: margin factor)."""
+    size = sample.shape[1]
+    q = (k - 0.5) / total
+    margin = widen * (4 * math.sqrt(size * q * (1 - q)) + 16)
+    lo, hi = math.floor(q * size - margin), math.ceil(q * size + margin)
+    rows = sample.shape[0]
+    low = sample.kthvalue(lo + 1, dim=1).values if lo >= 0 else torch.zeros(rows)
+    high = sample.kthvalue(hi + 1, dim=1).values if hi < size else torch.full((rows,), math.inf)
+    return low.unsqueeze(1), high.unsqueeze(1)
+
+
+def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
+    """Per row of the `[rows, total]` matrix the parts form side by side: the k-th smallest |x| (1-based, as
+    numpy's partition; NaNs count as largest) and how many |x| are strictly smaller. Exact for any sample:
+    a bracket that misses is widened, at worst to every value."""
+    sample = _sample(parts, total)
+    for widen in (1.0, 16.0, math.inf):
+        low, high = (torch.zeros(sample.shape[0], 1), torch.full((sample.shape[0], 1), math.inf)) \
+            if widen == math.inf else _bracket(sample, k, total, widen)
+        below = torch.zeros(sample.shape[0], dtype=torch.int64)
+        inside: list[list[Tensor]] = [[] for _ in range(sample.shape[0])]
+        for p in parts():
+            p = p if p.dtype == torch.float32 else p.float()
+            lo, hi = low.to(p.dtype), high.to(p.dtype)
+            count, packed = count_kernel(p, lo, hi)
+            below += count
+            a = p[:, functools.reduce(torch.bitwise_or, packed).nonzero().squeeze(1)].abs()  # the few columns
+            hit = (a >= lo) & (a <= hi)
+            for r, values in enumerate(a[hit].split(hit.sum(dim=1).tolist())):  # row-major: rows in turn
+                inside[r].append(values)
+        cands = [torch.cat(c) for c in inside]
+        if all(int(below[r]) < k <= int(below[r]) + c.numel() for r, c in enumerate(cands)):
+            break
+    values = torch.stack([c.kthvalue(k - int(below[r])).values for r, c in enumerate(cands)])
+    smaller = below + torch.stack([(c < v).sum() for c, v in zip(cands, values)])
+    return values, smaller
+
+
+def topk_rows(rows: Tensor, density: float) -> Tensor:
+    """Per row of `[T, n]`, a mask of exactly int(density * n) entries, the largest |x| (torch.topk picks among
+    equal magnitudes), as PEFT's `magnitude_based_pruning` and mergekit's `magnitude` sparsification."""
+    k = int(density * rows.shape[1])
+    mask = torch.zeros_like(rows, dtype=torch.bool)
+    if k > 0:
+        mask.scatter_(1, rows.abs().topk(k, dim=1).indices, True)
+    return mask

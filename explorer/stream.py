@@ -1,0 +1,167 @@
+"""Zoos larger than memory: a folder of safetensors read tensor by tensor (positioned reads at the offsets of each
+file's header, so memory holds one stacked parameter, never the experts' state dicts), data-free merges run
+parameter by parameter, and the merged weights written tensor by tensor. Same bits as the in-memory path."""
+from __future__ import annotations
+
+import json
+import struct
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from .checks import raise_nonfinite
+from .methods import registry
+from .methods.fused import global_threshold, masked_sum_one, ties_majority, ties_one
+from .methods.sparse import breadcrumb_mask
+
+STREAM_ABOVE = 1 << 30  # bytes of expert checkpoints above which `explorer merge --stream auto` streams
+STREAMABLE = ("task_arithmetic", "average", "ties", "magnitude", "breadcrumbs")
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+class SafetensorsReader:
+    """One tensor at a time from a safetensors file, read at its offsets (no mmap of the whole file)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+        header.pop("__metadata__", None)
+        self.start = 8 + size
+        self.entries: dict[str, dict[str, Any]] = header
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def dtype(self, name: str) -> torch.dtype:
+        return _DTYPES[self.entries[name]["dtype"]]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.entries[name]["shape"])
+
+    def read(self, name: str) -> Tensor:
+        entry = self.entries[name]
+        begin, end = entry["data_offsets"]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        with open(self.path, "rb") as f:
+            f.seek(self.start + begin)
+            f.readinto(buf.numpy())
+        return buf.view(self.dtype(name)).reshape(self.shape(name))
+
+
+class SafetensorsWriter:
+    """A safetensors file written tensor by tensor: the header (every name, dtype and shape) goes first."""
+
+    def __init__(self, path: str | Path, layout: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None):
+        self.path = Path(path)
+        header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        offset = 0
+        for name, (dtype, shape) in layout.items():
+            nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": _NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        self.offsets = {n: 8 + len(text) + e["data_offsets"][0] for n, e in header.items() if n != "__metadata__"}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            f.truncate(8 + len(text) + offset)
+
+    def write(self, name: str, tensor: Tensor) -> None:
+        with open(self.path, "r+b") as f:
+            f.seek(self.offsets[name])
+            f.write(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+class FolderDeltas(Mapping[str, Tensor]):
+    """name -> stacked float32 task vectors `[T, ...]` of a folder's experts, read from disk on each access (the
+    in-memory `task_vectors(base, experts)` computes the same values)."""
+
+    def __init__(self, base: SafetensorsReader, experts: dict[str, SafetensorsReader]):
+        self.base, self.experts = base, experts
+        self.names = [n for n in base.keys() if torch.empty((), dtype=base.dtype(n)).is_floating_point()]
+        problems = [f"expert {t!r}: {sorted(set(self.names) - set(r.keys()))[:8]} missing"
+                    for t, r in experts.items() if set(self.names) - set(r.keys())]
+        problems += [f"expert {t!r}: {n} has shape {r.shape(n)}, the base {base.shape(n)}"
+                     for t, r in experts.items() for n in self.names if n in r.entries and r.shape(n) != base.shape(n)]
+        if problems:
+            raise ValueError("experts do not match the base architecture:\n  " + "\n  ".join(problems[:16])
+                             + "\nUse checkpoints fine-tuned from this base (same architecture and parameter names).")
+
+    def __getitem__(self, name: str) -> Tensor:
+        theta0 = self.theta0(name)
+        stacked = torch.stack([self._finite(t, name, r.read(name).to(torch.float32)) for t, r in self.experts.items()])
+        return stacked.sub_(theta0)
+
+    def theta0(self, name: str) -> Tensor:
+        return self._finite("base", name, self.base.read(name).to(torch.float32))
+
+    @staticmethod
+    def _finite(owner: str, name: str, x: Tensor) -> Tensor:
+        if not bool(torch.isfinite(x).all()):
+            raise_nonfinite([f"{owner}: {name}"], "non-finite weights (NaN or Inf) cannot be merged",
+                            "Re-export the named checkpoint (a diverged fine-tune, or a corrupt file).")
+        return x
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def should_stream(expert_files: list[Path]) -> bool:
+    """Stream when the experts' checkpoints exceed STREAM_ABOVE bytes (the in-memory path holds about twice that)."""
+    return sum(p.stat().st_size for p in expert_files) > STREAM_ABOVE
+
+
+def merged_deltas(deltas: Mapping[str, Tensor], method: str, params: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
+    """(name, merged task vector) parameter by parameter for a data-free method of STREAMABLE; global
+    statistics (TIES' threshold and majority sign, magnitude's threshold) take their passes first."""
+    if method not in STREAMABLE:
+        raise ValueError(f"method {method!r} does not run parameter by parameter; streamed merges support "
+                         f"{', '.join(STREAMABLE)}. Use --stream off (the whole zoo in memory) for it.")
+    p = registry.get(method).resolve(params)
+    global_scope = p.get("scope") == "global" and p.get("density", 0) > 0
+    thresh = global_threshold(deltas, p["density"]) if method in ("ties", "magnitude") and global_scope else None
+    if method == "ties":
+        majority = ties_majority(deltas, p["density"], p["sign"], p["scope"], thresh)
+    for name in deltas:
+        d = deltas[name]
+        if method in ("task_arithmetic", "average"):
+            scale = p["scale"] if method == "task_arithmetic" else 1.0 / d.shape[0]
+            yield name, scale * d.sum(dim=0)
+        elif method == "ties":
+            yield name, p["scale"] * ties_one(d, p["density"], p["sign"], p["aggregate"], p["scope"], thresh,
+                                              majority)[0]
+        elif method == "magnitude":
+            yield name, p["scale"] * masked_sum_one(d, p["density"], p["scope"], thresh)[0]
+        else:
+            mask = breadcrumb_mask(d, p["keep"], p["remove"])
+            yield name, p["scale"] * torch.where(mask, d, torch.zeros((), dtype=d.dtype)).sum(dim=0)
+
+
+def merge_folder(base_file: Path, expert_files: dict[str, Path], method: str, params: dict[str, Any],
+                 out: str | Path) -> tuple[dict[str, Any], float]:
+    """Merge a folder's experts parameter by parameter into `out` (safetensors: theta_0 + delta as float32, the
+    base's other entries as they are). Returns (the resolved parameters, seconds)."""
+    start = time.perf_counter()
+    base = SafetensorsReader(base_file)
+    deltas = FolderDeltas(base, {t: SafetensorsReader(f) for t, f in expert_files.items()})
+    layout = {n: (torch.float32 if n in deltas.names else base.dtype(n), base.shape(n)) for n in base.keys()}
+    writer = SafetensorsWriter(out, layout, metadata={"method": method, "layout": "merged"})
+    for name in base.keys():
+        if name not in deltas.names:
+            writer.write(name, base.read(name))
+    for name, delta in merged_deltas(deltas, method, params):
+        writer.write(name, deltas.theta0(name) + delta)
+    return registry.get(method).resolve(params), time.perf_counter() - start

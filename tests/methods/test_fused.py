@@ -1,0 +1,112 @@
+"""The fused threshold merges (`fused`, `kernels`, `thresholds`) against the plain blocks they replace:
+the same bits for ties in |tau|, all-zero tensors, density 0 and 1, both scopes, and T on both sides of 16."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.methods import blocks, kernels
+from explorer.methods.fused import masked_sum_fused, ties_fused
+from explorer.methods.kernels import ordered_sum
+from explorer.methods.thresholds import kth_smallest_abs
+
+
+@pytest.fixture(autouse=True)
+def eager_small(monkeypatch):
+    """The kernels, uncompiled, on test-sized tensors (the compiled ones are checked in bench/)."""
+    monkeypatch.setattr(kernels, "MODE", "eager")
+    monkeypatch.setattr(kernels, "MIN_NUMEL", 64)
+
+
+def plain(fn, *args):
+    """The reference: the same block with the fused path switched off."""
+    mode = kernels.MODE
+    kernels.MODE = "off"
+    try:
+        return fn(*args)
+    finally:
+        kernels.MODE = mode
+
+
+def deltas(tasks: int, seed: int = 0, ties: bool = False, zero: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors with column counts off the 64-column blocks; `ties`: magnitudes from a few values with mixed
+    signs (exact zero votes); `zero`: one all-zero tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"a": (37, 29), "b": (300,), "c": (5, 64), "d": (3,)}
+    out = {}
+    for name, shape in shapes.items():
+        if ties:
+            x = torch.randint(-3, 4, (tasks, *shape), generator=gen).float() * 0.25
+        else:
+            spread = torch.logspace(-2, 1, tasks).reshape(-1, *[1] * len(shape))
+            x = torch.randn((tasks, *shape), generator=gen) * spread
+        out[name] = x
+    if zero:
+        out["c"] = torch.zeros_like(out["c"])
+    return out
+
+
+def same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        assert a[n].dtype == b[n].dtype and torch.equal(a[n], b[n]), n
+        assert torch.equal(a[n].view(torch.uint8) if a[n].dtype != torch.bool else a[n],
+                           b[n].view(torch.uint8) if b[n].dtype != torch.bool else b[n]), f"{n}: bits differ"
+
+
+CASES = [(t, ties, zero) for t in (1, 3, 8, 17) for ties, zero in ((False, False), (True, False), (True, True))]
+
+
+@pytest.mark.parametrize("tasks,ties,zero", CASES)
+@pytest.mark.parametrize("scope", ["global", "tensor"])
+@pytest.mark.parametrize("density", [0.0, 0.2, 0.5, 1.0])
+def test_ties_fused_matches_plain_blocks(tasks, ties, zero, scope, density):
+    d = deltas(tasks, seed=tasks, ties=ties, zero=zero)
+    for sign, aggregate in (("mass", "mean"), ("count", "sum")):
+        got = ties_fused(d, density, sign, aggregate, scope)
+        want = plain(blocks.ties_vector, d, density, sign, aggregate, scope)
+        same(got[0], want[0])
+        same(got[1], want[1])
+
+
+@pytest.mark.parametrize("tasks,ties,zero", CASES)
+@pytest.mark.parametrize("scope", ["global", "tensor"])
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_magnitude_fused_matches_plain_blocks(tasks, ties, zero, scope, density):
+    d = deltas(tasks, seed=tasks + 1, ties=ties, zero=zero)
+    total, masks = masked_sum_fused(d, density, scope)
+    ref_masks = plain(blocks.keep_topk, d, density, scope)
+    same(masks, ref_masks)
+    same(total, plain(blocks.task_sum, plain(blocks.apply_masks, d, ref_masks)))
+    same(blocks.keep_topk(d, density, scope), ref_masks)
+
+
+def test_negative_majority_re_merges_zero_votes():
+    """Zero votes take the model's majority sign: with a negative majority the fused pass (run with +1) must
+    re-merge the tensor where a tie of +a and -a decides which entries survive."""
+    x = -torch.ones(2, 200)
+    x[0, :3], x[1, :3] = 2.0, -2.0  # exact zero votes, a non-zero trimmed entry each
+    d = {"w": x}
+    got = ties_fused(d, 1.0, "mass", "sum", "global")
+    want = plain(blocks.ties_vector, d, 1.0, "mass", "sum", "global")
+    same(got[0], want[0])
+    assert got[0]["w"][:3].tolist() == [-2.0] * 3
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 8, 15, 16, 17, 20, 33, 64])
+def test_ordered_sum_has_the_bits_of_torch_sum_dim0(tasks):
+    gen = torch.Generator().manual_seed(tasks)
+    x = torch.randn(tasks, 4096, generator=gen) * torch.logspace(-4, 4, tasks).unsqueeze(1)
+    assert torch.equal(ordered_sum(list(x)), x.sum(dim=0))
+
+
+@pytest.mark.parametrize("k", [1, 7, 500, 999, 1000])
+def test_kth_smallest_abs_is_exact_with_ties_and_across_parts(k):
+    gen = torch.Generator().manual_seed(k)
+    parts = [torch.randint(-20, 21, (3, n), generator=gen).float() for n in (400, 1, 599)]
+    values, smaller = kth_smallest_abs(lambda: parts, k, 1000)
+    flat = torch.cat(parts, dim=1).abs().numpy()
+    expected = np.partition(flat, k - 1, axis=1)[:, k - 1]
+    assert values.tolist() == expected.tolist()
+    assert smaller.tolist() == (flat < expected[:, None]).sum(axis=1).tolist()
