@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
-LAYERS = [("checks", "device", "weights"), ("zoo",), ("taskvec", "result"), ("scoring",), ("methods",),
+LAYERS = [("checks", "device", "weights"), ("zoo",), ("addons",), ("taskvec", "result"), ("scoring",), ("methods",),
           ("merging", "evaluate"), ("selection", "analysis", "runs"), ("demozoo",), ("plots", "figures"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
