@@ -126,9 +126,10 @@ class TwinAddOn(AddOn):
     kind, routes = "twin", True
 
     def __init__(self, tasks: list[str], router: nn.Module, exclusive: Mapping[str, Mapping[str, Any]],
-                 dim: int, grid: int = 100):
+                 dim: int, grid: int = 20):
         self.tasks, self.router, self.dim, self.grid = list(tasks), router.eval(), int(dim), int(grid)
         self.exclusive = {t: dict(exclusive[t]) for t in self.tasks}
+        self._stacked: dict[str, Tensor] | None = None
 
     def weights_for(self, shared_features: Tensor) -> Tensor:
         """Routing weights [N, T] = softmax(router(features of the shared model))."""
@@ -138,13 +139,18 @@ class TwinAddOn(AddOn):
         v = self.exclusive[task][name]
         return v[0] @ v[1] if isinstance(v, tuple) else v
 
+    def stacked(self) -> dict[str, Tensor]:
+        """name -> [T, ...] dense exclusive vectors (rebuilt from the low-rank pairs once, then kept)."""
+        if self._stacked is None:
+            names = self.exclusive[self.tasks[0]]
+            self._stacked = {n: torch.stack([self.vector(t, n) for t in self.tasks]) for n in names}
+        return self._stacked
+
     def theta(self, weights: Mapping[str, Tensor], w: Tensor) -> dict[str, Tensor]:
         """theta_shared + sum_t w[t] * v_t for one weight vector w [T]."""
         out = dict(weights)
-        for i, task in enumerate(self.tasks):
-            if float(w[i]) != 0.0:
-                for name in self.exclusive[task]:
-                    out[name] = out[name] + w[i] * self.vector(task, name)
+        for name, v in self.stacked().items():
+            out[name] = out[name] + torch.tensordot(w.to(v.dtype), v, dims=1)
         return out
 
     def route(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor) -> Tensor:
