@@ -4,7 +4,8 @@ prediction entropy on unlabeled test images, under Task Arithmetic or AdaMerging
 - Concrete TA: theta = theta_0 + scale * sum_t tau_t * m / mean(m); only the mask logits are trained.
 - Concrete AdaMerging: per meta-step, (i) reset the coefficients to `scale`, one inner Adam step (lr `inner_lr`) on
   the entropy with the mask detached; (ii) one Adam step on the mask logits on a fresh batch through the updated
-  coefficients. Stage 2 freezes the (hard) mask and runs AdaMerging from `scale`.
+  coefficients. Stage 2 freezes the mask (`eval_mask`: its expectation or the hard mask) and runs AdaMerging from
+  `scale`.
 """
 from __future__ import annotations
 
@@ -48,21 +49,25 @@ def entropy(fm: FunctionalMerge, theta: dict, streams: dict) -> torch.Tensor:
           Param("adamerging_lr", float, 1e-2, "AdaMerging: stage-2 Adam learning rate (the paper's 1e-3 over 1000 "
                 "steps)", low=1e-5, high=1.0, step=1e-3, paper=1e-3),
           Param("batch", int, 16, "unlabeled test images per task and step", low=1, high=1024, step=1, paper=16),
+          Param("eval_mask", str, "expected", "the mask of the result (and of stage 2): its expectation sigmoid(x), "
+                "or the hard mask [x > 0] (after a demo's few steps many logits sit near 0, where the hard mask "
+                "is noise)", choices=("expected", "hard"), paper="continuous"),
           SEED, LOG_EVERY,
           title="Concrete subspace (Concrete TA / Concrete AdaMerging)",
           paper="Tang et al., Concrete Subspace Learning based Interference Elimination for Multi-task Model "
                 "Fusion, 2023",
           formula="theta = theta_0 + sum_t lambda_t * tau_t * m / mean(m), m = sigmoid((x + log u - log(1-u)) / 0.5) "
-                  "in training, [x > 0] at evaluation; x = argmin sum_t E_x~test_t H(softmax(head_t(f(x; theta))))",
+                  "in training, sigmoid(x) or [x > 0] at evaluation; "
+                  "x = argmin sum_t E_x~test_t H(softmax(head_t(f(x; theta))))",
           summary="Learn one binary mask shared by all task vectors (a binary-Concrete relaxation, rescaled by its "
                   "mean) by entropy on unlabeled test images, under Task Arithmetic or AdaMerging.",
           needs_data=True)
 def concrete(tv: TaskVectors, *, merge: str, scale: float, granularity: str, logit_init: float, lr: float,
-             steps: int, inner_lr: float, adamerging_steps: int, adamerging_lr: float, batch: int, seed: int,
-             log_every: int, zoo: Any = None,
+             steps: int, inner_lr: float, adamerging_steps: int, adamerging_lr: float, batch: int, eval_mask: str,
+             seed: int, log_every: int, zoo: Any = None,
              callback: Callable[[Progress], Any] | None = None,
              cancel: Callable[[], bool] | None = None) -> MergeResult:
-    """Train the shared mask (stage 1); for AdaMerging, then the coefficients under the frozen hard mask (stage 2).
+    """Train the shared mask (stage 1); for AdaMerging, then the coefficients under the frozen mask (stage 2).
     Progress steps count both stages."""
     start = time.perf_counter()
     zoo = require_zoo(zoo, "concrete")
@@ -96,7 +101,7 @@ def concrete(tv: TaskVectors, *, merge: str, scale: float, granularity: str, log
 
     report = reporter(fm, lam, total, callback)
     trace = optimize(mask_step, steps, cancel=cancel, report=report, log_every=log_every)
-    hard = mask.hard()
+    hard = mask.hard() if eval_mask == "hard" else mask.probabilities()
     losses, cancelled = list(trace.losses), trace.cancelled
     with torch.no_grad():
         coef.fill_(scale)
@@ -118,5 +123,5 @@ def concrete(tv: TaskVectors, *, merge: str, scale: float, granularity: str, log
     density = mask.density()
     info = {"loss": losses, "steps": len(losses), "cancelled": cancelled, "mask_density": density,
             "mask_logits": mask.state_dict(), "seconds": time.perf_counter() - start, "data": {"split": "test"}}
-    masks = {t: {n: m.bool() for n, m in hard.items()} for t in fm.tasks}
+    masks = {t: {n: m.bool() for n, m in mask.hard().items()} for t in fm.tasks}
     return MergeResult(tv, fm.delta(final, hard), masks=masks, coefficients=fm.table(final), info=info)

@@ -21,9 +21,12 @@ def test_keep_all_logits_with_no_meta_steps_give_adamerging_from_the_same_start(
     assert res.info["steps"] == 3 and res.coefficients.shape == (3, 1)
 
 
-def test_untrained_zero_logits_keep_nothing_at_evaluation(tv):
-    res = ex.merge(tv, "concrete", merge="task_arithmetic", steps=0)
+def test_untrained_zero_logits_keep_nothing_hard_and_everything_expected(tv):
+    res = ex.merge(tv, "concrete", merge="task_arithmetic", steps=0, eval_mask="hard")
     assert all(float(d.abs().max()) == 0 for d in res.delta.values())
+    expected = ex.merge(tv, "concrete", merge="task_arithmetic", steps=0)  # sigmoid(0) = 0.5 everywhere, / mean
+    ta = ex.merge(tv, "task_arithmetic", scale=0.3)
+    assert all(torch.allclose(expected.delta[n], ta.delta[n], atol=1e-7) for n in ta.delta)
 
 
 def test_training_moves_the_mask_reports_progress_and_cancels(tv):
