@@ -18,7 +18,8 @@ def tv(zoo):
     return ex.task_vectors(zoo, device="cpu")
 
 
-@pytest.mark.parametrize("method, params", [("surgery", {"steps": 20, "lr": 1e-2})])
+@pytest.mark.parametrize("method, params", [("surgery", {"steps": 20, "lr": 1e-2}), ("twin", {"epochs": 3}),
+                                            ("wemoe", {"steps": 2, "lr": 1e-2})])
 def test_save_load_evaluate_gives_the_same_scores(zoo, tv, tmp_path, method, params):
     res = ex.merge(tv, method, **params)
     before = ex.evaluate(zoo, res)
