@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from ..addons import MoEAddOn, mlp_prefix, wemoe_gate
 from ..result import MergeResult
@@ -90,12 +89,3 @@ def wemoe(tv: TaskVectors, *, blocks: int, init: float, lr: float, steps: int, b
     info = {**trace.info(), "routed_blocks": chosen, "seconds": time.perf_counter() - start}
     return MergeResult(tv, delta, addon=MoEAddOn(tv.tasks, chosen, gates, addon.base, addon.vectors), info=info)
 
-
-def routing_table(result: MergeResult, model: torch.nn.Module, images: dict[str, Tensor]) -> pd.DataFrame:
-    """Mean routing weight per (input task, block, expert task): rows (task, block), one column per expert."""
-    rows = {}
-    weights = result.state_dict()
-    for task, x in images.items():
-        for block, w in result.addon.route(model, weights, x).items():
-            rows[task, block] = w.mean(dim=0).tolist()
-    return pd.DataFrame.from_dict(rows, orient="index", columns=result.tasks).rename_axis(["task", "block"])
