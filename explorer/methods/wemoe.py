@@ -38,8 +38,8 @@ def routed_blocks(tv: TaskVectors, last: int) -> list[int]:
                 high=1000, step=1, paper=0),
           Param("init", float, 0.3, "initial routing weight of every task, and lambda of the Task Arithmetic merge "
                 "of the other weights", low=0.0, high=1.0, step=0.05, paper=0.3),
-          Param("lr", float, 1e-3, "Adam learning rate of the routers (the paper's 1e-4 moves them little in a "
-                "demo's steps)", low=1e-6, high=1.0, step=1e-4, paper=1e-4),
+          Param("lr", float, 1e-4, "Adam learning rate of the routers (1e-3 pushed the demo zoo's routers off the "
+                "Task Arithmetic start: 49.3 against 61.6)", low=1e-6, high=1.0, step=1e-4, paper=1e-4),
           Param("steps", int, 60, "optimisation steps (the paper runs 1000)", low=0, high=10000, step=10,
                 paper=1000),
           Param("batch", int, 16, "unlabeled test images per task and step", low=1, high=1024, step=1, paper=16),

@@ -48,3 +48,20 @@ def test_routing_weights_per_block_and_confusion_rows_sum_to_one(zoo, tv, method
     assert confusion.shape == (3, 3) and (confusion.sum(axis=1) - 1).abs().max() < 1e-6
     if method == "wemoe":  # untrained: every expert gets the initial weight 0.3
         assert (table - 0.3).abs().max().max() < 0.05
+
+
+def test_the_figure_table_draws_each_view_only_for_its_method(zoo, tv):
+    from explorer import figures as F
+
+    names = ("representation_bias", "learned_mask", "routing")
+    runs = {"surgery": ex.merge(tv, "surgery", steps=5), "concrete": ex.merge(tv, "concrete", steps=2,
+                                                                              adamerging_steps=2),
+            "twin": ex.merge(tv, "twin", epochs=2)}
+    drawn = {}
+    for method, res in runs.items():
+        inp = F.Inputs(tv, merge=lambda section, res=res: res, zoo=zoo)
+        drawn[method] = [f.name for f in F.FIGURES if f.name in names and f.make(inp) is not None]
+    assert drawn == {"surgery": ["representation_bias"], "concrete": ["learned_mask"], "twin": ["routing"]}
+    bias = F.Inputs(tv, merge=lambda section: runs["surgery"], zoo=zoo)
+    made = next(f for f in F.FIGURES if f.name == "representation_bias").make(bias)
+    assert [trace.name for trace in made.figure.data] == ["before", "after"]
