@@ -28,8 +28,10 @@ BASES = tuple(m.name for m in all_methods() if not m.per_task and not m.inferenc
 
 
 def parse_params(text: str, method: str) -> dict[str, Any]:
-    """`name=value` pairs separated by commas (e.g. "scale=0.3,density=0.2") as validated parameters of `method`."""
+    """`name=value` pairs separated by commas (e.g. "scale=0.3,density=0.2") as validated parameters of `method`;
+    "defaults" (or nothing) gives its declared defaults."""
     m, out = get(method), {}
+    text = "" if text.strip() == "defaults" else text
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
             raise ValueError(f"base parameters are name=value pairs separated by commas, got {item!r} "
@@ -69,8 +71,8 @@ def l1_gap(merged: Tensor, expert: Tensor) -> float:
 @register("surgery",
           Param("on", str, "task_arithmetic", "the base merge the feature modules correct (any merge giving one "
                 "model)", choices=BASES, paper="task_arithmetic"),
-          Param("on_params", str, "", "the base merge's parameters as name=value pairs separated by commas, e.g. "
-                "'scale=0.3' (empty: its defaults)", paper=""),
+          Param("on_params", str, "defaults", "the base merge's parameters as name=value pairs separated by commas, "
+                "e.g. 'scale=0.3' ('defaults': its declared defaults)", paper="defaults"),
           Param("rank", int, 16, "rank r of each task's down (d -> r) and up (r -> d) projection", low=1, high=1024,
                 step=1, paper=16),
           Param("lr", float, 1e-3, "Adam learning rate", low=1e-5, high=1.0, step=1e-4, paper=1e-3),

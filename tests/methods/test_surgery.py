@@ -41,6 +41,7 @@ def test_cancel_stops_training_and_keeps_a_result(tv):
 
 def test_base_parameters_are_parsed_and_checked():
     assert parse_params("scale=0.5", "task_arithmetic") == {"scale": 0.5}
+    assert parse_params("defaults", "task_arithmetic") == {"scale": 0.3}
     with pytest.raises(ValueError, match="name=value"):
         parse_params("0.5", "task_arithmetic")
     with pytest.raises(ValueError, match="no parameter 'density'"):
