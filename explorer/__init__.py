@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "save": ("explorer.runs", "save"),
     "load_run": ("explorer.runs", "load_run"),
+    "load_result": ("explorer.runs", "load_result"),
     "RunRecord": ("explorer.runs", "RunRecord"),
     "analysis": ("explorer.analysis", None),
     "plots": ("explorer.plots", None),

@@ -57,7 +57,8 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
              device: str | torch.device = "auto") -> Scores:
     """Accuracy of a merged model on each task next to the base and the expert; normalized = merged / expert.
 
-    A per-task MergeResult (TALL masks, EMR) is evaluated with `result.state_dict(task=t)` on task t.
+    A per-task MergeResult (TALL masks, EMR) is evaluated with `result.state_dict(task=t)` on task t; a result with
+    an add-on (Surgery, Twin-Merging, WEMoE) runs it: with task t's module, or routing each image.
     `limit` takes the first `limit` images of each task's split.
     """
     if not isinstance(zoo, Zoo):
@@ -79,7 +80,7 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
     for task in tasks:
         weights = shared if shared is not None else result.state_dict(task=task)
         base, expert = reference_accuracies(zoo, task, split, limit, dev)
-        merged = task_accuracy(zoo, weights, task, split, limit, dev)
+        merged = task_accuracy(zoo, weights, task, split, limit, dev, result.addon if is_result else None)
         rows.append((task, base, expert, merged, merged / expert if expert > 0 else float("nan")))
     attack = attack_table(zoo, tasks, lambda t: shared if shared is not None else result.state_dict(task=t), split,
                           limit, dev)

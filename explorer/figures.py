@@ -200,6 +200,30 @@ def _effective_ranks(inp: Inputs) -> Made | None:
     return Made(f"Effective rank per matrix (tasks and {res.method})", summary, P.effective_ranks(summary))
 
 
+def _representation_bias(inp: Inputs) -> Made | None:
+    res = inp.merge("accuracy")
+    if "representation_bias" not in res.info:
+        return None
+    bias = A.representation_bias(res)
+    return Made("Surgery: representation bias before/after", bias, P.representation_bias(bias))
+
+
+def _learned_mask(inp: Inputs) -> Made | None:
+    res = inp.merge("layers")
+    if "mask_density" not in res.info:
+        return None
+    density = A.concrete_mask_density(res)
+    return Made("Concrete: learned mask density per tensor", density.to_frame(), P.learned_mask_density(density))
+
+
+def _routing(inp: Inputs) -> Made | None:
+    res = inp.merge("accuracy")
+    if not res.routes or inp.zoo is None:
+        return None
+    table = A.routing(inp.zoo, res, inp.split, 100)
+    return Made(f"{res.method}: routing weights per task (first 100 images)", table.reset_index(), P.routing_map(table))
+
+
 def _accuracy(inp: Inputs) -> Made:
     res = inp.merge("accuracy")
     table = inp.scores(res)
@@ -235,6 +259,7 @@ FIGURES = (
     Figure("usage_layers", "masks", False, True, _usage_layers),
     Figure("overlap", "masks", True, True, _overlap),
     Figure("density_layers", "masks", False, True, _density_layers),
+    Figure("learned_mask", "layers", True, True, _learned_mask),
     Figure("norms", "layers", True, False, _norms),
     Figure("relative_norms", "layers", False, False, _relative_norms),
     Figure("coefficients", "layers", True, True, _coefficients),
@@ -245,6 +270,8 @@ FIGURES = (
     Figure("spectrum", "spectra", True, True, _spectrum),
     Figure("effective_ranks", "spectra", True, True, _effective_ranks),
     Figure("accuracy", "accuracy", True, True, _accuracy),
+    Figure("representation_bias", "accuracy", True, True, _representation_bias),
+    Figure("routing", "accuracy", True, True, _routing),
     Figure("lambda_sweep", "accuracy", False, True, _sweep),
     Figure("interpolation", "accuracy", False, True, _interpolation),
 )

@@ -14,7 +14,7 @@ def list_methods() -> list[dict]:
     """Every registered method with its declared parameters (name, range, default, help)."""
     return [{"name": m.name, "title": m.title, "paper": m.paper, "formula": m.formula, "summary": m.summary,
              "needs_data": m.needs_data, "reads_data": m.reads_data, "cancellable": m.cancellable,
-             "per_task": m.per_task,
+             "per_task": m.per_task, "inference": m.inference,
              "params": [p.as_dict() for p in m.params]} for m in registry.all_methods()]
 
 

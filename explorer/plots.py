@@ -578,3 +578,33 @@ def mergelock_study(frame: pd.DataFrame, title: str = "MergeLock: Task Arithmeti
                     hovertemplate=f"{label}<br>%{{x}}: %{{y:.1f}} %<extra></extra>")
     fig.add_hline(y=100 * float(frame["base"].iloc[0]), line_dash="dash", annotation_text="base on this task")
     return _styled(fig, title, "expert merged", "accuracy (%)", barmode="group", yaxis={"range": [0, 100]})
+
+
+def representation_bias(bias: pd.DataFrame, title: str = "Representation bias: L1 gap to the expert's features"
+                        ) -> go.Figure:
+    """Grouped bars per task (from `analysis.representation_bias`): the merged model's mean L1 distance to the
+    expert's features before and after Surgery's feature modules."""
+    fig = go.Figure()
+    for column, color in (("before", "#9e9e9e"), ("after", "#1f77b4")):
+        fig.add_bar(x=list(bias.index), y=bias[column], name=column, marker_color=color,
+                    hovertemplate=f"%{{x}}<br>{column}: %{{y:.3f}}<extra></extra>")
+    return _styled(fig, title, "task", "mean |f_merged - f_expert|", barmode="group", yaxis={"rangemode": "tozero"})
+
+
+def learned_mask_density(density: pd.Series, title: str = "Concrete: share of each tensor the learned mask keeps"
+                         ) -> go.Figure:
+    """Bars per parameter tensor, input to output (from `analysis.concrete_mask_density`)."""
+    fig = go.Figure(go.Bar(x=[_short(n) for n in density.index], y=density.values, marker_color="#1f77b4",
+                           customdata=list(density.index), hovertemplate="%{customdata}<br>kept: %{y:.3f}"
+                                                                         "<extra></extra>"))
+    return _styled(fig, title, "parameter tensor", "kept fraction", yaxis={"range": [0, 1]}, showlegend=False)
+
+
+def routing_map(table: pd.DataFrame, title: str = "Mean routing weight per task (rows) and expert (columns)"
+                ) -> go.Figure:
+    """Heatmap of `analysis.routing`: rows (task, block), one column per expert; the diagonal is routing to the
+    image's own expert."""
+    rows = [f"{task} / {block}" for task, block in table.index]
+    fig = go.Figure(go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=rows, colorscale="Blues",
+                               hovertemplate="%{y} -> %{x}: %{z:.3f}<extra></extra>"))
+    return _styled(fig, title, "expert", "task / block", yaxis={"autorange": "reversed"})

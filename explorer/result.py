@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .addons import AddOn
 from .taskvec import TaskVectors
 
 
@@ -20,6 +21,8 @@ class MergeResult:
     - `masks`: task -> name -> bool tensor, where the method masks.
     - `task_scales`: for per-task methods, task t's model is theta_0 + task_scales[t] * masks[t] * delta.
     - `coefficients`: a table indexed by task (or "all"), one column per layer or parameter.
+    - `addon`: trained extras run at inference next to the merged weights (`explorer.addons`: per-task
+      feature modules, a router over task-specific vectors, routed MLPs), or None.
     - `info`: timings, notes, loss curves.
     """
 
@@ -31,6 +34,7 @@ class MergeResult:
     coefficients: pd.DataFrame | None = None
     task_scales: dict[str, float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    addon: AddOn | None = None
 
     @property
     def tasks(self) -> list[str]:
@@ -40,6 +44,26 @@ class MergeResult:
     def per_task(self) -> bool:
         """True when the method gives one model per task (the task id is needed at inference)."""
         return self.task_scales is not None
+
+    @property
+    def needs_task(self) -> bool:
+        """True when inference needs the task id: one model per task, or per-task add-on modules."""
+        return self.per_task or (self.addon is not None and self.addon.needs_task)
+
+    @property
+    def routes(self) -> bool:
+        """True when a router picks the weights per input at inference (no single state dict is the model)."""
+        return self.addon is not None and self.addon.routes
+
+    @property
+    def inference(self) -> str:
+        """What inference needs beyond one state dict, in words ("" when nothing)."""
+        if self.per_task:
+            return "one model per task: the task id picks it"
+        if self.addon is not None:
+            what = "the task id picks a feature module" if self.addon.needs_task else "a router mixes weights per input"
+            return f"{self.addon.kind} add-on: {what}"
+        return ""
 
     def task_delta(self, task: str) -> dict[str, Tensor]:
         """The delta of the model used for `task`: its own model for per-task methods, else the merged one."""
@@ -61,7 +85,7 @@ class MergeResult:
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        extra = " per-task" if self.per_task else ""
+        extra = (" per-task" if self.per_task else "") + (f" +{self.addon.kind}" if self.addon is not None else "")
         return f"MergeResult({self.method}({shown}){extra}, tasks={self.tasks})"
 
 

@@ -9,8 +9,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .addons import rebuild
 from .result import MergeResult
-from .weights import file_sha256, write_weights
+from .taskvec import TaskVectors
+from .weights import file_sha256, read_weights, write_weights
 
 _PACKAGES = ("model-merging-explorer", "torch", "open_clip_torch", "numpy", "safetensors")
 
@@ -41,6 +43,7 @@ class RunRecord:
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
     data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
     merge_path: str = "in-memory"  # "in-memory": stacked task vectors; "streamed": parameter by parameter from disk
+    addon: dict[str, Any] = field(default_factory=dict)  # trained extras: kind, config, file (see explorer.addons)
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -79,7 +82,8 @@ def merged_state_dict(result: MergeResult) -> dict:
 def save(result: MergeResult, path: str | Path, *, zoo: Any = None, inputs: dict[str, str] | None = None,
          scores: Any = None, report: str | Path | None = None) -> RunRecord:
     """Write the merged weights (safetensors) and the RunRecord JSON beside them (or at `report`). `zoo` is a zoo
-    name or a Zoo; for a zoo of your own the record names the zoo file or folder, so `load_zoo(record.zoo)` opens it."""
+    name or a Zoo; for a zoo of your own the record names the zoo file or folder, so `load_zoo(record.zoo)` opens it.
+    A result's add-on goes to `<name>.addon.safetensors`, and the record says its kind and config to rebuild it."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"merged weights are written as safetensors: use a path ending in .safetensors, "
@@ -87,6 +91,12 @@ def save(result: MergeResult, path: str | Path, *, zoo: Any = None, inputs: dict
     record = RunRecord.of(result, zoo=zoo, inputs=inputs, scores=scores)
     write_weights(merged_state_dict(result), path, metadata={"method": result.method, "layout": record.layout})
     record.weights = {path.name: file_sha256(path)}
+    if result.addon is not None:
+        addon_path = path.with_suffix(".addon.safetensors")
+        write_weights(result.addon.tensors(), addon_path, metadata={"kind": result.addon.kind})
+        record.weights[addon_path.name] = file_sha256(addon_path)
+        record.addon = {"kind": result.addon.kind, "config": result.addon.config(), "file": addon_path.name,
+                        "inference": result.inference}
     record.to_json(report or path.with_suffix(".json"))
     return record
 
@@ -101,3 +111,25 @@ def load_run(path: str | Path) -> RunRecord:
         return RunRecord(**data)
     except (json.JSONDecodeError, TypeError) as err:
         raise ValueError(f"{str(path)!r} is not a run record written by explorer ({err})") from err
+
+
+def load_result(path: str | Path, tv: TaskVectors, record: str | Path | None = None) -> MergeResult:
+    """The MergeResult saved by `save` at `path` (merged weights, add-on), over the task vectors `tv` of the zoo it
+    was merged from: delta = saved weights - theta_0. Per-task layouts are not read back (no shared delta)."""
+    path = Path(path)
+    run = load_run(record or path.with_suffix(".json"))
+    if run.layout != "merged":
+        raise ValueError(f"{str(path)!r} holds one model per task (layout {run.layout!r}); load_result reads merged "
+                         "weights: evaluate its '<task>/<name>' state dicts directly")
+    weights = read_weights(path)
+    missing = [n for n in tv.deltas if n not in weights]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks {len(missing)} tensors of the task vectors ({missing[:4]}); pass the "
+                         "task vectors of the zoo it was merged from")
+    delta = {n: weights[n].to(tv.device, tv.dtype) - tv.base[n] for n in tv.deltas}
+    addon = None
+    if run.addon:
+        tensors = {k: v.to(tv.device) for k, v in read_weights(path.parent / run.addon["file"]).items()}
+        addon = rebuild(run.addon["kind"], run.addon["config"], tensors)
+    return MergeResult(tv, delta, method=run.method, params=dict(run.params), addon=addon,
+                       info={"loaded_from": str(path)})

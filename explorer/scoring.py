@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
+from .addons import AddOn
 from .device import resolve_device
 from .zoo.base import Zoo
 
@@ -89,41 +90,46 @@ def _on(weights: Mapping[str, Tensor], dev: torch.device) -> dict[str, Tensor]:
 
 
 def task_accuracy(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str = "test",
-                  limit: int | None = None, device: str | torch.device = "auto") -> float:
+                  limit: int | None = None, device: str | torch.device = "auto", addon: AddOn | None = None) -> float:
     """Top-1 accuracy in [0, 1] of the encoder `weights` (a full state dict) with `task`'s frozen head.
 
     The low-level call behind `evaluate`; methods that tune per task (TALL masks' lambda) use it on
-    the validation split. Build `weights` from a delta with `tv.state_dict(delta)`.
+    the validation split. Build `weights` from a delta with `tv.state_dict(delta)`. An `addon` (a merge's trained
+    extras) computes the features from the weights, with the task id where it needs it.
     """
     dev = resolve_device(device)
     model = _model(zoo, dev)
     _check_keys(model, weights)
-    return _accuracy(zoo, model, _on(weights, dev), task, split, limit, dev)
+    return _accuracy(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
 
 
 @torch.no_grad()  # not inference_mode: the zoo caches the data and heads made here, and training reuses them
 def _logits(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
-            limit: int | None, dev: torch.device) -> tuple[Tensor, Tensor]:
+            limit: int | None, dev: torch.device, addon: AddOn | None = None) -> tuple[Tensor, Tensor]:
     x, y = eval_data(zoo, task, split, limit, dev)
     head = _head(zoo, task, dev)
-    logits = [head(functional_call(model, weights, (x[i:i + BATCH],))) for i in range(0, len(y), BATCH)]
+    if addon is None:
+        logits = [head(functional_call(model, weights, (x[i:i + BATCH],))) for i in range(0, len(y), BATCH)]
+    else:
+        addon = addon.to(dev)
+        logits = [head(addon.features(model, weights, x[i:i + BATCH], task)) for i in range(0, len(y), BATCH)]
     return torch.cat(logits) if logits else x.new_zeros((0, 0)), y
 
 
 def _accuracy(zoo: Zoo, model: nn.Module, weights: dict[str, Tensor], task: str, split: str,
-              limit: int | None, dev: torch.device) -> float:
-    logits, y = _logits(zoo, model, weights, task, split, limit, dev)
+              limit: int | None, dev: torch.device, addon: AddOn | None = None) -> float:
+    logits, y = _logits(zoo, model, weights, task, split, limit, dev, addon)
     return int((logits.argmax(-1) == y).sum()) / max(1, len(y)) if len(y) else 0.0
 
 
 def task_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str = "test", limit: int | None = None,
-                device: str | torch.device = "auto") -> tuple[Tensor, Tensor]:
+                device: str | torch.device = "auto", addon: AddOn | None = None) -> tuple[Tensor, Tensor]:
     """(logits [N, C], labels [N]) of the encoder `weights` (a full state dict) through `task`'s frozen head:
     what calibration analyses (prediction entropy against error) read."""
     dev = resolve_device(device)
     model = _model(zoo, dev)
     _check_keys(model, weights)
-    return _logits(zoo, model, _on(weights, dev), task, split, limit, dev)
+    return _logits(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
 
 
 @torch.no_grad()

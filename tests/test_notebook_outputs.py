@@ -9,7 +9,7 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TEACHING = ["01_quickstart.ipynb", "02_sparsify.ipynb", "03_localize.ipynb", "04_layers_and_adaptive.ipynb",
-            "05_data_statistics.ipynb", "07_security.ipynb", "08_subspace.ipynb"]
+            "05_data_statistics.ipynb", "06_test_time.ipynb", "07_security.ipynb", "08_subspace.ipynb"]
 PLOTLY = "application/vnd.plotly.v1+json"
 
 

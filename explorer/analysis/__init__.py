@@ -11,9 +11,11 @@ from .layers import effective_coefficients, layer_norms, learned_coefficients
 from .masks import mask_density, mask_overlap, mask_tasks, mask_usage, selfish_weights
 from .sparsity import breadcrumb_bands, ties_steps
 from .spectra import interference, matrix_names, spectral_summary, spectrum, subspace_overlap
+from .testtime import concrete_mask_density, learned_mask_overlap, representation_bias, router_confusion, routing
 
 __all__ = ["breadcrumb_bands", "compare", "conflict_profile", "cosine", "effective_coefficients", "entropy_error",
            "expert_sweep", "fisher_share", "interpolation_grid", "lambda_sweep", "layer_norms", "learned_coefficients",
            "mask_density", "mask_overlap", "mask_tasks", "mask_usage", "pearson", "selfish_weights",
            "sign_conflicts", "sign_disagreement", "spectral_summary", "spectrum", "subspace_overlap", "ties_steps",
-           "interference", "matrix_names"]
+           "interference", "matrix_names", "concrete_mask_density", "learned_mask_overlap", "representation_bias",
+           "router_confusion", "routing"]

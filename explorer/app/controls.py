@@ -64,7 +64,8 @@ def method_card(method: str) -> str:
     m: Method = registry.get(method)
     kind = "data-free: releasing a slider re-runs it" if is_live(method) else \
         "reads the zoo's images: press Run (progress and status show above the results)"
-    per_task = " It gives one model per task (the task id picks the mask)." if m.per_task else ""
+    per_task = " It gives one model per task (the task id picks the mask)." if m.per_task else (
+        f" **At inference it {m.inference_note}**: its result is not one state dict." if m.inference else "")
     return (f"### {m.title}\n{m.summary}{per_task}\n\n**Formula:** `{m.formula}`\n\n"
             f"**Paper:** {m.paper}\n\n*{kind}.*")
 

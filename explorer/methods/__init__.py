@@ -7,3 +7,4 @@ from . import subspace, interference  # noqa: F401  (subspace merges: TSV, Iso-C
 from . import adaptive  # noqa: F401  (data-driven methods: AdaMerging, aTLAS)
 from . import datastats, positioning  # noqa: F401  (merges from data statistics: Fisher, RegMean, Self Positioning)
 from . import dam  # noqa: F401  (DAM: backdoor-aware Concrete mask merging)
+from . import concrete, surgery, twin, wemoe  # noqa: F401  (merges that train small parts at test time)

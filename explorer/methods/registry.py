@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 # Arguments the harness supplies: never user parameters.
 INJECTED = frozenset({"zoo", "callback", "cancel", "device"})
+# What a method's result needs at inference beyond one state dict: nothing, the task id, or a router per input.
+INFERENCE = {"": "", "task": "needs the task id at inference", "router": "routes each input (a router mixes weights)"}
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Method:
     needs_data: bool = False
     per_task: bool = False
     injected: frozenset = field(default_factory=frozenset)
+    inference: str = ""
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -130,6 +133,11 @@ class Method:
         return "cancel" in self.injected
 
     @property
+    def inference_note(self) -> str:
+        """What inference needs beyond one state dict, in words ("" when nothing)."""
+        return "one model per task (the task id picks it)" if self.per_task else INFERENCE[self.inference]
+
+    @property
     def help(self) -> str:
         return f"{self.title}. {self.summary} Formula: {self.formula} Paper: {self.paper}."
 
@@ -138,9 +146,11 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, *params: Param, title: str, paper: str, formula: str, summary: str,
-             needs_data: bool = False, per_task: bool = False) -> Callable[[Callable], Callable]:
+             needs_data: bool = False, per_task: bool = False, inference: str = "") -> Callable[[Callable], Callable]:
     """Decorator: register `fn(tv, *, <declared params>, [injected args])` under `name`.
 
+    `inference` says what its results need at inference beyond one state dict: "" (nothing), "task" (the task
+    id picks a per-task add-on module) or "router" (a router mixes weights per input).
     Checks at import time that the function's keyword-only arguments are exactly the declared
     parameters plus harness-injected ones, so a declaration cannot drift from its code.
     """
@@ -155,8 +165,10 @@ def register(name: str, *params: Param, title: str, paper: str, formula: str, su
                             f"function's keyword arguments {sorted(kwonly - injected)}")
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
+        if inference not in INFERENCE:
+            raise ValueError(f"method {name!r}: inference must be one of {sorted(INFERENCE)}, got {inference!r}")
         _REGISTRY[name] = Method(name, fn, tuple(params), title, paper, formula, summary,
-                                 needs_data, per_task, frozenset(injected))
+                                 needs_data, per_task, frozenset(injected), inference)
         return fn
 
     return wrap

@@ -12,7 +12,7 @@ def methods_text(methods: list[Method] | None = None) -> str:
     """A plain-text listing: each method, its paper and formula, then one line per parameter."""
     lines = []
     for m in methods or all_methods():
-        tags = [t for t, on in (("needs data", m.needs_data), ("one model per task", m.per_task)) if on]
+        tags = [t for t, on in (("needs data", m.needs_data), (m.inference_note, bool(m.inference_note))) if on]
         lines.append(f"{m.name}  -  {m.title}" + (f"  [{', '.join(tags)}]" if tags else ""))
         lines.append(f"    paper:   {m.paper}")
         lines.append(f"    formula: {m.formula}")
@@ -30,5 +30,6 @@ def methods_markdown(methods: list[Method] | None = None) -> str:
     rows = ["| method | what it does | parameters (default, range) | paper |", "|---|---|---|---|"]
     for m in methods or all_methods():
         params = "<br>".join(f"`{p.name}`={_fmt(p.default)} {p.describe_range()}" for p in m.params) or "none"
-        rows.append(f"| `{m.name}` | {m.title}: {m.summary} | {params} | {m.paper} |")
+        note = f" *At inference it {m.inference_note}.*" if m.inference else ""
+        rows.append(f"| `{m.name}` | {m.title}: {m.summary}{note} | {params} | {m.paper} |")
     return "\n".join(rows)
