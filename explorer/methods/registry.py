@@ -13,7 +13,7 @@ from typing import Any, Callable
 # Arguments the harness supplies: never user parameters.
 INJECTED = frozenset({"zoo", "callback", "cancel", "device"})
 # What a method's result needs at inference beyond one state dict: nothing, the task id, or a router per input.
-INFERENCE = {"": "", "task": "needs the task id at inference", "router": "routes each input (a router mixes weights)"}
+INFERENCE = {"": "", "task": "needs the task id", "router": "routes each input (a router mixes weights)"}
 
 
 @dataclass(frozen=True)
