@@ -275,6 +275,9 @@ FIGURES = (
     Figure("lambda_sweep", "accuracy", False, True, _sweep),
     Figure("interpolation", "accuracy", False, True, _interpolation),
 )
+# Figures that only some merges draw (their `make` gives None for every other merge): Fisher merging's weight share,
+# Concrete's learned mask, Surgery's representation bias, the routing of Twin-Merging and WEMoE.
+METHOD_SPECIFIC = ("fisher_share", "learned_mask", "representation_bias", "routing")
 
 
 def select(*, sections: tuple[str, ...] = SECTIONS, dashboard: bool | None = None,

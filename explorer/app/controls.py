@@ -13,7 +13,7 @@ MAX_SLIDER_STEPS = 10_000  # wider integer ranges (seeds, log intervals) get a n
 
 @dataclass(frozen=True)
 class Control:
-    """One widget: `kind` is slider, number, dropdown or checkbox; `elem_id` is what tests and CSS find."""
+    """One widget: `kind` is slider, number, dropdown, text or checkbox; `elem_id` is what tests and CSS find."""
 
     method: str
     param: Param
@@ -30,11 +30,14 @@ class Control:
 
 
 def widget_kind(p: Param) -> str:
-    """Slider for a bounded numeric range with a reasonable number of steps, number box otherwise."""
+    """Slider for a bounded numeric range with a reasonable number of steps, number box otherwise; a dropdown for
+    declared choices, a text box for free text (e.g. Surgery's `on_params`), a checkbox for a flag."""
     if p.type is bool:
         return "checkbox"
-    if p.choices is not None or p.type is str:
+    if p.choices is not None:
         return "dropdown"
+    if p.type is str:
+        return "text"
     if p.low is None or p.high is None:
         return "number"
     step = p.step or (1 if p.type is int else (p.high - p.low) / 100)

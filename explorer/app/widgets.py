@@ -14,7 +14,7 @@ from .controls import Control
 
 
 def widget(c: Control) -> gr.components.Component:
-    """The widget of one declared parameter: slider, number box, dropdown or checkbox."""
+    """The widget of one declared parameter: slider, number box, dropdown, text box or checkbox."""
     p = c.param
     common = {"label": c.label, "info": p.help, "elem_id": c.elem_id}
     if c.kind == "slider":
@@ -24,6 +24,8 @@ def widget(c: Control) -> gr.components.Component:
                          precision=0 if p.type is int else None, **common)
     if c.kind == "dropdown":
         return gr.Dropdown(list(p.choices), value=p.default, **common)
+    if c.kind == "text":
+        return gr.Textbox(value=p.default, max_lines=1, **common)
     return gr.Checkbox(value=p.default, **common)
 
 

@@ -26,6 +26,7 @@ def test_one_control_per_declared_parameter_in_registry_order():
     (Param("seed", int, 0, "h", low=0, high=2**31 - 1, step=1), "number"),  # 2e9 slider positions: a box
     (Param("x", float, 1.0, "h"), "number"),
     (Param("agg", str, "mean", "h", choices=("mean", "sum")), "dropdown"),
+    (Param("pairs", str, "defaults", "h"), "text"),
     (Param("clamp", bool, True, "h"), "checkbox"),
 ])
 def test_widget_kind(param, kind):

@@ -51,9 +51,9 @@ def test_masks_and_layers_with_method_params(zoo_folder, tmp_path, capsys):
     assert "ties: how many tasks keep each entry" in text
     assert f"{usage.fraction[0]:.4f}" in text and "catastrophic" in text
     # every masks and layers figure, but the second coefficient plot (TIES has no coefficients of its own) and the
-    # Fisher-weight share (TIES is not a Fisher merge)
-    shown = [f for f in F.select(sections=("masks", "layers")) if f.name not in ("effective_coefficients",
-                                                                                  "fisher_share")]
+    # figures of other merges (Fisher's weight share, Concrete's learned mask)
+    shown = [f for f in F.select(sections=("masks", "layers"))
+             if f.name != "effective_coefficients" and f.name not in F.METHOD_SPECIFIC]
     assert figures_in(out.read_text()) == len(shown)
 
 
@@ -63,7 +63,8 @@ def test_accuracy_with_sweep_and_pair(tmp_path, capsys):
                  "--pair", "a,b", "--device", "cpu", "--html", str(out)]) == 0
     text = capsys.readouterr().out
     assert "task_arithmetic: accuracy per task" in text and "75.00" in text  # the experts' accuracy, in %
-    assert figures_in(out.read_text()) == len(F.select(sections=("accuracy",)))  # bars, sweep, interpolation
+    shown = [f for f in F.select(sections=("accuracy",)) if f.name not in F.METHOD_SPECIFIC]
+    assert figures_in(out.read_text()) == len(shown)  # bars, sweep, interpolation
 
 
 @pytest.mark.parametrize("argv, message", [

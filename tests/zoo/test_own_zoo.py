@@ -151,7 +151,7 @@ def test_a_zoo_without_text_tower_or_data_merges_analyses_and_saves(tmp_path, mo
               "spectra": ex.merge(tv, "tsv")}
     inputs = F.Inputs(tv, merge=merges.__getitem__)
     made = F.make(F.select(sections=tuple(s for s in F.SECTIONS if s != "accuracy")), inputs)
-    assert {n for n, m in made.items() if m is None} == {"fisher_share"}  # only what a fisher merge draws
+    assert {n for n, m in made.items() if m is None} == set(F.METHOD_SPECIFIC) - {"representation_bias", "routing"}
     record = ex.save(merges["masks"], tmp_path / "out" / "ties.safetensors", zoo=zoo)
     assert record.zoo == str(path.resolve())
     assert (tmp_path / "out" / "ties.json").is_file()
