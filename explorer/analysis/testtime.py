@@ -2,7 +2,7 @@
 the routers of Twin-Merging and WEMoE send each task's images."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 import torch
@@ -41,16 +41,22 @@ def learned_mask_overlap(result: MergeResult, others: dict[str, MergeResult]) ->
     return pd.Series(out, name="overlap")
 
 
-def routing(zoo: Any, result: MergeResult, split: str = "test", limit: int | None = 200) -> pd.DataFrame:
-    """Mean routing weight per (image task, block, expert): rows (task, block), one column per expert task.
-    Twin-Merging routes once per image (block "all"); WEMoE per routed block."""
+def _routed(zoo: Any, result: MergeResult, split: str, limit: int | None) -> Iterator[tuple[str, Any]]:
+    """Per task, the router's weights on its images: a [N, T] tensor (Twin) or block -> [N, T] (WEMoE)."""
     if not result.routes:
         raise ValueError(f"a {result.method!r} result has no router: merge with 'twin' or 'wemoe'")
     model = zoo.build_model().eval().requires_grad_(False)
-    weights, rows = result.state_dict(), {}
+    weights = result.state_dict()
     for task in result.tasks:
         images, _ = eval_data(zoo, task, split, limit, torch.device("cpu"))
-        routed = result.addon.route(model, weights, images)
+        yield task, result.addon.route(model, weights, images)
+
+
+def routing(zoo: Any, result: MergeResult, split: str = "test", limit: int | None = 200) -> pd.DataFrame:
+    """Mean routing weight per (image task, block, expert): rows (task, block), one column per expert task.
+    Twin-Merging routes once per image (block "all"); WEMoE per routed block."""
+    rows = {}
+    for task, routed in _routed(zoo, result, split, limit):
         for block, w in (routed.items() if isinstance(routed, dict) else [("all", routed)]):
             rows[task, block] = w.mean(dim=0).tolist()
     return pd.DataFrame(list(rows.values()), columns=result.tasks,
@@ -59,13 +65,8 @@ def routing(zoo: Any, result: MergeResult, split: str = "test", limit: int | Non
 
 def router_confusion(zoo: Any, result: MergeResult, split: str = "test", limit: int | None = 200) -> pd.DataFrame:
     """T x T: the share of task i's images whose largest routing weight (averaged over blocks) is expert j's."""
-    if not result.routes:
-        raise ValueError(f"a {result.method!r} result has no router: merge with 'twin' or 'wemoe'")
-    model = zoo.build_model().eval().requires_grad_(False)
-    weights, rows = result.state_dict(), {}
-    for task in result.tasks:
-        images, _ = eval_data(zoo, task, split, limit, torch.device("cpu"))
-        routed = result.addon.route(model, weights, images)
+    rows = {}
+    for task, routed in _routed(zoo, result, split, limit):
         w = torch.stack(list(routed.values())).mean(dim=0) if isinstance(routed, dict) else routed
         picks = torch.bincount(w.argmax(dim=1), minlength=len(result.tasks)).float() / len(w)
         rows[task] = picks.tolist()
