@@ -2,6 +2,7 @@
 
 Run from the repository root:
     .venv/bin/python bench/bench_threshold_merges.py [--tasks 8] [--model ViT-B-32] [--repeats 3] [--check]
+        [--only TIES Breadcrumbs]
 Prints, per merge: median seconds, x the read floor (one sum over the stacked task vectors, measured in the same
 run), and peak memory above the inputs. --check also runs the plain eager blocks (EXPLORER_FUSED=off, the
 previous implementation) and asserts the merged weights and masks are the same bits.
@@ -39,6 +40,7 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--check", action="store_true", help="compare bits with the plain eager blocks")
+    parser.add_argument("--only", nargs="*", help="the merges to run, by the start of their label (default: all)")
     args = parser.parse_args()
     tv = random_task_vectors(args.tasks, args.model)
     start = time.perf_counter()
@@ -48,6 +50,8 @@ def main() -> None:
     floor = read_floor(tv)
     print(f"read floor: {floor:.3f} s\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
     for label, (method, params) in MERGES.items():
+        if args.only and not any(label.startswith(prefix) for prefix in args.only):
+            continue
         seconds, peak = measure(lambda: ex.merge(tv, method, **params), args.repeats)
         line = f"| {label} | {seconds:.2f} | {seconds / floor:.0f} | {peak / 2**30:.2f} GiB |"
         if args.check and method != "task_arithmetic":

@@ -2,14 +2,14 @@
 `deltas: name -> [T, ...]`, so methods are vectorised over tasks and never loop over elements."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .fused import global_threshold, masked_sum_fused, ties_fused
-from .kernels import applies
+from .kernels import PackedMask, applies
 from .thresholds import topk_rows
 
 Stacked = Mapping[str, Tensor]  # name -> [T, ...]
@@ -158,9 +158,26 @@ def tall_mask(deltas: Stacked, mtl: Mapping[str, Tensor], lam: Tensor | float) -
     return out
 
 
-def per_task(stacked: Mapping[str, Tensor], tasks: list[str]) -> dict[str, dict[str, Tensor]]:
-    """name -> [T, ...] into task -> name -> [...] (views)."""
-    return {t: {n: x[i] for n, x in stacked.items()} for i, t in enumerate(tasks)}
+class TaskMasks(Mapping[str, Tensor]):
+    """Task `index`'s masks, name -> [...], read from stacked `[T, ...]` masks when asked for: a view of a bool
+    tensor, or that task's bits of a PackedMask (so a result's masks stay packed until a figure reads them)."""
+
+    def __init__(self, stacked: Mapping[str, Tensor | PackedMask], index: int):
+        self.stacked, self.index = stacked, index
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.stacked[name][self.index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stacked)
+
+    def __len__(self) -> int:
+        return len(self.stacked)
+
+
+def per_task(stacked: Mapping[str, Tensor | PackedMask], tasks: list[str]) -> dict[str, TaskMasks]:
+    """name -> [T, ...] into task -> name -> [...], each task's masks read on access."""
+    return {t: TaskMasks(stacked, i) for i, t in enumerate(tasks)}
 
 
 def l1(vector: Mapping[str, Tensor]) -> float:

@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .kernels import TAIL, fused, masked_sum_kernel, ties_kernel, unpack
+from .kernels import TAIL, PackedMask, fused, masked_sum_kernel, pack, ties_kernel
 from .thresholds import kth_smallest_abs, topk_rows
 
 Stacked = Mapping[str, Tensor]
@@ -29,15 +29,27 @@ def global_threshold(deltas: Stacked, density: float) -> Tensor:
     return kth_smallest_abs(lambda: (_rows(d) for d in deltas.values()), k, total)[0].to(first.dtype)
 
 
-def row_threshold(rows: Tensor, density: float) -> Tensor | None:
-    """Per row of `[T, n]`, the magnitude at or above which exactly int(density*n) entries lie, so `|x| >= it`
-    is torch.topk's mask; None where a tie at the boundary leaves the choice to topk (or keep is 0 or n)."""
+def row_threshold(rows: Tensor, density: float) -> tuple[Tensor, Tensor] | None:
+    """Per row of `[T, n]`, (thresholds, rows') such that `|rows'| >= threshold` is torch.topk's mask of
+    int(density*n) entries: rows' is `rows`, or a copy in which the entries at a tied boundary that topk leaves
+    out are 0 (topk runs on those rows only). None where keep is 0 or n, or a tie sits at magnitude 0."""
     n = rows.shape[1]
     keep = int(density * n)
     if not 0 < keep < n:
         return None
     values, smaller = kth_smallest_abs(lambda: [rows], n - keep + 1, n)
-    return values.to(rows.dtype) if bool((n - smaller == keep).all()) else None
+    values = values.to(rows.dtype)
+    tied = (n - smaller != keep).nonzero().squeeze(1).tolist()
+    if not tied:
+        return values, rows
+    if any(float(values[r]) == 0 for r in tied):
+        return None
+    rows = rows.clone()
+    for r in tied:
+        row = rows[r:r + 1]
+        left_out = (row.abs() == values[r]) & ~topk_rows(row, density)
+        row.masked_fill_(left_out, 0)
+    return values, rows
 
 
 def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
@@ -54,31 +66,37 @@ def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
 
 
 def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority: Tensor, count_votes: bool,
-                 mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                 mean: bool) -> tuple[Tensor, Tensor | list[Tensor], Tensor, Tensor]:
     """TIES of one `[T, n]` tensor: the fused kernel over whole blocks of columns and the plain blocks over the
-    rest (PyTorch sums those in another order), or the plain blocks alone given a topk trim mask."""
+    rest (PyTorch sums those in another order), kept mask packed; or the plain blocks alone given a topk trim
+    mask (kept mask as bool)."""
     if thresh is None or not fused(x):
         trim = trim if trim is not None else x.abs() >= thresh.unsqueeze(1)
         return _ties_eager(x, trim, majority, count_votes, mean)
     merged, kept, votes, ambiguous = ties_kernel(x, thresh, majority, count_votes, mean)
-    kept = unpack(kept, x.shape[0])
     start = x.shape[1] - x.shape[1] % TAIL
     if start < x.shape[1]:
         tail = x[:, start:].contiguous()
         m, k, v, a = _ties_eager(tail, tail.abs() >= thresh.unsqueeze(1), majority, count_votes, mean)
-        merged[start:], kept[:, start:] = m, k
+        merged[start:] = m
+        for group, bits in zip(kept, pack(k)):
+            group[start:] = bits
         votes, ambiguous = votes + v, ambiguous + a
     return merged, kept, votes, ambiguous
 
 
+def _stacked_mask(kept: Tensor | list[Tensor], shape: torch.Size) -> Tensor | PackedMask:
+    """A kernel's packed mask (a list of byte groups) as a PackedMask, a plain bool mask reshaped, to `shape`."""
+    return PackedMask(kept, shape[0], shape[1:]) if isinstance(kept, list) else kept.reshape(shape)
+
+
 def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
-             majority: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+             majority: Tensor) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
     """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
     (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters)."""
-    x = _rows(d)
-    t, trim = _trim(x, density, scope, thresh)
+    x, t, trim = _trim(_rows(d), density, scope, thresh)
     m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
-    return m.reshape(d.shape[1:]), k.reshape(d.shape), v, a
+    return m.reshape(d.shape[1:]), _stacked_mask(k, d.shape), v, a
 
 
 def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
@@ -111,33 +129,39 @@ def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh
     return torch.stack(votes).sum().sign()
 
 
-def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
-    """(threshold [T], None) when a magnitude threshold gives the trim, else (None, the topk trim mask)."""
+def _trim(x: Tensor, density: float, scope: str,
+          thresh: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(x', threshold [T], None) when `|x'| >= threshold` is the trim (x' = x, or a copy with topk's left-out
+    ties at the boundary zeroed: the same trimmed values), else (x, None, the topk trim mask)."""
     if density <= 0:
-        return torch.full((x.shape[0],), torch.inf, dtype=x.dtype), None
+        return x, torch.full((x.shape[0],), torch.inf, dtype=x.dtype), None
     if scope == "global":
-        return thresh, None
-    t = row_threshold(x, density) if fused(x) else None
-    if t is None:
-        return None, topk_rows(x, density)
-    return t, None
+        return x, thresh, None
+    found = row_threshold(x, density) if fused(x) else None
+    if found is None:
+        return x, None, topk_rows(x, density)
+    return found[1], found[0], None
 
 
-def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None) -> tuple[Tensor, Tensor]:
+def masked_sum_one(d: Tensor, density: float, scope: str,
+                   thresh: Tensor | None) -> tuple[Tensor, Tensor | PackedMask]:
     """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`)."""
-    x = _rows(d)
-    t, trim = _trim(x, density, scope, thresh)
+    x, t, trim = _trim(_rows(d), density, scope, thresh)
     if t is None or not fused(x):
         keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
         s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
     else:
         low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
         s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
-        s, keep = s.reshape(-1), unpack(keep, x.shape[0]).reshape(x.shape)
+        s, keep = s.reshape(-1), [group.reshape(-1) for group in keep]
         start = x.shape[1] - x.shape[1] % TAIL
         if start < x.shape[1]:
-            s[start:] = torch.where(keep[:, start:], x[:, start:], torch.zeros((), dtype=x.dtype)).sum(dim=0)
-    return s.reshape(d.shape[1:]), keep.reshape(d.shape)
+            tail = x[:, start:]
+            tail_keep = tail.abs() >= t.unsqueeze(1)
+            s[start:] = torch.where(tail_keep, tail, torch.zeros((), dtype=x.dtype)).sum(dim=0)
+            for group, bits in zip(keep, pack(tail_keep)):
+                group[start:] = bits
+    return s.reshape(d.shape[1:]), _stacked_mask(keep, d.shape)
 
 
 def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -55,14 +55,44 @@ def _pack(masks: list[Tensor]) -> list[Tensor]:
             .to(torch.uint8) for g in range(0, len(masks), 8)]
 
 
-def unpack(packed: list[Tensor], tasks: int) -> Tensor:
-    """The `[T, ...]` bool mask that `_pack` packed."""
-    out = torch.empty((tasks, *packed[0].shape), dtype=torch.bool)
-    for g, p in enumerate(packed):
-        size = min(8, tasks - 8 * g)
-        shifts = torch.arange(size, dtype=torch.uint8).reshape(-1, *[1] * p.dim())
-        out[8 * g:8 * g + size] = ((p.unsqueeze(0) >> shifts) & 1).view(torch.bool)
-    return out
+class PackedMask:
+    """A `[T, ...]` bool mask kept as `_pack` packed it (one byte per entry for every 8 tasks): a merge result
+    holds its masks in 1/8 of the memory, and a view pays for unpacking only the task it reads (`mask[t]`)."""
+
+    def __init__(self, packed: list[Tensor], tasks: int, shape: tuple[int, ...]):
+        self.packed, self.tasks, self.entry_shape = packed, tasks, tuple(shape)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.tasks, *self.entry_shape))
+
+    def __len__(self) -> int:
+        return self.tasks
+
+    def __getitem__(self, task: int) -> Tensor:
+        if not -self.tasks <= task < self.tasks:
+            raise IndexError(f"task index {task} out of range for {self.tasks} tasks")
+        group, bit = divmod(task % self.tasks, 8)
+        return ((self.packed[group] >> bit) & 1).view(torch.bool).reshape(self.entry_shape)
+
+    def unpack(self) -> Tensor:
+        """The whole `[T, ...]` bool mask."""
+        out = torch.empty((self.tasks, *self.packed[0].shape), dtype=torch.bool)
+        for g, p in enumerate(self.packed):
+            size = min(8, self.tasks - 8 * g)
+            shifts = torch.arange(size, dtype=torch.uint8).reshape(-1, *[1] * p.dim())
+            out[8 * g:8 * g + size] = ((p.unsqueeze(0) >> shifts) & 1).view(torch.bool)
+        return out.reshape(self.shape)
+
+
+def as_bool(mask: Tensor | PackedMask) -> Tensor:
+    """A stacked mask as a `[T, ...]` bool tensor, whichever way it is stored."""
+    return mask.unpack() if isinstance(mask, PackedMask) else mask
+
+
+def pack(mask: Tensor) -> list[Tensor]:
+    """A `[T, n]` bool tensor packed as `_pack` packs the kernels' masks."""
+    return _pack(list(mask))
 
 
 def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,

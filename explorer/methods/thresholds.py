@@ -12,13 +12,14 @@ from torch import Tensor
 
 from .kernels import count_kernel
 
-SAMPLE = 1 << 18  # sampled magnitudes per row
+SAMPLE = 1 << 18  # at most this many sampled magnitudes per row
+STEP = 64  # else every STEP-th magnitude (the bracket then holds ~ 8 sqrt(total) values), short rows more densely
 Parts = Callable[[], Iterable[Tensor]]  # each call yields the `[rows, n_i]` parts again, in the same order
 
 
 def _sample(parts: Parts, total: int) -> Tensor:
-    """About SAMPLE magnitudes per row, every `step`-th column of each part: `[rows, S]` float32."""
-    step = max(1, total // SAMPLE)
+    """Every `step`-th column of each part, at most about SAMPLE per row and at least 4096: `[rows, S]` float32."""
+    step = max(1, min(STEP, total // 4096), total // SAMPLE)
     return torch.cat([p[:, ::step].abs().float() for p in parts()], dim=1)
 
 

@@ -19,12 +19,12 @@ def eager_small(monkeypatch):
     monkeypatch.setattr(kernels, "MIN_NUMEL", 64)
 
 
-def plain(fn, *args):
+def plain(fn, *args, **kwargs):
     """The reference: the same block with the fused path switched off."""
     mode = kernels.MODE
     kernels.MODE = "off"
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     finally:
         kernels.MODE = mode
 
@@ -49,6 +49,7 @@ def deltas(tasks: int, seed: int = 0, ties: bool = False, zero: bool = False) ->
 
 def same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
+    a = {n: kernels.as_bool(x) for n, x in a.items()}  # the fused path keeps big masks packed
     for n in a:
         assert a[n].dtype == b[n].dtype and torch.equal(a[n], b[n]), n
         assert torch.equal(a[n].view(torch.uint8) if a[n].dtype != torch.bool else a[n],
@@ -110,3 +111,33 @@ def test_kth_smallest_abs_is_exact_with_ties_and_across_parts(k):
     expected = np.partition(flat, k - 1, axis=1)[:, k - 1]
     assert values.tolist() == expected.tolist()
     assert smaller.tolist() == (flat < expected[:, None]).sum(axis=1).tolist()
+
+
+def test_packed_mask_reads_each_task_and_the_whole_mask():
+    """A PackedMask gives back every task's bool mask (T on both sides of 8) and the whole stack."""
+    gen = torch.Generator().manual_seed(3)
+    for tasks in (1, 8, 11):
+        mask = torch.rand((tasks, 4, 5), generator=gen) > 0.5
+        packed = kernels.PackedMask(kernels.pack(mask.reshape(tasks, -1)), tasks, (4, 5))
+        assert packed.shape == mask.shape and torch.equal(packed.unpack(), mask)
+        for t in range(tasks):
+            assert torch.equal(packed[t], mask[t])
+        with pytest.raises(IndexError):
+            packed[tasks]
+
+
+def test_results_keep_big_masks_packed_and_their_views_are_the_plain_masks():
+    """TIES' and magnitude's results hold the fused masks packed (1/8 of the bool bytes); each task's view reads
+    the same masks as the plain blocks give."""
+    import explorer as ex
+    from explorer.taskvec import TaskVectors
+
+    d = deltas(3)
+    tv = TaskVectors(["a", "b", "c"], {n: torch.zeros(x.shape[1:]) for n, x in d.items()}, d)
+    for method in ("ties", "magnitude"):
+        got, ref = ex.merge(tv, method, density=0.3), plain(ex.merge, tv, method, density=0.3)
+        assert isinstance(got.masks["a"].stacked["a"], kernels.PackedMask)
+        for t in tv.tasks:
+            assert got.masks[t].keys() == ref.masks[t].keys()
+            for n in d:
+                assert torch.equal(got.masks[t][n], ref.masks[t][n]), (method, t, n)
