@@ -1,4 +1,5 @@
-"""The threshold merges (TIES, magnitude, DARE+TIES, Breadcrumbs) at ViT-B/32 x 8 against the read floor.
+"""The threshold merges (TIES, magnitude, DARE+TIES, Breadcrumbs, EMR, Consensus) at ViT-B/32 x 8 against the read
+floor.
 
 Run from the repository root:
     .venv/bin/python bench/bench_threshold_merges.py [--tasks 8] [--model ViT-B-32] [--repeats 3] [--check]
@@ -25,13 +26,15 @@ MERGES = {
     "magnitude global": ("magnitude", {"density": 0.2, "scope": "global"}),
     "DARE + TIES": ("dare", {"base": "ties", "density": 0.5}),
     "Breadcrumbs": ("breadcrumbs", {}),
+    "EMR": ("emr", {}),
+    "Consensus": ("consensus", {}),
 }
 
 
 def same_bits(a: ex.MergeResult, b: ex.MergeResult) -> bool:
     deltas = all(torch.equal(a.delta[n].view(torch.int32), b.delta[n].view(torch.int32)) for n in a.delta)
     masks = a.masks is None or all(torch.equal(a.masks[t][n], b.masks[t][n]) for t in a.masks for n in a.masks[t])
-    return deltas and masks
+    return deltas and masks and a.task_scales == b.task_scales
 
 
 def main() -> None:

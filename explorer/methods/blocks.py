@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fused import global_threshold, masked_sum_fused, ties_fused
-from .kernels import PackedMask, applies
+from .fused import global_threshold, masked_sum_fused, tall_one, ties_fused
+from .kernels import PackedMask, applies, fused
 from .thresholds import topk_rows
 
 Stacked = Mapping[str, Tensor]  # name -> [T, ...]
@@ -107,11 +107,18 @@ def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: 
 
 
 def consensus_vector(deltas: Stacked, shared: Mapping[str, Tensor], lam: float,
-                     k: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                     k: int) -> tuple[dict[str, Tensor], dict[str, Tensor | PackedMask]]:
     """Consensus merging: m_cons = 1{sum_t tall_mask_t >= k}, applied to the multi-task vector `shared`.
     Returns (m_cons * shared, the TALL masks name -> [T, ...])."""
-    masks = tall_mask(deltas, shared, lam)
-    return {n: (masks[n].sum(dim=0) >= k).to(v.dtype) * v for n, v in shared.items()}, masks
+    use = applies(list(deltas.values()))
+    kept, masks = {}, {}
+    for n, d in deltas.items():
+        if use and fused(_rows(d)):
+            kept[n], masks[n] = tall_one(d, shared[n], _lams(lam, d), k)
+        else:
+            masks[n] = _tall_plain(d, shared[n], _lams(lam, d))
+            kept[n] = (masks[n].sum(dim=0) >= k).to(shared[n].dtype) * shared[n]
+    return kept, masks
 
 
 def ties_split(deltas: Stacked, density: float, sign: str = "mass",
@@ -149,12 +156,23 @@ def rescale(vector: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
     return vector
 
 
-def tall_mask(deltas: Stacked, mtl: Mapping[str, Tensor], lam: Tensor | float) -> dict[str, Tensor]:
-    """TALL masks m_t = |tau_t| > lam_t * |tau_MTL - tau_t| (lam a scalar or a [T] vector)."""
-    out = {}
+def _lams(lam: Tensor | float, d: Tensor) -> Tensor:
+    """TALL's lambda (a scalar or a [T] vector) as a [T] vector in `d`'s dtype."""
+    return torch.as_tensor(lam, dtype=d.dtype, device=d.device).expand(d.shape[0])
+
+
+def _tall_plain(d: Tensor, mtl: Tensor, lam: Tensor) -> Tensor:
+    return d.abs() > _broadcast(lam, d) * (mtl.unsqueeze(0) - d).abs()
+
+
+def tall_mask(deltas: Stacked, mtl: Mapping[str, Tensor], lam: Tensor | float) -> dict[str, Tensor | PackedMask]:
+    """TALL masks m_t = |tau_t| > lam_t * |tau_MTL - tau_t| (lam a scalar or a [T] vector); big CPU float32
+    tensors in one fused pass, their masks packed."""
+    use = applies(list(deltas.values()))
+    out: dict[str, Tensor | PackedMask] = {}
     for n, d in deltas.items():
-        lam_b = _broadcast(torch.as_tensor(lam, dtype=d.dtype, device=d.device).expand(d.shape[0]), d)
-        out[n] = d.abs() > lam_b * (mtl[n].unsqueeze(0) - d).abs()
+        out[n] = tall_one(d, mtl[n], _lams(lam, d), 0)[1] if use and fused(_rows(d)) else \
+            _tall_plain(d, mtl[n], _lams(lam, d))
     return out
 
 

@@ -6,6 +6,8 @@ import torch
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from .blocks import per_task
+from .fused import emr_one
+from .kernels import applies, fused
 from .registry import register
 
 
@@ -20,15 +22,19 @@ def emr(tv: TaskVectors) -> MergeResult:
     unified, masks = {}, {}
     num = torch.zeros(tv.num_tasks, dtype=torch.float64, device=tv.device)
     den = torch.zeros_like(num)
+    use = applies(list(tv.deltas.values()))
     for name, d in tv.deltas.items():
-        gamma = (d.sum(dim=0) > 0).to(d.dtype) * 2 - 1  # exact zeros get -1, as the official code
-        agree = d * gamma.unsqueeze(0) > 0  # [T, ...]
-        uni = gamma * (d.abs() * agree.to(d.dtype)).amax(dim=0)
+        if use and fused(d.reshape(d.shape[0], -1)):  # one pass, the same bits
+            uni, agree, picked = emr_one(d)
+        else:
+            gamma = (d.sum(dim=0) > 0).to(d.dtype) * 2 - 1  # exact zeros get -1, as the official code
+            agree = d * gamma.unsqueeze(0) > 0  # [T, ...]
+            uni = gamma * (d.abs() * agree.to(d.dtype)).amax(dim=0)
+            picked = (agree.to(d.dtype) * uni.unsqueeze(0)).abs()
         unified[name], masks[name] = uni, agree
         dims = tuple(range(1, d.dim()))
         num += d.abs().mean(dim=dims).double() if dims else d.abs().double()
-        picked = agree.to(d.dtype) * uni.unsqueeze(0)
-        den += picked.abs().mean(dim=dims).double() if dims else picked.abs().double()
+        den += picked.mean(dim=dims).double() if dims else picked.double()
     scales = torch.where(den > 0, num / den.clamp(min=1e-30), torch.zeros_like(num))
     task_scales = {t: float(s) for t, s in zip(tv.tasks, scales)}
     return MergeResult(tv, unified, masks=per_task(masks, tv.tasks), task_scales=task_scales)

@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .kernels import TAIL, PackedMask, fused, masked_sum_kernel, pack, ties_kernel
+from .kernels import TAIL, PackedMask, emr_given, emr_kernel, fused, masked_sum_kernel, pack, tall_kernel, ties_kernel
 from .thresholds import kth_smallest_abs, topk_rows
 
 Stacked = Mapping[str, Tensor]
@@ -171,3 +171,24 @@ def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[
     for name, d in deltas.items():
         total[name], masks[name] = masked_sum_one(d, density, scope, thresh)
     return total, masks
+
+
+def tall_one(d: Tensor, shared: Tensor, lam: Tensor, k: int) -> tuple[Tensor, PackedMask]:
+    """One stacked parameter `[T, ...]` in one pass: (1{sum_t m_t >= k} * shared, the TALL masks
+    m_t = |tau_t| > lam_t |shared - tau_t| packed), lam `[T]`, as `blocks.tall_mask` and `consensus_vector`."""
+    out, packed = tall_kernel(_rows(d), shared.reshape(-1), lam, k)
+    return out.reshape(shared.shape), PackedMask(packed, d.shape[0], d.shape[1:])
+
+
+def emr_one(d: Tensor) -> tuple[Tensor, PackedMask, Tensor]:
+    """EMR of one stacked parameter `[T, ...]` in one pass: (tau_uni, the agree masks packed, |agree_t tau_uni|);
+    columns past the whole blocks take their sign from `torch.sum` itself (it sums those in another order)."""
+    x = _rows(d)
+    uni, packed, picked = emr_kernel(x)
+    start = x.shape[1] - x.shape[1] % TAIL
+    if start < x.shape[1]:
+        tail = x[:, start:].contiguous()
+        uni[start:], tail_packed, picked[:, start:] = emr_given(tail, tail.sum(dim=0))
+        for group, bits in zip(packed, tail_packed):
+            group[start:] = bits
+    return uni.reshape(d.shape[1:]), PackedMask(packed, d.shape[0], d.shape[1:]), picked.reshape(d.shape)

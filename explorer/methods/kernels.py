@@ -128,6 +128,31 @@ def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]
     return (a < low).sum(dim=1), _pack(list((a >= low) & (a <= high)))
 
 
+def _tall_kernel(x: Tensor, shared: Tensor, lam: Tensor, k: int) -> tuple[Tensor, list[Tensor]]:
+    """TALL masks m_t = |x_t| > lam_t |shared - x_t| over `x [T, n]` (packed) and Consensus' 1{sum_t m_t >= k} *
+    shared: elementwise and integer counts only, so any order gives the plain blocks' bits."""
+    keep = [x[t].abs() > lam[t] * (shared - x[t]).abs() for t in range(x.shape[0])]
+    count = functools.reduce(torch.add, [m.to(torch.int32) for m in keep])
+    return (count >= k).to(x.dtype) * shared, _pack(keep)
+
+
+def emr_given(x: Tensor, total: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """EMR over `x [T, n]` given sum_t x_t: gamma = sign(total) (0 -> -1), the agree masks x_t gamma > 0 (packed),
+    tau_uni = gamma max_t |x_t| 1[agree], and |agree_t tau_uni| `[T, n]` (its per-task means are EMR's rescaler
+    denominators, taken by the caller with PyTorch's own mean for the same bits)."""
+    gamma = (total > 0).to(x.dtype) * 2 - 1
+    agree = [x[t] * gamma > 0 for t in range(x.shape[0])]
+    zero = torch.zeros((), dtype=x.dtype)
+    uni = gamma * functools.reduce(torch.maximum, [torch.where(a, x[t].abs(), zero) for t, a in enumerate(agree)])
+    picked = torch.stack([torch.where(a, uni.abs(), zero) for a in agree])
+    return uni, _pack(agree), picked
+
+
+def _emr_kernel(x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+    """`emr_given` with the sum over tasks in `torch.sum(dim=0)`'s order (whole blocks of columns only)."""
+    return emr_given(x, ordered_sum(list(x)))
+
+
 class _Kernel:
     """A kernel run compiled when MODE allows, the tensor is big enough to repay it and a compiler works (tried
     once), else eagerly."""
@@ -152,6 +177,8 @@ class _Kernel:
 ties_kernel = _Kernel(_ties_kernel)
 masked_sum_kernel = _Kernel(_masked_sum_kernel)
 count_kernel = _Kernel(_count_kernel)
+tall_kernel = _Kernel(_tall_kernel)
+emr_kernel = _Kernel(_emr_kernel)
 
 
 def applies(tensors: list[Tensor]) -> bool:

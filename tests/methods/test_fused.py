@@ -141,3 +141,27 @@ def test_results_keep_big_masks_packed_and_their_views_are_the_plain_masks():
             assert got.masks[t].keys() == ref.masks[t].keys()
             for n in d:
                 assert torch.equal(got.masks[t][n], ref.masks[t][n]), (method, t, n)
+
+
+@pytest.mark.parametrize("tasks,ties,zero", CASES)
+def test_emr_tall_and_consensus_fused_match_plain_blocks(tasks, ties, zero):
+    """EMR's unified vector, masks and rescalers, TALL's masks (a lambda per task) and Consensus' kept vector: the
+    same bits through the one-pass kernels as through the plain blocks (ties and zero sums included)."""
+    import explorer as ex
+    from explorer.taskvec import TaskVectors
+
+    d = deltas(tasks, ties=ties, zero=zero)
+    tv = TaskVectors([f"t{i}" for i in range(tasks)], {n: torch.zeros(x.shape[1:]) for n, x in d.items()}, d)
+    got, ref = ex.merge(tv, "emr"), plain(ex.merge, tv, "emr")
+    same(got.delta, ref.delta)
+    assert got.task_scales == ref.task_scales
+    for t in tv.tasks:
+        same(dict(got.masks[t]), dict(ref.masks[t]))
+    shared = blocks.task_sum(d)
+    lams = torch.linspace(0.2, 0.6, tasks)
+    same(blocks.tall_mask(d, shared, lams), plain(blocks.tall_mask, d, shared, lams))
+    for k in (1, 2):
+        kept, masks = blocks.consensus_vector(d, shared, 0.4, k)
+        ref_kept, ref_masks = plain(blocks.consensus_vector, d, shared, 0.4, k)
+        same(kept, ref_kept)
+        same(masks, ref_masks)
