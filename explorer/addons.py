@@ -212,25 +212,43 @@ def wemoe_gate(dim: int, tasks: int, init: float) -> nn.Sequential:
 
 class RoutedMLP(nn.Module):
     """MLP(x; W_0 + sum_t w_t(x) * tau_t), w(x) = mean over tokens of gate(x): per input, exact and batched
-    (the weights enter linearly, so each input gets its own weight matrices through one einsum)."""
+    (the weights enter linearly, so each input gets its own weight matrices through one einsum).
+
+    With `groups` set (sizes of consecutive runs of inputs), each run shares one weight vector, the mean of its
+    inputs' (FusionBench's `batch_reduce`, its training mode: one mixed MLP per task batch)."""
 
     def __init__(self, gate: nn.Module, base: Mapping[str, Tensor], vectors: Mapping[str, Tensor], act: nn.Module):
         super().__init__()
         self.gate, self.act, self.last_weights = gate, act, None
+        self.groups: list[int] | None = None
         for name in ("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"):
             self.register_buffer("base_" + name.replace(".", "_"), base[name])
             self.register_buffer("tau_" + name.replace(".", "_"), vectors[name])  # [T, ...]
 
-    def _linear(self, x: Tensor, w: Tensor, which: str) -> Tensor:
+    def _mixed(self, w: Tensor, which: str) -> tuple[Tensor, Tensor]:
+        """Per weight vector (rows of w [B, T]): W_0 + sum_t w_t tau_t [B, o, i] and the bias [B, o]."""
         weight = getattr(self, f"base_{which}_weight") + torch.einsum("bt,toi->boi", w,
                                                                       getattr(self, f"tau_{which}_weight"))
-        bias = getattr(self, f"base_{which}_bias") + w @ getattr(self, f"tau_{which}_bias")
+        return weight, getattr(self, f"base_{which}_bias") + w @ getattr(self, f"tau_{which}_bias")
+
+    def _linear(self, x: Tensor, w: Tensor, which: str) -> Tensor:
+        weight, bias = self._mixed(w, which)
         return torch.einsum("bni,boi->bno", x, weight) + bias[:, None]
+
+    def _shared(self, x: Tensor, w: Tensor, which: str) -> Tensor:
+        weight, bias = self._mixed(w[None], which)
+        return F.linear(x, weight[0], bias[0])
 
     def forward(self, x: Tensor) -> Tensor:  # x: [B, N, d] (batch first)
         w = self.gate(x).mean(dim=1)
         self.last_weights = w.detach()
-        return self._linear(self.act(self._linear(x, w, "c_fc")), w, "c_proj")
+        if self.groups is None:
+            return self._linear(self.act(self._linear(x, w, "c_fc")), w, "c_proj")
+        out = []
+        for xs, ws in zip(x.split(self.groups), w.split(self.groups)):
+            shared = ws.mean(dim=0)
+            out.append(self._shared(self.act(self._shared(xs, shared, "c_fc")), shared, "c_proj"))
+        return torch.cat(out)
 
 
 def mlp_prefix(block: int) -> str:
@@ -270,6 +288,21 @@ class MoEAddOn(AddOn):
         moe = self.routed(model)
         own = set(moe.state_dict())
         return functional_call(moe, {k: v for k, v in weights.items() if k in own}, (images,))
+
+    def grouped_features(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor,
+                         groups: list[int]) -> Tensor:
+        """Features of `images` where each run of `groups` consecutive inputs (e.g. one task's batch) shares the
+        mean of its routing weights: FusionBench's training mode (`batch_reduce`), one mixed MLP per run."""
+        if sum(groups) != len(images):
+            raise ValueError(f"groups {groups} cover {sum(groups)} inputs, the batch has {len(images)}")
+        mlps = [self.routed(model).transformer.resblocks[b].mlp for b in self.blocks]
+        for mlp in mlps:
+            mlp.groups = list(groups)
+        try:
+            return self.features(model, weights, images, "")
+        finally:
+            for mlp in mlps:
+                mlp.groups = None
 
     def route(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor) -> dict[int, Tensor]:
         """Routing weights [N, T] per routed block for `images`."""

@@ -27,7 +27,8 @@ def concrete_mask_density(result: MergeResult) -> pd.Series:
 
 
 def learned_mask_overlap(result: MergeResult, others: dict[str, MergeResult]) -> pd.Series:
-    """Jaccard overlap of the learned Concrete mask with each other result's masks (united over tasks)."""
+    """Jaccard overlap of a Concrete result's mask (the evaluated one: its `eval_mask`, kept where > 0.5) with each
+    other result's masks (united over tasks)."""
     learned = dict(next(iter(result.masks.values()))) if result.masks else None
     if learned is None or "mask_density" not in result.info:
         raise ValueError("the first result must come from method 'concrete'")
