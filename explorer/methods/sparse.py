@@ -9,7 +9,6 @@ from ..taskvec import TaskVectors
 from . import params
 from .blocks import apply_masks, masked_task_sum, per_task, rescale, scaled, task_sum, ties_vector
 from .compose import compose
-from .kernels import as_bool
 from .registry import Param, register
 
 
@@ -56,7 +55,7 @@ def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float,
          seed: int) -> MergeResult:
     dropped, kept = _drop(tv, drop, rescale, seed)
     merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
-    masks = kept if agree is None else {n: kept[n] & as_bool(agree[n]) for n in kept}
+    masks = kept if agree is None else agree  # TIES keeps only non-zero entries, all inside the drop mask
     return MergeResult(tv, scaled(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 

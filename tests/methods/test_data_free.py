@@ -145,6 +145,20 @@ def test_dare_drops_the_expected_fraction_and_rescales():
     assert not torch.equal(other.delta["w"], res.delta["w"])
 
 
+def test_dare_ties_masks_are_the_entries_kept_by_both_the_drop_and_ties():
+    """DARE + TIES' mask of task t is drop mask AND TIES' agree mask on the dropped vectors (TIES' agreeing entries
+    are non-zero, so they lie inside the drop mask)."""
+    gen = torch.Generator().manual_seed(5)
+    rows = torch.randn(3, 4000, generator=gen)
+    res = ex.merge(tv_from(rows), "dare", drop=0.4, base="ties", density=0.5, scale=1.0, seed=7)
+    drop = torch.rand(rows.shape, generator=torch.Generator().manual_seed(7)) >= 0.4
+    ties = ex.merge(tv_from(rows * drop.float() * (1 / 0.6)), "ties", density=0.5, aggregate="sum", sign="mass",
+                    scope="global")
+    for i, t in enumerate(res.tasks):
+        assert torch.equal(res.masks[t]["w"], drop[i] & ties.masks[t]["w"])
+        assert 0 < int(res.masks[t]["w"].sum()) < int(drop[i].sum())
+
+
 def test_magnitude_prunes_then_adds():
     res = ex.merge(tv_from(TAU), "magnitude", density=0.5, scale=1.0)
     pruned = torch.tensor([[1.0, -2.0, 0, 3.0, 0, 1.0], [-1.0, -1.0, 0, -3.0, 0, 2.0], [2.0, 1.0, 0, 1.0, 0, -3.0]])
