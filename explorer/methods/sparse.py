@@ -7,7 +7,7 @@ from torch import Tensor
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from . import params
-from .blocks import apply_masks, masked_task_sum, per_task, rescale, scaled, task_sum, ties_vector
+from .blocks import masked_task_sum, per_task, rescale, scaled, ties_vector
 from .compose import compose
 from .registry import Param, register
 
@@ -69,18 +69,37 @@ def magnitude(tv: TaskVectors, *, density: float, scope: str, scale: float) -> M
     return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))
 
 
+def _band_sorted(a: Tensor, n_remove: int, n_keep: int) -> Tensor:
+    """The breadcrumb mask of rows `a [..., n]` of magnitudes by one sorted topk: ranks (n_remove, n_remove+n_keep]
+    in topk's order (among equal magnitudes at the outlier boundary, that order decides)."""
+    mask = torch.zeros_like(a, dtype=torch.bool)
+    order = a.topk(n_remove + n_keep, dim=-1).indices  # largest first
+    return mask.scatter_(-1, order[..., n_remove:], True)
+
+
 def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
     """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
-    entries by |tau| and keep the next floor(keep*n). 1-D tensors are one row; 0-d ones are kept whole."""
+    entries by |tau| and keep the next floor(keep*n). 1-D tensors are one row; 0-d ones are kept whole.
+    An unsorted topk finds the top n_remove+n_keep (the same set as the sorted one) and a second, small one the
+    outliers among them; rows with a tie across the outlier boundary take the sorted topk's choice."""
     if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
         return torch.ones_like(d, dtype=torch.bool)
     n = d.shape[-1]
     n_remove, n_keep = int(n * remove), int(n * keep)
     n_keep = min(n_keep, n - n_remove)
     mask = torch.zeros_like(d, dtype=torch.bool)
-    if n_keep > 0:
-        order = d.abs().topk(n_remove + n_keep, dim=-1).indices  # largest first
-        mask.scatter_(-1, order[..., n_remove:], True)
+    if n_keep <= 0:
+        return mask
+    a = d.abs()
+    values, index = a.topk(n_remove + n_keep, dim=-1, sorted=False)
+    band = torch.ones_like(values, dtype=torch.bool)
+    if n_remove > 0:
+        outliers, where = values.topk(n_remove, dim=-1, sorted=False)
+        band.scatter_(-1, where, False)
+        tied = outliers.amin(dim=-1) == values.masked_fill(~band, -torch.inf).amax(dim=-1)
+    mask.scatter_(-1, index, band)
+    if n_remove > 0 and bool(tied.any()):
+        mask[tied] = _band_sorted(a[tied], n_remove, n_keep)
     return mask
 
 
@@ -96,6 +115,8 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
           summary="Per row of each tensor, drop the few largest entries (outliers) and the small ones, keeping a "
                   "middle band of magnitudes, then add the masked task vectors.")
 def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) -> MergeResult:
-    masks = {n: breadcrumb_mask(d, keep, remove) for n, d in tv.deltas.items()}
-    return MergeResult(tv, scaled(task_sum(apply_masks(tv.deltas, masks)), scale),
-                       masks=per_task(masks, tv.tasks))
+    masks, total = {}, {}
+    for n, d in tv.deltas.items():  # tensor by tensor: no masked copy of every task vector
+        masks[n] = breadcrumb_mask(d, keep, remove)
+        total[n] = torch.where(masks[n], d, torch.zeros((), dtype=d.dtype, device=d.device)).sum(dim=0)
+    return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))

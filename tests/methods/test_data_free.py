@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer.methods.sparse import breadcrumb_mask
+from explorer.methods.sparse import _band_sorted, breadcrumb_mask
 
 TAU = torch.tensor([
     [1.0, -2.0, 0.5, 3.0, -0.1, 1.0],
@@ -163,6 +163,19 @@ def test_magnitude_prunes_then_adds():
     res = ex.merge(tv_from(TAU), "magnitude", density=0.5, scale=1.0)
     pruned = torch.tensor([[1.0, -2.0, 0, 3.0, 0, 1.0], [-1.0, -1.0, 0, -3.0, 0, 2.0], [2.0, 1.0, 0, 1.0, 0, -3.0]])
     assert torch.allclose(res.delta["w"], pruned.sum(0))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("keep,remove", [(0.15, 0.01), (0.3, 0.1), (0.5, 0.0), (0.2, 0.25), (0.01, 0.004)])
+def test_breadcrumb_mask_is_the_sorted_topk_band(ties, keep, remove):
+    """The unsorted two-topk mask equals the band of one sorted topk, also when magnitudes tie at either boundary
+    (few distinct values: the tied rows take the sorted topk's choice)."""
+    gen = torch.Generator().manual_seed(11)
+    for shape in ((3, 40, 97), (2, 5, 6, 300)):
+        d = torch.randint(-4, 5, shape, generator=gen).float() if ties else torch.randn(shape, generator=gen)
+        n = shape[-1]
+        n_remove, n_keep = int(n * remove), min(int(n * keep), n - int(n * remove))
+        assert torch.equal(breadcrumb_mask(d, keep, remove), _band_sorted(d.abs(), n_remove, n_keep))
 
 
 def test_breadcrumbs_one_row():
