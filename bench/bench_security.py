@@ -1,8 +1,9 @@
 """Every security figure of issue 15 on the demo zoo (test split), as markdown tables for the README.
 
 Run: .venv/bin/python bench/bench_security.py [--threads 1] [--dam-steps N] [--dam-lr X] [--dam-adv-lr X]
-       [--dam-adv-weight X] [--dam-eval-mask continuous|discrete|hard] [--lock-tasks scenes signs] [--skip-dam]
-       [--skip-lock]   (the DAM flags default to the method's declared defaults, the dashboard's)
+       [--dam-adv-weight X] [--dam-eval-mask continuous|discrete|hard] [--dam-bases task_arithmetic adamerging]
+       [--lock-tasks scenes signs] [--skip-dam] [--skip-lock]
+     (the DAM flags default to the method's declared defaults, the dashboard's)
 1. each backdoored expert: clean accuracy (against the clean expert) and attack success rate (ASR);
 2. Task Arithmetic (lambda 0.3, the validation choice) and TIES (density 0.2, lambda 0.4) with ONE backdoored expert:
    that task's ASR and accuracy;
@@ -48,7 +49,7 @@ def backdoors() -> None:
               f"{pct(attack['expert'])} | " + " | ".join(cells) + " |")
 
 
-def dam(task: str, learn: dict) -> None:
+def dam(task: str, learn: dict, bases: list[str]) -> None:
     zoo = ex.load_zoo("demo", experts={task: "backdoored"})
     tv = ex.task_vectors(zoo)
     learn = {k: v for k, v in learn.items() if v is not None}
@@ -57,8 +58,9 @@ def dam(task: str, learn: dict) -> None:
     print(f"\n| merge ({task} backdoored) | average acc. | {task} acc. | {task} ASR | seconds |\n|---|---|---|---|---|")
     adamerging = {"method": "adamerging", "steps": learn.get("adamerging_steps", declared["adamerging_steps"]),
                   "lr": learn.get("adamerging_lr", declared["adamerging_lr"]), "zoo": zoo}
-    pairs = [("task_arithmetic", TA, {"base": "task_arithmetic", **learn}),
-             ("adamerging (layer)", adamerging, {"base": "adamerging", **learn})]
+    pairs = [(label, kwargs, {"base": base, **learn}) for base, label, kwargs in
+             (("task_arithmetic", "task_arithmetic", TA), ("adamerging", "adamerging (layer)", adamerging))
+             if base in bases]
     for name, base_kwargs, dam_kwargs in pairs:
         for label, kwargs in ((name, base_kwargs), (f"dam on {name}", {"method": "dam", "zoo": zoo, **dam_kwargs})):
             start = time.perf_counter()
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--dam-adv-lr", type=float, help="DAM's perturbation learning rate")
     parser.add_argument("--dam-adv-weight", type=float, help="DAM's weight of the entropy on perturbed images")
     parser.add_argument("--dam-eval-mask", choices=FROZEN, help="DAM's evaluation mask")
+    parser.add_argument("--dam-bases", nargs="+", choices=("task_arithmetic", "adamerging"),
+                        default=["task_arithmetic", "adamerging"], help="the base merges DAM runs on")
     parser.add_argument("--lock-tasks", nargs="+", default=["scenes", "signs"])
     parser.add_argument("--skip-dam", action="store_true")
     parser.add_argument("--skip-lock", action="store_true")
@@ -99,7 +103,7 @@ def main() -> None:
     if not args.skip_dam:
         dam(args.dam_task, {"steps": args.dam_steps, "adamerging_steps": args.dam_adamerging_steps,
                             "lr": args.dam_lr, "adv_lr": args.dam_adv_lr, "adv_weight": args.dam_adv_weight,
-                            "eval_mask": args.dam_eval_mask})
+                            "eval_mask": args.dam_eval_mask}, args.dam_bases)
     if not args.skip_lock:
         lock(args.lock_tasks)
     print(f"\n{time.perf_counter() - start:.0f} s in all, torch {torch.__version__}, {args.threads} thread(s)")
