@@ -1,13 +1,15 @@
 """Every security figure of issue 15 on the demo zoo (test split), as markdown tables for the README.
 
-Run: .venv/bin/python bench/bench_security.py [--threads 1] [--dam-steps 100] [--dam-lr 0.01] [--dam-adv-lr 0.01]
-       [--dam-eval-mask hard]
+Run: .venv/bin/python bench/bench_security.py [--threads 1] [--dam-steps N] [--dam-lr X] [--dam-adv-lr X]
+       [--dam-adv-weight X] [--dam-eval-mask continuous|discrete|hard] [--dam-bases task_arithmetic adamerging]
        [--lock-tasks scenes signs] [--skip-dam] [--skip-lock]
+     (the DAM flags default to the method's declared defaults, the dashboard's)
 1. each backdoored expert: clean accuracy (against the clean expert) and attack success rate (ASR);
 2. Task Arithmetic (lambda 0.3, the validation choice) and TIES (density 0.2, lambda 0.4) with ONE backdoored expert:
    that task's ASR and accuracy;
-3. DAM on Task Arithmetic and on layer-wise AdaMerging (same steps as the AdaMerging it is compared with), one
-   backdoored expert: ASR and average clean accuracy against its base merge;
+3. DAM on Task Arithmetic and on layer-wise AdaMerging (DAM's second stage runs as many AdaMerging steps, at the same
+   lr, as the AdaMerging it is compared with), one backdoored expert: ASR and average clean accuracy against its base
+   merge;
 4. MergeLock: the protected expert alone, and Task Arithmetic (lambda chosen on validation) with it, against the
    base on that task; the unlock attempts (least squares, Kabsch).
 """
@@ -20,6 +22,8 @@ import torch
 
 import explorer as ex
 from explorer.analysis.security import mergelock_study
+from explorer.methods.concrete_mask import FROZEN
+from explorer.methods.registry import get
 from explorer.scoring import reference_accuracies
 
 TIES = {"method": "ties", "density": 0.2, "scale": 0.4}
@@ -45,14 +49,18 @@ def backdoors() -> None:
               f"{pct(attack['expert'])} | " + " | ".join(cells) + " |")
 
 
-def dam(steps: int, task: str, lr: float, adv_lr: float, eval_mask: str) -> None:
+def dam(task: str, learn: dict, bases: list[str]) -> None:
     zoo = ex.load_zoo("demo", experts={task: "backdoored"})
     tv = ex.task_vectors(zoo)
+    learn = {k: v for k, v in learn.items() if v is not None}
+    declared = get("dam").defaults()
+    print(f"\nDAM parameters (declared defaults, then flags): {declared | learn}")
     print(f"\n| merge ({task} backdoored) | average acc. | {task} acc. | {task} ASR | seconds |\n|---|---|---|---|---|")
-    learn = {"steps": steps, "lr": lr, "adv_lr": adv_lr, "eval_mask": eval_mask}
-    pairs = [("task_arithmetic", TA, {"base": "task_arithmetic", **learn}),
-             ("adamerging (layer)", {"method": "adamerging", "steps": steps, "zoo": zoo},
-              {"base": "adamerging", "adamerging_steps": steps, **learn})]
+    adamerging = {"method": "adamerging", "steps": learn.get("adamerging_steps", declared["adamerging_steps"]),
+                  "lr": learn.get("adamerging_lr", declared["adamerging_lr"]), "zoo": zoo}
+    pairs = [(label, kwargs, {"base": base, **learn}) for base, label, kwargs in
+             (("task_arithmetic", "task_arithmetic", TA), ("adamerging", "adamerging (layer)", adamerging))
+             if base in bases]
     for name, base_kwargs, dam_kwargs in pairs:
         for label, kwargs in ((name, base_kwargs), (f"dam on {name}", {"method": "dam", "zoo": zoo, **dam_kwargs})):
             start = time.perf_counter()
@@ -60,7 +68,7 @@ def dam(steps: int, task: str, lr: float, adv_lr: float, eval_mask: str) -> None
             seconds = time.perf_counter() - start
             s = ex.evaluate(zoo, res)
             print(f"| {label} | {pct(s.mean['merged'])} | {pct(s.table.set_index('task').loc[task, 'merged'])} | "
-                  f"{pct(s.attack['merged'].iloc[0])} | {seconds:.0f} |")
+                  f"{pct(s.attack['merged'].iloc[0])} | {seconds:.0f} |", flush=True)
 
 
 def lock(tasks: list[str]) -> None:
@@ -76,11 +84,15 @@ def lock(tasks: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--dam-steps", type=int, default=100)
+    parser.add_argument("--dam-steps", type=int, help="DAM's mask steps")
+    parser.add_argument("--dam-adamerging-steps", type=int, help="DAM's and the compared AdaMerging's steps")
     parser.add_argument("--dam-task", default="digits")
-    parser.add_argument("--dam-lr", type=float, default=0.01, help="DAM's mask learning rate")
-    parser.add_argument("--dam-adv-lr", type=float, default=0.01, help="DAM's perturbation learning rate")
-    parser.add_argument("--dam-eval-mask", default="hard", choices=("hard", "soft"), help="DAM's evaluation mask")
+    parser.add_argument("--dam-lr", type=float, help="DAM's mask learning rate")
+    parser.add_argument("--dam-adv-lr", type=float, help="DAM's perturbation learning rate")
+    parser.add_argument("--dam-adv-weight", type=float, help="DAM's weight of the entropy on perturbed images")
+    parser.add_argument("--dam-eval-mask", choices=FROZEN, help="DAM's evaluation mask")
+    parser.add_argument("--dam-bases", nargs="+", choices=("task_arithmetic", "adamerging"),
+                        default=["task_arithmetic", "adamerging"], help="the base merges DAM runs on")
     parser.add_argument("--lock-tasks", nargs="+", default=["scenes", "signs"])
     parser.add_argument("--skip-dam", action="store_true")
     parser.add_argument("--skip-lock", action="store_true")
@@ -89,7 +101,9 @@ def main() -> None:
     start = time.perf_counter()
     backdoors()
     if not args.skip_dam:
-        dam(args.dam_steps, args.dam_task, args.dam_lr, args.dam_adv_lr, args.dam_eval_mask)
+        dam(args.dam_task, {"steps": args.dam_steps, "adamerging_steps": args.dam_adamerging_steps,
+                            "lr": args.dam_lr, "adv_lr": args.dam_adv_lr, "adv_weight": args.dam_adv_weight,
+                            "eval_mask": args.dam_eval_mask}, args.dam_bases)
     if not args.skip_lock:
         lock(args.lock_tasks)
     print(f"\n{time.perf_counter() - start:.0f} s in all, torch {torch.__version__}, {args.threads} thread(s)")

@@ -2,8 +2,9 @@
 
 One logit tensor x per task-vector tensor, the parameter's shape, shared by every task. Training draws a relaxed
 sample m = sigmoid((x + log u - log(1 - u)) / T), u ~ U(0, 1), so gradients reach x (reparameterised); evaluation
-uses the hard mask m = [x > 0] (sigmoid(x) > 0.5). Either way each task's vector becomes tau_t * m / mean(m), the
-mean taken over that tensor, so masking keeps the tensor's average scale.
+uses a frozen mask (`ConcreteMask.frozen`): a relaxed or a Bernoulli sample drawn with a seed (FusionBench's
+`eval_mask_type` continuous / discrete), or the hard mask m = [x > 0] (sigmoid(x) > 0.5). Either way each task's
+vector becomes tau_t * m / mean(m), the mean taken over that tensor, so masking keeps the tensor's average scale.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 TEMPERATURE = 0.5  # the official temperature of the relaxed Bernoulli
+FROZEN = ("continuous", "discrete", "hard")  # the evaluation masks `ConcreteMask.frozen` draws
 _EPS = 1e-6  # keeps log u and log(1 - u) finite
 
 
@@ -68,6 +70,18 @@ class ConcreteMask:
     def hard(self) -> dict[str, Tensor]:
         """The evaluation mask: 1 where the keep probability exceeds 0.5 (logit > 0), else 0 (float, detached)."""
         return {n: (x.detach() > 0).float() for n, x in self.logits.items()}
+
+    def frozen(self, kind: str, seed: int) -> dict[str, Tensor]:
+        """The evaluation mask (detached), the same for the same logits and seed: `continuous` a relaxed sample,
+        `discrete` a Bernoulli(sigmoid(x)) sample (both drawn from a generator seeded with `seed`), `hard` [x > 0]."""
+        if kind not in FROZEN:
+            raise ValueError(f"the evaluation mask must be one of {FROZEN}, got {kind!r}")
+        if kind == "hard":
+            return self.hard()
+        gen = torch.Generator().manual_seed(seed)
+        if kind == "continuous":
+            return {n: m.detach() for n, m in self.sample(gen).items()}
+        return {n: torch.bernoulli(p.cpu(), generator=gen).to(p.device) for n, p in self.probabilities().items()}
 
     def density(self) -> dict[str, float]:
         """Per tensor, the fraction of entries the hard mask keeps."""

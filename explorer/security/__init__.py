@@ -6,7 +6,7 @@ from typing import Mapping
 from torch import Tensor
 
 from ..zoo.base import Zoo
-from .mergelock import attention_heads, protect_weights, unlock
+from .mergelock import SCALE, attention_heads, protect_weights, unlock
 from .trigger import Trigger, attack_success, poison, stamp, triggered_test
 
 __all__ = ["Trigger", "attack_success", "poison", "protect", "stamp", "triggered_test", "unlock", "unlock_expert"]
@@ -26,10 +26,10 @@ def _weights_and_heads(source: Zoo | Mapping[str, Tensor], task: str | None,
 
 
 def protect(source: Zoo | Mapping[str, Tensor], task: str | None = None, *, seed: int = 0, heads: int | None = None,
-            scale: float = 10.0) -> dict[str, Tensor]:
+            scale: float = SCALE) -> dict[str, Tensor]:
     """MergeLock-protected weights of a state dict (`heads=` given) or of a zoo's expert `task`: the same
     outputs, but any merge that includes them collapses. `scale` bounds the per-head scalings ([1/scale, scale]): at
-    10 even lambda = 0.1 of the protected task vector swamps the base's attention. Save them as safetensors."""
+    100 even lambda = 0.1 of the protected task vector swamps the base's attention. Save them as safetensors."""
     weights, heads = _weights_and_heads(source, task, heads)
     return protect_weights(weights, heads, seed, scale)
 

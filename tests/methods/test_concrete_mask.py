@@ -97,3 +97,17 @@ def test_the_functional_merge_applies_a_shared_mask_to_each_task_vector(zoo, tv)
         assert torch.allclose(fm.delta(coef, mask)[n], expected[n], atol=1e-6)
     unmasked = fm.theta(coef, {n: torch.ones_like(m) for n, m in mask.items()})
     assert all(torch.allclose(unmasked[n], fm.theta(coef)[n]) for n in fm.deltas)
+
+
+def test_frozen_masks_are_seeded_samples_of_the_logits():
+    mask = ConcreteMask.from_logits({"w": torch.linspace(-2, 2, 500)})
+    relaxed = mask.frozen("continuous", 5)["w"]
+    assert torch.equal(relaxed, mask.sample(torch.Generator().manual_seed(5))["w"].detach())
+    assert torch.equal(relaxed, mask.frozen("continuous", 5)["w"]) and not relaxed.requires_grad
+    assert not torch.equal(relaxed, mask.frozen("continuous", 6)["w"])
+    drawn = mask.frozen("discrete", 5)["w"]
+    assert set(drawn.unique().tolist()) <= {0.0, 1.0} and torch.equal(drawn, mask.frozen("discrete", 5)["w"])
+    assert drawn[:100].mean() < 0.35 < 0.65 < drawn[-100:].mean()  # kept with probability sigmoid(x)
+    assert torch.equal(mask.frozen("hard", 5)["w"], mask.hard()["w"])
+    with pytest.raises(ValueError, match="one of"):
+        mask.frozen("soft", 0)
