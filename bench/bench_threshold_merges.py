@@ -51,7 +51,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.tasks} x {tv.numel() / 1e6:.1f} M "
           f"parameters; kernels warmed in {time.perf_counter() - start:.1f} s ({kernels.MODE})", flush=True)
     floor = read_floor(tv)
-    print(f"read floor: {floor:.3f} s\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
+    gen = torch.Generator().manual_seed(0)
+    draw = measure(lambda: [torch.rand(d.shape, generator=gen) >= 0.5 for d in tv.deltas.values()], 1)[0]
+    print(f"read floor: {floor:.3f} s; DARE's seeded random draw alone: {draw:.2f} s ({draw / floor:.0f} x floor)"
+          "\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
     for label, (method, params) in MERGES.items():
         if args.only and not any(label.startswith(prefix) for prefix in args.only):
             continue

@@ -194,9 +194,12 @@ def fused(stacked: Tensor) -> bool:
 
 def warm(tasks: int) -> None:
     """Compile the kernels for `tasks` stacked task vectors now (once per task count: the sizes are dynamic),
-    so the first merge of a big zoo does not wait for the compiler."""
-    x = torch.linspace(-1, 1, tasks * 4096).reshape(tasks, 4096)
+    so the first merge of a big zoo does not wait for the compiler. The input is a view, as a merge's rows are."""
+    cols = TAIL * max(64, -(-MIN_NUMEL // (tasks * TAIL)))
+    x = torch.linspace(-1, 1, tasks * cols).reshape(tasks, 2, cols // 2).reshape(tasks, cols)
     low, high = torch.full((tasks, 1), 0.5), torch.full((tasks, 1), 0.7)
     count_kernel(x, low, high)
     ties_kernel(x, low[:, 0], torch.ones(()), False, True)
     masked_sum_kernel(x.unsqueeze(1), low.unsqueeze(1), high.unsqueeze(1))
+    tall_kernel(x, x[0], low[:, 0], 1)
+    emr_kernel(x)
