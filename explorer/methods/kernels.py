@@ -153,6 +153,18 @@ def _emr_kernel(x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
     return emr_given(x, ordered_sum(list(x)))
 
 
+def import_compiler_quietly() -> None:
+    """Import torch's C++-extension helper (torch.compile imports it) with its "No CUDA runtime is found" warning
+    silenced: a CPU merge on a machine that has a CUDA toolkit but no GPU is fine, not a line in every notebook."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
+
+
 class _Kernel:
     """A kernel run compiled when MODE allows, the tensor is big enough to repay it and a compiler works (tried
     once), else eagerly."""
@@ -166,6 +178,7 @@ class _Kernel:
         if MODE == "auto" and not self.failed and x.numel() >= MIN_NUMEL:
             try:
                 if self.compiled is None:
+                    import_compiler_quietly()
                     self.compiled = torch.compile(self.fn, dynamic=True)
                 return self.compiled(x, *args)
             except Exception as err:  # no working compiler here: the eager kernel gives the same bits
