@@ -122,10 +122,12 @@ def _masked_sum_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Te
     return ordered_sum([torch.where(k, x[t], zero) for t, k in enumerate(keep)]), _pack(keep)
 
 
-def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row of `x [T, n]`: how many |x| < low, and the mask of low <= |x| <= high (bounds `[T, 1]`), packed."""
+def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Per row of `x [T, n]` (bounds `[T, 1]`): how many |x| < low, how many |x| == low, and the mask of
+    low < |x| <= high, packed. Counting the ties at `low` apart keeps a value shared by millions of entries
+    (the zeros of a dropped task vector) out of the gathered candidates."""
     a = x.abs()
-    return (a < low).sum(dim=1), _pack(list((a >= low) & (a <= high)))
+    return (a < low).sum(dim=1), (a == low).sum(dim=1), _pack(list((a > low) & (a <= high)))
 
 
 def _tall_kernel(x: Tensor, shared: Tensor, lam: Tensor, k: int) -> tuple[Tensor, list[Tensor]]:

@@ -38,27 +38,31 @@ def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, 
 def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
     """Per row of the `[rows, total]` matrix the parts form side by side: the k-th smallest |x| (1-based, as
     numpy's partition; NaNs count as largest) and how many |x| are strictly smaller. Exact for any sample:
-    a bracket that misses is widened, at worst to every value."""
+    a bracket that misses is widened, at worst to every value. The bracket's low end is counted, not gathered:
+    when it is the k-th value (a tie at 0 of millions of dropped entries) no candidate is gathered at all."""
     sample = _sample(parts, total)
+    rows = sample.shape[0]
     for widen in (1.0, 16.0, math.inf):
-        low, high = (torch.zeros(sample.shape[0], 1), torch.full((sample.shape[0], 1), math.inf)) \
+        low, high = (torch.zeros(rows, 1), torch.full((rows, 1), math.inf)) \
             if widen == math.inf else _bracket(sample, k, total, widen)
-        below = torch.zeros(sample.shape[0], dtype=torch.int64)
-        inside: list[list[Tensor]] = [[] for _ in range(sample.shape[0])]
+        below, at = torch.zeros(rows, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64)
+        inside: list[list[Tensor]] = [[] for _ in range(rows)]
         for p in parts():
             p = p if p.dtype == torch.float32 else p.float()
             lo, hi = low.to(p.dtype), high.to(p.dtype)
-            count, packed = count_kernel(p, lo, hi)
-            below += count
+            count, tied, packed = count_kernel(p, lo, hi)
+            below, at = below + count, at + tied
             a = p[:, functools.reduce(torch.bitwise_or, packed).nonzero().squeeze(1)].abs()  # the few columns
-            hit = (a >= lo) & (a <= hi)
+            hit = (a > lo) & (a <= hi)
             for r, values in enumerate(a[hit].split(hit.sum(dim=1).tolist())):  # row-major: rows in turn
                 inside[r].append(values)
         cands = [torch.cat(c) for c in inside]
-        if all(int(below[r]) < k <= int(below[r]) + c.numel() for r, c in enumerate(cands)):
+        rank = (k - below - at).tolist()  # the k-th value's rank among the candidates; <= 0: it is `low`
+        if all(int(below[r]) < k and rank[r] <= c.numel() for r, c in enumerate(cands)):
             break
-    values = torch.stack([c.kthvalue(k - int(below[r])).values for r, c in enumerate(cands)])
-    smaller = below + torch.stack([(c < v).sum() for c, v in zip(cands, values)])
+    values = torch.stack([low[r, 0] if rank[r] <= 0 else c.kthvalue(rank[r]).values for r, c in enumerate(cands)])
+    smaller = torch.stack([below[r] if rank[r] <= 0 else below[r] + at[r] + (c < values[r]).sum()
+                           for r, c in enumerate(cands)])
     return values, smaller
 
 

@@ -113,6 +113,21 @@ def test_kth_smallest_abs_is_exact_with_ties_and_across_parts(k):
     assert smaller.tolist() == (flat < expected[:, None]).sum(axis=1).tolist()
 
 
+@pytest.mark.parametrize("k", [1, 5999, 6000, 6001, 6002, 10000])
+def test_kth_smallest_abs_is_exact_when_most_entries_are_zero(k):
+    """A dropped task vector is 60 % exact zeros: the k-th value is 0 up to rank 6000 (counted, not gathered),
+    then the smallest non-zero magnitudes."""
+    gen = torch.Generator().manual_seed(k)
+    x = torch.randn(2, 10000, generator=gen) * (torch.rand(2, 10000, generator=gen) >= 0.6)
+    x[:, :6000], x[:, 6000:] = 0.0, x[:, 6000:] + torch.where(x[:, 6000:] >= 0, 1e-3, -1e-3)
+    values, smaller = kth_smallest_abs(lambda: [x[:, :3000], x[:, 3000:]], k, 10000)
+    flat = x.abs().numpy()
+    expected = np.partition(flat, k - 1, axis=1)[:, k - 1]
+    assert values.tolist() == expected.tolist()
+    assert smaller.tolist() == (flat < expected[:, None]).sum(axis=1).tolist()
+    assert (values == 0).all() == (k <= 6000)
+
+
 def test_packed_mask_reads_each_task_and_the_whole_mask():
     """A PackedMask gives back every task's bool mask (T on both sides of 8) and the whole stack."""
     gen = torch.Generator().manual_seed(3)
