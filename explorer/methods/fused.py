@@ -8,7 +8,18 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from .kernels import TAIL, PackedMask, emr_given, emr_kernel, fused, masked_sum_kernel, pack, tall_kernel, ties_kernel
+from .kernels import (
+    TAIL,
+    PackedMask,
+    drop_kernel,
+    emr_given,
+    emr_kernel,
+    fused,
+    masked_sum_kernel,
+    pack,
+    tall_kernel,
+    ties_kernel,
+)
 from .thresholds import kth_smallest_abs, topk_rows
 
 Stacked = Mapping[str, Tensor]
@@ -192,3 +203,15 @@ def emr_one(d: Tensor) -> tuple[Tensor, PackedMask, Tensor]:
         for group, bits in zip(packed, tail_packed):
             group[start:] = bits
     return uni.reshape(d.shape[1:]), PackedMask(packed, d.shape[0], d.shape[1:]), picked.reshape(d.shape)
+
+
+def drop_one(d: Tensor, draw: Tensor, drop: float, factor: float,
+             fuse: bool) -> tuple[Tensor, Tensor | PackedMask]:
+    """DARE's drop of one stacked parameter `[T, ...]` given its uniform draws: (d * 1{draw >= drop} * factor, the
+    keep mask), one fused pass where `fuse` and the tensor is big (mask packed), else PyTorch's own ops; same bits."""
+    if not (fuse and fused(_rows(d))):
+        keep = draw >= drop
+        return d * keep.to(d.dtype) * factor, keep
+    scalar = lambda v: torch.tensor(v, dtype=d.dtype)  # noqa: E731
+    out, packed = drop_kernel(_rows(d), _rows(draw), scalar(drop), scalar(factor))
+    return out.reshape(d.shape), PackedMask(packed, d.shape[0], d.shape[1:])

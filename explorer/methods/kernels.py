@@ -130,6 +130,13 @@ def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor,
     return (a < low).sum(dim=1), (a == low).sum(dim=1), _pack(list((a > low) & (a <= high)))
 
 
+def _drop_kernel(x: Tensor, r: Tensor, drop: Tensor, factor: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """DARE's drop of `x [T, n]` given its uniform draws `r [T, n]`: x * 1{r >= drop} * factor in one pass (the
+    eager formula's bits: its Python scalars become float32 too), and the keep mask packed."""
+    keep = r >= drop
+    return x * keep.to(x.dtype) * factor, _pack(list(keep))
+
+
 def _tall_kernel(x: Tensor, shared: Tensor, lam: Tensor, k: int) -> tuple[Tensor, list[Tensor]]:
     """TALL masks m_t = |x_t| > lam_t |shared - x_t| over `x [T, n]` (packed) and Consensus' 1{sum_t m_t >= k} *
     shared: elementwise and integer counts only, so any order gives the plain blocks' bits."""
@@ -193,6 +200,7 @@ ties_kernel = _Kernel(_ties_kernel)
 masked_sum_kernel = _Kernel(_masked_sum_kernel)
 count_kernel = _Kernel(_count_kernel)
 tall_kernel = _Kernel(_tall_kernel)
+drop_kernel = _Kernel(_drop_kernel)
 emr_kernel = _Kernel(_emr_kernel)
 
 
@@ -217,4 +225,5 @@ def warm(tasks: int) -> None:
     ties_kernel(x, low[:, 0], torch.ones(()), False, True)
     masked_sum_kernel(x.unsqueeze(1), low.unsqueeze(1), high.unsqueeze(1))
     tall_kernel(x, x[0], low[:, 0], 1)
+    drop_kernel(x, x.abs(), low[0, 0], high[0, 0])
     emr_kernel(x)

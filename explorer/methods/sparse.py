@@ -9,6 +9,8 @@ from ..taskvec import TaskVectors
 from . import params
 from .blocks import masked_task_sum, per_task, rescale, scaled, ties_vector
 from .compose import compose
+from .fused import drop_one
+from .kernels import applies
 from .registry import Param, register
 
 
@@ -28,11 +30,11 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
     """DARE's random drop: each entry of each tensor is dropped with probability p, the rest divided by 1-p."""
     gen = torch.Generator(device=tv.device).manual_seed(seed)
     factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
+    use = applies(list(tv.deltas.values()))
     kept_masks, dropped = {}, {}
     for name, d in tv.deltas.items():
-        keep = torch.rand(d.shape, generator=gen, device=d.device) >= drop  # [T, ...]
-        kept_masks[name] = keep
-        dropped[name] = d * keep.to(d.dtype) * factor
+        draw = torch.rand(d.shape, generator=gen, device=d.device)  # [T, ...]
+        dropped[name], kept_masks[name] = drop_one(d, draw, drop, factor, use)
     return dropped, kept_masks
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer.methods import blocks, kernels
-from explorer.methods.fused import masked_sum_fused, ties_fused
+from explorer.methods.fused import drop_one, masked_sum_fused, ties_fused
 from explorer.methods.kernels import ordered_sum
 from explorer.methods.thresholds import kth_smallest_abs
 
@@ -198,3 +198,16 @@ def test_compiling_on_a_cpu_machine_with_a_cuda_toolkit_prints_no_cuda_warning(t
                                  cwd=root) for code in (plain, quiet)}
     assert "No CUDA runtime is found" in runs[plain].stderr  # the warning this guards against is real here
     assert "No CUDA runtime is found" not in runs[quiet].stderr
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.3, 0.5, 0.9, 0.99])
+def test_dare_drop_kernel_has_the_bits_of_the_eager_formula(drop):
+    """The fused drop (compiled where a compiler works) keeps d * 1{r >= p} * 1/(1-p) to the bit, signed zeros
+    included, with the mask packed."""
+    gen = torch.Generator().manual_seed(int(drop * 100))
+    d, draw = torch.randn(3, 40000, generator=gen), torch.rand(3, 40000, generator=gen)
+    factor = 1.0 / (1.0 - drop)
+    out, mask = drop_one(d, draw, drop, factor, True)
+    keep = draw >= drop
+    assert isinstance(mask, kernels.PackedMask) and torch.equal(mask.unpack(), keep)
+    assert torch.equal(out.view(torch.int32), (d * keep.to(d.dtype) * factor).view(torch.int32))
