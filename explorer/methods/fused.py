@@ -55,11 +55,10 @@ def row_threshold(rows: Tensor, density: float) -> tuple[Tensor, Tensor] | None:
         return values, rows
     if any(float(values[r]) == 0 for r in tied):
         return None
+    sub = rows[tied]  # topk on the tied rows alone, in one call: each row's choice is its own
+    left_out = (sub.abs() == values[tied].unsqueeze(1)) & ~topk_rows(sub, density)
     rows = rows.clone()
-    for r in tied:
-        row = rows[r:r + 1]
-        left_out = (row.abs() == values[r]) & ~topk_rows(row, density)
-        row.masked_fill_(left_out, 0)
+    rows[tied] = sub.masked_fill_(left_out, 0)
     return values, rows
 
 

@@ -68,9 +68,10 @@ def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
 
 def topk_rows(rows: Tensor, density: float) -> Tensor:
     """Per row of `[T, n]`, a mask of exactly int(density * n) entries, the largest |x| (torch.topk picks among
-    equal magnitudes), as PEFT's `magnitude_based_pruning` and mergekit's `magnitude` sparsification."""
+    equal magnitudes), as PEFT's `magnitude_based_pruning` and mergekit's `magnitude` sparsification. Unsorted:
+    CPU topk selects the same entries either way (partial sort or nth_element, then an optional sort)."""
     k = int(density * rows.shape[1])
     mask = torch.zeros_like(rows, dtype=torch.bool)
     if k > 0:
-        mask.scatter_(1, rows.abs().topk(k, dim=1).indices, True)
+        mask.scatter_(1, rows.abs().topk(k, dim=1, sorted=False).indices, True)
     return mask
