@@ -9,7 +9,7 @@ import torch
 from explorer.methods import blocks, kernels
 from explorer.methods.fused import drop_one, masked_sum_fused, ties_fused
 from explorer.methods.kernels import ordered_sum
-from explorer.methods.thresholds import kth_smallest_abs
+from explorer.methods.thresholds import kth_smallest_abs, topk_rows
 
 
 @pytest.fixture(autouse=True)
@@ -211,3 +211,13 @@ def test_dare_drop_kernel_has_the_bits_of_the_eager_formula(drop):
     keep = draw >= drop
     assert isinstance(mask, kernels.PackedMask) and torch.equal(mask.unpack(), keep)
     assert torch.equal(out.view(torch.int32), (d * keep.to(d.dtype) * factor).view(torch.int32))
+
+
+@pytest.mark.parametrize("n,density", [(1000, 0.01), (6400, 0.015), (6400, 0.2), (50000, 0.5)])
+def test_topk_rows_keeps_the_entries_a_sorted_topk_keeps_among_ties(n, density):
+    """topk_rows asks for an unsorted topk; on heavily tied rows it keeps exactly the entries PEFT's sorted
+    torch.topk keeps, on both sides of CPU topk's switch from partial sort to nth_element (k * 64 <= n)."""
+    x = torch.randint(-5, 6, (3, n), generator=torch.Generator().manual_seed(n)).float()
+    k = int(density * n)
+    expected = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.abs().topk(k, dim=1).indices, True)
+    assert torch.equal(topk_rows(x, density), expected)
