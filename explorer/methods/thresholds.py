@@ -35,6 +35,16 @@ def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, 
     return low.unsqueeze(1), high.unsqueeze(1)
 
 
+def _unpack(packed: list[Tensor], rows: int) -> tuple[Tensor, Tensor]:
+    """(row, column) of every entry set in a mask packed 8 rows to a byte (`kernels.pack`), row by row: only the
+    columns where some row is set are read."""
+    cols = functools.reduce(torch.bitwise_or, packed).nonzero().squeeze(1)
+    bits = torch.cat([(group[cols].unsqueeze(0) >> torch.arange(min(8, rows - 8 * g), dtype=torch.uint8)
+                       .unsqueeze(1)) & 1 for g, group in enumerate(packed)])
+    where, index = bits.nonzero(as_tuple=True)
+    return where, cols[index]
+
+
 def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
     """Per row of the `[rows, total]` matrix the parts form side by side: the k-th smallest |x| (1-based, as
     numpy's partition; NaNs count as largest) and how many |x| are strictly smaller. Exact for any sample:
@@ -52,10 +62,10 @@ def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
             lo, hi = low.to(p.dtype), high.to(p.dtype)
             count, tied, packed = count_kernel(p, lo, hi)
             below, at = below + count, at + tied
-            a = p[:, functools.reduce(torch.bitwise_or, packed).nonzero().squeeze(1)].abs()  # the few columns
-            hit = (a > lo) & (a <= hi)
-            for r, values in enumerate(a[hit].split(hit.sum(dim=1).tolist())):  # row-major: rows in turn
-                inside[r].append(values)
+            where, cols = _unpack(packed, rows)
+            values = p[where, cols].abs().split(torch.bincount(where, minlength=rows).tolist())
+            for r, v in enumerate(values):  # row-major: rows in turn
+                inside[r].append(v)
         cands = [torch.cat(c) for c in inside]
         rank = (k - below - at).tolist()  # the k-th value's rank among the candidates; <= 0: it is `low`
         if all(int(below[r]) < k and rank[r] <= c.numel() for r, c in enumerate(cands)):
