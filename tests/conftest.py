@@ -38,6 +38,20 @@ def write_zoo_folder(root, num_tasks: int = 3):
     return root / "zoo", base, experts
 
 
+@pytest.fixture(scope="module")
+def zoo():
+    """A 3-task TinyZoo, built once per module (tests/app overrides it with a registered one)."""
+    from tests.tinyzoo import TinyZoo
+
+    return TinyZoo()
+
+
+@pytest.fixture(scope="module")
+def tv(zoo) -> ex.TaskVectors:
+    """The module's `zoo` as task vectors on the CPU."""
+    return ex.task_vectors(zoo, device="cpu")
+
+
 @pytest.fixture
 def tiny_tv() -> ex.TaskVectors:
     base, experts = tiny_state_dicts()

@@ -5,17 +5,6 @@ import pytest
 
 import explorer as ex
 from explorer.runs import load_result, load_run, save
-from tests.tinyzoo import TinyZoo
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    return TinyZoo()
-
-
-@pytest.fixture(scope="module")
-def tv(zoo):
-    return ex.task_vectors(zoo, device="cpu")
 
 
 @pytest.mark.parametrize("method, params", [("surgery", {"steps": 20, "lr": 1e-2}), ("twin", {"epochs": 3}),

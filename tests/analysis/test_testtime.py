@@ -11,17 +11,6 @@ from explorer.analysis import (
     router_confusion,
     routing,
 )
-from tests.tinyzoo import TinyZoo
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    return TinyZoo()
-
-
-@pytest.fixture(scope="module")
-def tv(zoo):
-    return ex.task_vectors(zoo, device="cpu")
 
 
 def test_representation_bias_has_before_and_after_per_task(tv):
