@@ -1,6 +1,7 @@
 """Checks on weights shared by task vectors, merges and evaluation: nothing non-finite passes silently."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -11,8 +12,9 @@ SHOWN = 8        # problems listed in one message
 
 
 def nonfinite(x: Tensor) -> int:
-    """How many entries of `x` are NaN or +-Inf (0 for non-float tensors)."""
-    if not torch.is_floating_point(x):
+    """How many entries of `x` are NaN or +-Inf (0 for non-float tensors). A finite sum proves there are none
+    (NaN and Inf survive any sum) at one read, without the bool tensor; only a non-finite sum counts them."""
+    if not torch.is_floating_point(x) or math.isfinite(float(x.sum())):
         return 0
     return int(x.numel() - torch.isfinite(x).sum())
 
