@@ -51,8 +51,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.tasks} x {tv.numel() / 1e6:.1f} M "
           f"parameters; kernels warmed in {time.perf_counter() - start:.1f} s ({kernels.MODE})", flush=True)
     floor = read_floor(tv)
-    gen = torch.Generator().manual_seed(0)
-    draw = measure(lambda: [torch.rand(d.shape, generator=gen) >= 0.5 for d in tv.deltas.values()], 1)[0]
+    gen, scratch = torch.Generator().manual_seed(0), kernels.Scratch(list(tv.deltas.values()))
+    draw = measure(lambda: [torch.rand(d.shape, generator=gen, out=scratch.like(d)) for d in tv.deltas.values()], 1)[0]
     print(f"read floor: {floor:.3f} s; DARE's seeded random draw alone: {draw:.2f} s ({draw / floor:.0f} x floor)"
           "\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
     for label, (method, params) in MERGES.items():

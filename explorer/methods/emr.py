@@ -7,7 +7,7 @@ from ..result import MergeResult
 from ..taskvec import TaskVectors
 from .blocks import per_task
 from .fused import emr_one
-from .kernels import applies, fused
+from .kernels import Scratch, applies, fused
 from .registry import register
 
 
@@ -23,6 +23,7 @@ def emr(tv: TaskVectors) -> MergeResult:
     num = torch.zeros(tv.num_tasks, dtype=torch.float64, device=tv.device)
     den = torch.zeros_like(num)
     use = applies(list(tv.deltas.values()))
+    scratch = Scratch(list(tv.deltas.values()))
     for name, d in tv.deltas.items():
         if use and fused(d.reshape(d.shape[0], -1)):  # one pass, the same bits
             uni, agree, picked = emr_one(d)
@@ -33,7 +34,7 @@ def emr(tv: TaskVectors) -> MergeResult:
             picked = (agree.to(d.dtype) * uni.unsqueeze(0)).abs()
         unified[name], masks[name] = uni, agree
         dims = tuple(range(1, d.dim()))
-        num += d.abs().mean(dim=dims).double() if dims else d.abs().double()
+        num += torch.abs(d, out=scratch.like(d)).mean(dim=dims).double() if dims else d.abs().double()
         den += picked.mean(dim=dims).double() if dims else picked.double()
     scales = torch.where(den > 0, num / den.clamp(min=1e-30), torch.zeros_like(num))
     task_scales = {t: float(s) for t, s in zip(tv.tasks, scales)}

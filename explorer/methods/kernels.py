@@ -85,6 +85,22 @@ class PackedMask:
         return out.reshape(self.shape)
 
 
+class Scratch:
+    """One reusable buffer, the size of the biggest of `tensors`, for a merge's per-tensor temporaries: filling a
+    fresh 75 MB tensor costs 2 to 4 times filling a reused one (its pages fault in on first touch)."""
+
+    def __init__(self, tensors: list[Tensor]):
+        biggest = max(tensors, key=Tensor.numel)
+        self.buffer = torch.empty(biggest.numel(), dtype=biggest.dtype, device=biggest.device)
+
+    def like(self, t: Tensor) -> Tensor:
+        """An uninitialised tensor shaped as `t` over the buffer (a fresh one where dtype or device differ); its
+        contents last until the next call."""
+        if t.dtype != self.buffer.dtype or t.device != self.buffer.device:
+            return torch.empty_like(t)
+        return self.buffer[:t.numel()].view(t.shape)
+
+
 def as_bool(mask: Tensor | PackedMask) -> Tensor:
     """A stacked mask as a `[T, ...]` bool tensor, whichever way it is stored."""
     return mask.unpack() if isinstance(mask, PackedMask) else mask

@@ -10,7 +10,7 @@ from . import params
 from .blocks import masked_task_sum, per_task, rescale, scaled, ties_vector
 from .compose import compose
 from .fused import drop_one
-from .kernels import applies
+from .kernels import Scratch, applies
 from .registry import Param, register
 
 
@@ -31,9 +31,10 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
     gen = torch.Generator(device=tv.device).manual_seed(seed)
     factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
     use = applies(list(tv.deltas.values()))
+    scratch = Scratch(list(tv.deltas.values()))
     kept_masks, dropped = {}, {}
     for name, d in tv.deltas.items():
-        draw = torch.rand(d.shape, generator=gen, device=d.device)  # [T, ...]
+        draw = torch.rand(d.shape, generator=gen, out=scratch.like(d))  # [T, ...], the same draw as a fresh tensor
         dropped[name], kept_masks[name] = drop_one(d, draw, drop, factor, use)
     return dropped, kept_masks
 
