@@ -80,11 +80,12 @@ def _band_sorted(a: Tensor, n_remove: int, n_keep: int) -> Tensor:
     return mask.scatter_(-1, order[..., n_remove:], True)
 
 
-def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
+def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
     """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
     entries by |tau| and keep the next floor(keep*n). 1-D tensors are one row; 0-d ones are kept whole.
     An unsorted topk finds the top n_remove+n_keep (the same set as the sorted one) and a second, small one the
-    outliers among them; rows with a tie across the outlier boundary take the sorted topk's choice."""
+    outliers among them; rows with a tie across the outlier boundary take the sorted topk's choice. |d| goes into
+    `scratch` where one is given."""
     if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
         return torch.ones_like(d, dtype=torch.bool)
     n = d.shape[-1]
@@ -93,7 +94,7 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
     mask = torch.zeros_like(d, dtype=torch.bool)
     if n_keep <= 0:
         return mask
-    a = d.abs()
+    a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
     values, index = a.topk(n_remove + n_keep, dim=-1, sorted=False)
     band = torch.ones_like(values, dtype=torch.bool)
     if n_remove > 0:
@@ -119,7 +120,9 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float) -> Tensor:
                   "middle band of magnitudes, then add the masked task vectors.")
 def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) -> MergeResult:
     masks, total = {}, {}
+    scratch = Scratch(list(tv.deltas.values()))
     for n, d in tv.deltas.items():  # tensor by tensor: no masked copy of every task vector
-        masks[n] = breadcrumb_mask(d, keep, remove)
-        total[n] = torch.where(masks[n], d, torch.zeros((), dtype=d.dtype, device=d.device)).sum(dim=0)
+        masks[n] = breadcrumb_mask(d, keep, remove, scratch)
+        zero = torch.zeros((), dtype=d.dtype, device=d.device)
+        total[n] = torch.where(masks[n], d, zero, out=scratch.like(d)).sum(dim=0)
     return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))
