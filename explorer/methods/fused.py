@@ -83,14 +83,13 @@ def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority
     if thresh is None or not fused(x):
         trim = trim if trim is not None else x.abs() >= thresh.unsqueeze(1)
         return _ties_eager(x, trim, majority, count_votes, mean)
-    merged, kept, votes, ambiguous = ties_kernel(x, thresh, majority, count_votes, mean)
     start = x.shape[1] - x.shape[1] % TAIL
+    merged, kept, votes, ambiguous = ties_kernel(x[:, :start], thresh, majority, count_votes, mean)
     if start < x.shape[1]:
         tail = x[:, start:].contiguous()
         m, k, v, a = _ties_eager(tail, tail.abs() >= thresh.unsqueeze(1), majority, count_votes, mean)
-        merged[start:] = m
-        for group, bits in zip(kept, pack(k)):
-            group[start:] = bits
+        merged = torch.cat([merged, m])
+        kept = [torch.cat([group, bits]) for group, bits in zip(kept, pack(k))]
         votes, ambiguous = votes + v, ambiguous + a
     return merged, kept, votes, ambiguous
 

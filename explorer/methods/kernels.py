@@ -113,9 +113,10 @@ def pack(mask: Tensor) -> list[Tensor]:
 
 def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
                  mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """TIES on `x [T, n]`: trim below `thresh [T]`, elect sign (zero vote -> `majority`), disjoint sum/mean.
-    Returns (merged [n], kept [T, n] packed, sum of the vote signs over the whole-block columns, count of zero-vote
-    columns with a non-zero trimmed entry: their result depends on `majority`)."""
+    """TIES on `x [T, n]`, n whole blocks of TAIL columns (the caller merges the rest eagerly; slicing the blocks off
+    in here splits the compiled loop in two and costs 5x): trim below `thresh [T]`, elect sign (zero vote ->
+    `majority`), disjoint sum/mean. Returns (merged [n], kept [T, n] packed, sum of the vote signs, count of
+    zero-vote columns with a non-zero trimmed entry: their result depends on `majority`)."""
     zero = torch.zeros((), dtype=x.dtype)
     trimmed = [torch.where(x[t].abs() >= thresh[t], x[t], zero) for t in range(x.shape[0])]
     vote = ordered_sum([tr.sign() for tr in trimmed] if count_votes else trimmed).sign()
@@ -125,10 +126,8 @@ def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
     if mean:
         count = functools.reduce(torch.add, [k.to(torch.int32) for k in keep])
         total = total / count.clamp(min=1).to(x.dtype)
-    blocks = x.shape[1] - x.shape[1] % TAIL
     nonzero = functools.reduce(torch.logical_or, [tr != 0 for tr in trimmed])
-    ambiguous = ((vote == 0) & nonzero)[:blocks].sum()
-    return total, _pack(keep), vote[:blocks].sum(), ambiguous
+    return total, _pack(keep), vote.sum(), ((vote == 0) & nonzero).sum()
 
 
 def _masked_sum_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor]:
