@@ -202,8 +202,8 @@ def test_compiling_on_a_cpu_machine_with_a_cuda_toolkit_prints_no_cuda_warning(t
 
 @pytest.mark.parametrize("drop", [0.0, 0.3, 0.5, 0.9, 0.99])
 def test_dare_drop_kernel_has_the_bits_of_the_eager_formula(drop):
-    """The fused drop (compiled where a compiler works) keeps d * 1{r >= p} * 1/(1-p) to the bit, signed zeros
-    included, with the mask packed."""
+    """The fused drop keeps d * 1{r >= p} * 1/(1-p) to the bit, signed zeros included, with the mask packed (the
+    kernel's function here; `bench/bench_threshold_merges.py --check` compares the compiled one at full size)."""
     gen = torch.Generator().manual_seed(int(drop * 100))
     d, draw = torch.randn(3, 40000, generator=gen), torch.rand(3, 40000, generator=gen)
     factor = 1.0 / (1.0 - drop)
