@@ -150,7 +150,9 @@ def scaled(vector: Mapping[str, Tensor], scale: float) -> dict[str, Tensor]:
 
 def rescale(vector: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
     """scale * v in place of each v of a vector the caller owns (the same bits as `scaled`, one tensor of extra
-    memory at a time instead of a second vector)."""
+    memory at a time instead of a second vector; scale 1 leaves it as it is: the same bits)."""
+    if scale == 1.0:
+        return vector
     for n in vector:
         vector[n] = scale * vector[n]
     return vector

@@ -11,6 +11,7 @@ from torch import Tensor
 from .kernels import (
     TAIL,
     PackedMask,
+    Scratch,
     drop_kernel,
     emr_given,
     emr_kernel,
@@ -40,10 +41,11 @@ def global_threshold(deltas: Stacked, density: float) -> Tensor:
     return kth_smallest_abs(lambda: (_rows(d) for d in deltas.values()), k, total)[0].to(first.dtype)
 
 
-def row_threshold(rows: Tensor, density: float) -> tuple[Tensor, Tensor] | None:
+def row_threshold(rows: Tensor, density: float, scratch: Scratch | None = None) -> tuple[Tensor, Tensor] | None:
     """Per row of `[T, n]`, (thresholds, rows') such that `|rows'| >= threshold` is torch.topk's mask of
     int(density*n) entries: rows' is `rows`, or a copy in which the entries at a tied boundary that topk leaves
-    out are 0 (topk runs on those rows only). None where keep is 0 or n, or a tie sits at magnitude 0."""
+    out are 0 (topk runs on those rows only; the copy in `scratch` where given). None where keep is 0 or n, or a
+    tie sits at magnitude 0."""
     n = rows.shape[1]
     keep = int(density * n)
     if not 0 < keep < n:
@@ -57,9 +59,9 @@ def row_threshold(rows: Tensor, density: float) -> tuple[Tensor, Tensor] | None:
         return None
     sub = rows[tied]  # topk on the tied rows alone, in one call: each row's choice is its own
     left_out = (sub.abs() == values[tied].unsqueeze(1)) & ~topk_rows(sub, density)
-    rows = rows.clone()
-    rows[tied] = sub.masked_fill_(left_out, 0)
-    return values, rows
+    copy = rows.clone() if scratch is None else scratch.like(rows).copy_(rows)
+    copy[tied] = sub.masked_fill_(left_out, 0)
+    return values, copy
 
 
 def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
@@ -100,10 +102,10 @@ def _stacked_mask(kept: Tensor | list[Tensor], shape: torch.Size) -> Tensor | Pa
 
 
 def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
-             majority: Tensor) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
+             majority: Tensor, scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
     """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
     (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters)."""
-    x, t, trim = _trim(_rows(d), density, scope, thresh)
+    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch)
     m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
     return m.reshape(d.shape[1:]), _stacked_mask(k, d.shape), v, a
 
@@ -114,10 +116,10 @@ def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
     scope's zero votes take the model's majority sign, known only at the end: the few tensors where it
     matters are merged again."""
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
-    plus = torch.ones(())
+    plus, scratch = torch.ones(()), Scratch(list(deltas.values()))
     merged, kept, votes, again = {}, {}, [], []
     for name, d in deltas.items():
-        merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus)
+        merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus, scratch)
         votes.append(v)
         if int(a) > 0:
             again.append(name)
@@ -138,24 +140,24 @@ def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh
     return torch.stack(votes).sum().sign()
 
 
-def _trim(x: Tensor, density: float, scope: str,
-          thresh: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None,
+          scratch: Scratch | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(x', threshold [T], None) when `|x'| >= threshold` is the trim (x' = x, or a copy with topk's left-out
     ties at the boundary zeroed: the same trimmed values), else (x, None, the topk trim mask)."""
     if density <= 0:
         return x, torch.full((x.shape[0],), torch.inf, dtype=x.dtype), None
     if scope == "global":
         return x, thresh, None
-    found = row_threshold(x, density) if fused(x) else None
+    found = row_threshold(x, density, scratch) if fused(x) else None
     if found is None:
         return x, None, topk_rows(x, density)
     return found[1], found[0], None
 
 
-def masked_sum_one(d: Tensor, density: float, scope: str,
-                   thresh: Tensor | None) -> tuple[Tensor, Tensor | PackedMask]:
+def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None,
+                   scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask]:
     """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`)."""
-    x, t, trim = _trim(_rows(d), density, scope, thresh)
+    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch)
     if t is None or not fused(x):
         keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
         s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
@@ -176,9 +178,9 @@ def masked_sum_one(d: Tensor, density: float, scope: str,
 def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
-    total, masks = {}, {}
+    total, masks, scratch = {}, {}, Scratch(list(deltas.values()))
     for name, d in deltas.items():
-        total[name], masks[name] = masked_sum_one(d, density, scope, thresh)
+        total[name], masks[name] = masked_sum_one(d, density, scope, thresh, scratch)
     return total, masks
 
 
