@@ -212,6 +212,6 @@ def drop_one(d: Tensor, draw: Tensor, drop: float, factor: float,
     if not (fuse and fused(_rows(d))):
         keep = draw >= drop
         return d * keep.to(d.dtype) * factor, keep
-    scalar = lambda v: torch.tensor(v, dtype=d.dtype)  # noqa: E731
-    out, packed = drop_kernel(_rows(d), _rows(draw), scalar(drop), scalar(factor))
+    drop_at, factor_by = torch.tensor(drop, dtype=d.dtype), torch.tensor(factor, dtype=d.dtype)
+    out, packed = drop_kernel(_rows(d), _rows(draw), drop_at, factor_by)
     return out.reshape(d.shape), PackedMask(packed, d.shape[0], d.shape[1:])

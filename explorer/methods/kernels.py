@@ -87,17 +87,20 @@ class PackedMask:
 
 class Scratch:
     """One reusable buffer, the size of the biggest of `tensors`, for a merge's per-tensor temporaries: filling a
-    fresh 75 MB tensor costs 2 to 4 times filling a reused one (its pages fault in on first touch)."""
+    fresh 75 MB tensor costs 2 to 4 times filling a reused one (its pages fault in on first touch). The buffer is
+    allocated at the first `like`, so a merge that never needs it pays nothing."""
 
     def __init__(self, tensors: list[Tensor]):
-        biggest = max(tensors, key=Tensor.numel)
-        self.buffer = torch.empty(biggest.numel(), dtype=biggest.dtype, device=biggest.device)
+        self.biggest = max(tensors, key=Tensor.numel)
+        self.buffer: Tensor | None = None
 
     def like(self, t: Tensor) -> Tensor:
         """An uninitialised tensor shaped as `t` over the buffer (a fresh one where dtype or device differ); its
         contents last until the next call."""
-        if t.dtype != self.buffer.dtype or t.device != self.buffer.device:
+        if t.dtype != self.biggest.dtype or t.device != self.biggest.device:
             return torch.empty_like(t)
+        if self.buffer is None:
+            self.buffer = torch.empty(self.biggest.numel(), dtype=t.dtype, device=t.device)
         return self.buffer[:t.numel()].view(t.shape)
 
 

@@ -30,8 +30,8 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
     """DARE's random drop: each entry of each tensor is dropped with probability p, the rest divided by 1-p."""
     gen = torch.Generator(device=tv.device).manual_seed(seed)
     factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
-    use = applies(list(tv.deltas.values()))
-    scratch = Scratch(list(tv.deltas.values()))
+    deltas = list(tv.deltas.values())
+    use, scratch = applies(deltas), Scratch(deltas)
     kept_masks, dropped = {}, {}
     for name, d in tv.deltas.items():
         draw = torch.rand(d.shape, generator=gen, out=scratch.like(d))  # [T, ...], the same draw as a fresh tensor
