@@ -21,7 +21,7 @@ from .kernels import (
     tall_kernel,
     ties_kernel,
 )
-from .thresholds import kth_smallest_abs, topk_rows
+from .thresholds import kth_smallest_abs, kth_smallest_abs_rows, topk_rows
 
 Stacked = Mapping[str, Tensor]
 
@@ -50,7 +50,7 @@ def row_threshold(rows: Tensor, density: float, scratch: Scratch | None = None) 
     keep = int(density * n)
     if not 0 < keep < n:
         return None
-    values, smaller = kth_smallest_abs(lambda: [rows], n - keep + 1, n)
+    values, smaller = kth_smallest_abs_rows(rows, n - keep + 1)
     values = values.to(rows.dtype)
     tied = (n - smaller != keep).nonzero().squeeze(1).tolist()
     if not tied:
@@ -161,17 +161,28 @@ def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None,
     if t is None or not fused(x):
         keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
         s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
-    else:
-        low, high = t.reshape(-1, 1, 1), torch.full((x.shape[0], 1, 1), torch.inf, dtype=x.dtype)
-        s, keep = masked_sum_kernel(x.unsqueeze(1), low, high)
-        s, keep = s.reshape(-1), [group.reshape(-1) for group in keep]
-        start = x.shape[1] - x.shape[1] % TAIL
-        if start < x.shape[1]:
-            tail = x[:, start:]
-            tail_keep = tail.abs() >= t.unsqueeze(1)
-            s[start:] = torch.where(tail_keep, tail, torch.zeros((), dtype=x.dtype)).sum(dim=0)
-            for group, bits in zip(keep, pack(tail_keep)):
-                group[start:] = bits
+        return s.reshape(d.shape[1:]), _stacked_mask(keep, d.shape)
+    return band_sum_one(x.reshape(d.shape), t.reshape(-1, 1), None)
+
+
+def band_sum_one(d: Tensor, low: Tensor, high: Tensor | None) -> tuple[Tensor, PackedMask]:
+    """sum_t d_t * 1{low <= |d_t| < high} of one stacked parameter `[T, ..., n]` and its mask (packed), in one
+    fused pass, given bounds per row `[T, ..., 1]` or per task `[T, 1]` (high None: no upper bound). The last
+    columns past the whole blocks are summed again eagerly, in the order `torch.sum` gives them."""
+    count, n = d.shape[0], d.shape[-1]
+    x = d.reshape(count, -1, n)
+    low = low.reshape(count, -1, 1)
+    upper = torch.full_like(low, torch.inf) if high is None else high.reshape(count, -1, 1)
+    s, keep = masked_sum_kernel(x, low, upper)
+    s, keep = s.reshape(-1), [group.reshape(-1) for group in keep]
+    start = s.numel() - s.numel() % TAIL
+    if start < s.numel():
+        tail = x.reshape(count, -1)[:, start:]
+        row = (torch.arange(start, s.numel()) // n).clamp(max=low.shape[1] - 1)  # per task: row 0
+        tail_keep = tail.abs() >= low[:, row, 0]
+        if high is not None:
+            tail_keep &= tail.abs() < upper[:, row, 0]
+        s[start:] = torch.where(tail_keep, tail, torch.zeros((), dtype=x.dtype)).sum(dim=0)
     return s.reshape(d.shape[1:]), _stacked_mask(keep, d.shape)
 
 

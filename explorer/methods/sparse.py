@@ -6,11 +6,11 @@ from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
-from . import params
+from . import jit, kernels, params
 from .blocks import masked_task_sum, per_task, rescale, scaled, ties_vector
 from .compose import compose
-from .fused import drop_one
-from .kernels import Scratch, applies
+from .fused import band_sum_one, drop_one
+from .kernels import PackedMask, Scratch, applies, fused
 from .registry import Param, register
 
 
@@ -27,12 +27,20 @@ def ties(tv: TaskVectors, *, density: float, scale: float, sign: str, aggregate:
 
 
 def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """DARE's random drop: each entry of each tensor is dropped with probability p, the rest divided by 1-p."""
+    """DARE's random drop: each entry of each tensor is dropped with probability p, the rest divided by 1-p. The
+    uniforms are torch.rand's from a generator seeded with `seed`, tensor after tensor; on CPU float32 the compiled
+    stream (`jit.TorchStream`) draws the same values inside the drop's own loop."""
     gen = torch.Generator(device=tv.device).manual_seed(seed)
     factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
     deltas = list(tv.deltas.values())
-    use, scratch = applies(deltas), Scratch(deltas)
     kept_masks, dropped = {}, {}
+    if jit.available(*deltas) and all(d.is_contiguous() for d in deltas):
+        stream = jit.TorchStream(gen)
+        for name, d in tv.deltas.items():
+            out, packed = stream.drop(d.reshape(d.shape[0], -1), drop, factor)
+            dropped[name], kept_masks[name] = out.reshape(d.shape), PackedMask(packed, d.shape[0], d.shape[1:])
+        return dropped, kept_masks
+    use, scratch = applies(deltas), Scratch(deltas)
     for name, d in tv.deltas.items():
         draw = torch.rand(d.shape, generator=gen, out=scratch.like(d))  # [T, ...], the same draw as a fresh tensor
         dropped[name], kept_masks[name] = drop_one(d, draw, drop, factor, use)
@@ -80,20 +88,11 @@ def _band_sorted(a: Tensor, n_remove: int, n_keep: int) -> Tensor:
     return mask.scatter_(-1, order[..., n_remove:], True)
 
 
-def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
-    """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
-    entries by |tau| and keep the next floor(keep*n). 1-D tensors are one row; 0-d ones are kept whole.
-    An unsorted topk finds the top n_remove+n_keep (the same set as the sorted one) and a second, small one the
-    outliers among them; rows with a tie across the outlier boundary take the sorted topk's choice. |d| goes into
-    `scratch` where one is given."""
-    if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
-        return torch.ones_like(d, dtype=torch.bool)
-    n = d.shape[-1]
-    n_remove, n_keep = int(n * remove), int(n * keep)
-    n_keep = min(n_keep, n - n_remove)
+def _band_topk(d: Tensor, n_remove: int, n_keep: int, scratch: Scratch | None = None) -> Tensor:
+    """The band mask of rows `d [..., n]` by torch.topk: an unsorted topk finds the top n_remove+n_keep (the same set
+    as the sorted one) and a second, small one the outliers among them; rows with a tie across the outlier boundary
+    take the sorted topk's choice. |d| goes into `scratch` where one is given."""
     mask = torch.zeros_like(d, dtype=torch.bool)
-    if n_keep <= 0:
-        return mask
     a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
     values, index = a.topk(n_remove + n_keep, dim=-1, sorted=False)
     band = torch.ones_like(values, dtype=torch.bool)
@@ -105,6 +104,62 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | No
     if n_remove > 0 and bool(tied.any()):
         mask[tied] = _band_sorted(a[tied], n_remove, n_keep)
     return mask
+
+
+def _band_counts(n: int, keep: float, remove: float) -> tuple[int, int]:
+    """(outliers removed, entries kept) of a row of n: floor(remove*n) and floor(keep*n), at most what is left."""
+    n_remove = int(n * remove)
+    return n_remove, min(int(n * keep), n - n_remove)
+
+
+def _band(d: Tensor, n_remove: int, n_keep: int, scratch: Scratch | None) -> Tensor | tuple[Tensor, Tensor]:
+    """The band of one stacked tensor `[T, ..., n]` (n_keep > 0): its edges per row (outer, inner), each
+    `[T, ..., 1]`, with outer <= |d| < inner the mask, where the compiled selection (`jit.band_edges`) did every
+    row; else the bool mask, from those edges and topk on the rows they could not do."""
+    if not (jit.available(d) and d.is_contiguous() and d.numel() >= kernels.MIN_NUMEL):
+        return _band_topk(d, n_remove, n_keep, scratch)
+    rows = d.reshape(-1, d.shape[-1])
+    outer, inner, done = jit.band_edges(rows, n_remove, n_keep)
+    edges = outer.reshape(*d.shape[:-1], 1), inner.reshape(*d.shape[:-1], 1)
+    if bool(done.all()):
+        return edges
+    a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
+    mask = (a >= edges[0]) & (a < edges[1])
+    rest = (~done).nonzero().squeeze(1)
+    mask.view(rows.shape)[rest] = _band_topk(rows[rest], n_remove, n_keep)
+    return mask
+
+
+def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
+    """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
+    entries by |tau| and keep the next floor(keep*n) (among equal magnitudes at an edge, torch.topk's choice).
+    1-D tensors are one row; 0-d ones are kept whole."""
+    if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
+        return torch.ones_like(d, dtype=torch.bool)
+    n_remove, n_keep = _band_counts(d.shape[-1], keep, remove)
+    if n_keep <= 0:
+        return torch.zeros_like(d, dtype=torch.bool)
+    band = _band(d, n_remove, n_keep, scratch)
+    if isinstance(band, tuple):
+        a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
+        return (a >= band[0]) & (a < band[1])
+    return band
+
+
+def breadcrumb_sum(d: Tensor, keep: float, remove: float,
+                   scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask]:
+    """sum_t m_t * tau_t of one stacked tensor and its breadcrumb masks m (`breadcrumb_mask`): one fused pass where
+    the compiled selection found every row's edges, else the mask then a masked sum (no masked copy kept)."""
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    band = None
+    if d.dim() > 1:
+        n_remove, n_keep = _band_counts(d.shape[-1], keep, remove)
+        band = _band(d, n_remove, n_keep, scratch) if n_keep > 0 else None
+    if isinstance(band, tuple) and fused(d.reshape(d.shape[0], -1)):
+        return band_sum_one(d, *band)
+    mask = breadcrumb_mask(d, keep, remove, scratch) if band is None or isinstance(band, tuple) else band
+    total = torch.where(mask, d, zero, out=d.new_empty(d.shape) if scratch is None else scratch.like(d)).sum(dim=0)
+    return total, mask
 
 
 @register("breadcrumbs", Param("keep", float, 0.15, "beta: fraction of each row kept after the outliers",
@@ -122,7 +177,5 @@ def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) ->
     masks, total = {}, {}
     scratch = Scratch(list(tv.deltas.values()))
     for n, d in tv.deltas.items():  # tensor by tensor: no masked copy of every task vector
-        masks[n] = breadcrumb_mask(d, keep, remove, scratch)
-        zero = torch.zeros((), dtype=d.dtype, device=d.device)
-        total[n] = torch.where(masks[n], d, zero, out=scratch.like(d)).sum(dim=0)
+        total[n], masks[n] = breadcrumb_sum(d, keep, remove, scratch)
     return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))

@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor
 
+from . import jit
 from .kernels import count_kernel
 
 SAMPLE = 1 << 18  # at most this many sampled magnitudes per row
@@ -73,6 +74,18 @@ def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
     values = torch.stack([low[r, 0] if rank[r] <= 0 else c.kthvalue(rank[r]).values for r, c in enumerate(cands)])
     smaller = torch.stack([below[r] if rank[r] <= 0 else below[r] + at[r] + (c < values[r]).sum()
                            for r, c in enumerate(cands)])
+    return values, smaller
+
+
+def kth_smallest_abs_rows(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """`kth_smallest_abs` of one in-memory `[rows, n]` tensor: the compiled per-row selection (`jit`) where it
+    applies, the sampled bracket and counting kernel for the rows it leaves (a NaN in reach) or without numba."""
+    if not (jit.available(rows) and rows.is_contiguous()):
+        return kth_smallest_abs(lambda: [rows], k, rows.shape[1])
+    values, smaller, done = jit.kth_smallest_abs_rows(rows, k)
+    if not bool(done.all()):
+        rest = (~done).nonzero().squeeze(1)
+        values[rest], smaller[rest] = kth_smallest_abs(lambda: [rows[rest]], k, rows.shape[1])
     return values, smaller
 
 

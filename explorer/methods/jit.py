@@ -1,0 +1,308 @@
+"""Numba-compiled loops for the two things PyTorch's CPU ops do slowly and a fused `torch.compile` kernel cannot
+express: exact per-row order statistics of |x| (a selection, not a sort) and PyTorch's own CPU random stream
+(MT19937, drawn serially under a lock by `torch.rand`) fused with DARE's drop. Every function gives the bits of the
+PyTorch path it replaces; rows where that cannot be guaranteed cheaply (a tie at a boundary, a NaN) are reported, and
+the caller runs the PyTorch path on them. Without numba (or with EXPLORER_FUSED=off) callers keep the PyTorch path."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import kernels
+
+try:
+    from numba import njit, prange
+except ImportError:  # the PyTorch paths give the same bits, slower
+    njit = prange = None
+
+N, M = 624, 397  # MT19937's state words and its twist offset
+UPPER, LOWER, MATRIX = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
+SAMPLE_STEP_MIN = 8192  # the bracket's sample holds about this many magnitudes per row (at least)
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the compiled loops take these tensors: numba imports, MODE allows, CPU float32."""
+    return (njit is not None and kernels.MODE != "off"
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors))
+
+
+def _jit(**options):
+    """njit with an on-disk cache (a fresh process compiles once per machine), or nothing without numba."""
+    return (lambda fn: fn) if njit is None else njit(cache=True, nogil=True, **options)
+
+
+# ---- exact per-row order statistics -------------------------------------------------------------------------
+
+@_jit()
+def _select(v, count, k):
+    """The k-th smallest (0-based) of v[:count], reordering v in place (quickselect, median-of-three pivot)."""
+    lo, hi = 0, count - 1
+    while hi > lo:
+        a, b, c = v[lo], v[(lo + hi) >> 1], v[hi]
+        pivot = max(min(a, b), min(max(a, b), c))
+        i, j = lo, hi
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                v[i], v[j] = v[j], v[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            return v[k]
+    return v[k]
+
+
+@_jit()
+def _kth_of_row(a, k, sample_step, cands):
+    """(k-th smallest |a| (1-based), how many |a| are smaller, done): a sorted strided sample brackets the value, one
+    branch-free pass counts below the bracket and compacts the few inside it into `cands` (room for all of `a`), a
+    selection among those. Not done where the bracket missed or a NaN is in reach."""
+    n = a.size
+    sample = np.sort(np.abs(a[::sample_step]))
+    m = sample.size
+    if np.isnan(sample[m - 1]):
+        return np.float32(0.0), 0, False
+    q = (k - 0.5) / n
+    margin = 4.0 * math.sqrt(m * q * (1.0 - q)) + 16.0
+    lo, hi = int(math.floor(q * m - margin)), int(math.ceil(q * m + margin))
+    low = sample[lo] if lo >= 0 else np.float32(0.0)
+    high = sample[hi] if hi < m else np.float32(np.inf)
+    below, at, inside = np.int32(0), np.int32(0), 0
+    for i in range(n):  # counts only: vectorised
+        v = abs(a[i])
+        below += np.int32(v < low)
+        at += np.int32(v == low)
+    for i in range(n):  # compaction: each store lands after the last candidate
+        v = abs(a[i])
+        cands[inside] = v
+        inside += (v > low) & (v <= high)
+    rank = k - below - at  # the k-th value's rank among the candidates; <= 0: it is `low`
+    if below >= k or rank > inside:
+        return np.float32(0.0), 0, False
+    if rank <= 0:
+        return low, below, True
+    chosen = _select(cands, inside, rank - 1)
+    smaller = below + at
+    for i in range(inside):
+        smaller += cands[i] < chosen
+    return chosen, smaller, True
+
+
+@_jit(parallel=True)
+def _kth_rows(rows, k, sample_step, values, smaller, ok):
+    for r in prange(rows.shape[0]):
+        cands = np.empty(rows.shape[1], np.float32)
+        values[r], smaller[r], ok[r] = _kth_of_row(rows[r], k, sample_step, cands)
+
+
+def kth_smallest_abs_rows(rows: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row of a contiguous `[R, n]` CPU float32 tensor: (the k-th smallest |x|, how many are smaller, whether
+    the row was done here; the others need `thresholds.kth_smallest_abs`). About one read of each row, where
+    topk or kthvalue sort most of it."""
+    count, n = rows.shape
+    values, smaller = np.zeros(count, np.float32), np.zeros(count, np.int64)
+    ok = np.zeros(count, np.bool_)
+    _kth_rows(rows.numpy(), k, max(1, n // SAMPLE_STEP_MIN), values, smaller, ok)
+    return torch.from_numpy(values), torch.from_numpy(smaller), torch.from_numpy(ok)
+
+
+BINS, BIN_SHIFT = 128, np.uint32(20)  # the band's histogram: 8 bins per octave of |x| below the row's largest
+MAGNITUDE, INF_BITS = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
+
+
+@_jit()
+def _band_of_row(a, n_remove, n_keep, hist, first, second):
+    """Model Breadcrumbs' band edges of one row of float32 bit patterns `a`: (outer, inner, done) as |x| bit
+    patterns (non-negative floats order as their bits), the mask being outer <= |x| < inner. A histogram of
+    |x| over 8 bins per octave gives each edge's bin, one pass compacts those two bins, a selection in each.
+    Not done where a tie crosses an edge (topk chooses among the tied) or the row holds an inf or a NaN."""
+    n = a.size
+    largest = np.uint32(0)
+    for i in range(n):
+        largest = max(largest, a[i] & MAGNITUDE)
+    if largest >= INF_BITS:  # an infinity or a NaN: left to topk
+        return np.uint32(0), np.uint32(0), False
+    top, last = largest >> BIN_SHIFT, np.uint32(BINS - 1)
+    hist[:] = 0
+    quarter = n - n % 4
+    for i in range(0, quarter, 4):  # four histograms: no chain of increments to one counter
+        hist[0, min(top - ((a[i] & MAGNITUDE) >> BIN_SHIFT), last)] += 1
+        hist[1, min(top - ((a[i + 1] & MAGNITUDE) >> BIN_SHIFT), last)] += 1
+        hist[2, min(top - ((a[i + 2] & MAGNITUDE) >> BIN_SHIFT), last)] += 1
+        hist[3, min(top - ((a[i + 3] & MAGNITUDE) >> BIN_SHIFT), last)] += 1
+    for i in range(quarter, n):
+        hist[0, min(top - ((a[i] & MAGNITUDE) >> BIN_SHIFT), last)] += 1
+    outer_rank, inner_rank = n_remove + n_keep, n_remove  # counted from the largest
+    above, b = 0, 0
+    outer_bin, outer_above, inner_bin, inner_above = BINS - 1, 0, BINS - 1, 0
+    found_inner = inner_rank == 0
+    while b < BINS:
+        count = hist[0, b] + hist[1, b] + hist[2, b] + hist[3, b]
+        if not found_inner and above + count >= inner_rank:
+            inner_bin, inner_above, found_inner = b, above, True
+        if above + count >= outer_rank:
+            outer_bin, outer_above = b, above
+            break
+        above += count
+        b += 1
+    outer_key, inner_key = top - np.uint32(outer_bin), top - np.uint32(inner_bin)
+    lowest = outer_bin == BINS - 1  # the last bin holds everything below it
+    n_first, n_second = 0, 0
+    for i in range(n):
+        w = a[i] & MAGNITUDE
+        key = w >> BIN_SHIFT
+        first[n_first] = w
+        n_first += (key == outer_key) | (lowest & (key < outer_key))
+        second[n_second] = w
+        n_second += key == inner_key
+    outer = _select(first, n_first, n_first - (outer_rank - outer_above))
+    inner = np.uint32(0xFFFFFFFF)  # above every float: no outliers
+    if inner_rank > 0:
+        inner = _select(second, n_second, n_second - (inner_rank - inner_above))
+    kept, removed = 0, 0
+    for i in range(n):
+        w = a[i] & MAGNITUDE
+        kept += (w >= outer) & (w < inner)
+        removed += w >= inner
+    return outer, inner, kept == n_keep and removed == n_remove
+
+
+@_jit(parallel=True)
+def _band_rows(rows, n_remove, n_keep, outer, inner, ok, chunks):
+    count, n = rows.shape
+    per = -(-count // chunks)
+    for c in prange(chunks):  # buffers once per chunk of rows
+        hist = np.empty((4, BINS), np.int32)
+        first, second = np.empty(n, np.uint32), np.empty(n, np.uint32)
+        for r in range(c * per, min(count, (c + 1) * per)):
+            outer[r], inner[r], ok[r] = _band_of_row(rows[r], n_remove, n_keep, hist, first, second)
+
+
+def band_edges(rows: Tensor, n_remove: int, n_keep: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row of a contiguous `[R, n]` CPU float32 tensor, Model Breadcrumbs' band (0 < n_keep <= n - n_remove):
+    (outer, inner, done) with outer <= |x| < inner exactly the |x| ranked (n_remove, n_remove + n_keep] from the
+    largest (inner = inf without outliers). Rows not done (a tie across an edge, an inf or NaN) take the topk path."""
+    count = rows.shape[0]
+    outer, inner = np.zeros(count, np.uint32), np.zeros(count, np.uint32)
+    ok = np.zeros(count, np.bool_)
+    _band_rows(rows.numpy().view(np.uint32), n_remove, n_keep, outer, inner, ok, max(1, min(count, 256)))
+    inner[inner == 0xFFFFFFFF] = 0x7F800000  # +inf
+    return torch.from_numpy(outer.view(np.float32)), torch.from_numpy(inner.view(np.float32)), torch.from_numpy(ok)
+
+
+# ---- PyTorch's CPU random stream -----------------------------------------------------------------------------
+
+@_jit(inline="always")
+def _twist_pair(a, b, c):
+    y = (a & UPPER) | (b & LOWER)
+    return c ^ (y >> np.uint32(1)) ^ ((np.uint32(0) - (b & np.uint32(1))) & MATRIX)
+
+
+@_jit()
+def _twist(st):
+    """MT19937's next 624 state words, in place (ATen's `mt19937_engine::next_state`)."""
+    for i in range(N - M):
+        st[i] = _twist_pair(st[i], st[i + 1], st[i + M])
+    for i in range(N - M, N - 1):
+        st[i] = _twist_pair(st[i], st[i + 1], st[i + M - N])
+    st[N - 1] = _twist_pair(st[N - 1], st[0], st[M - 1])
+
+
+@_jit()
+def _uniforms(st, p, count, r):
+    """`torch.rand`'s float32 values from state words p..p+count: the tempered word's low 24 bits / 2^24."""
+    scale = np.float32(1.0 / 16777216.0)
+    for j in range(count):
+        y = st[p + j]
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
+        r[j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
+
+
+@_jit()
+def _drop_rows(st, pos, x, drop, factor, out, packed):
+    """DARE's drop of `x [T, n]` with the stream's next T*n uniforms (row-major, as torch.rand fills `[T, n]`):
+    out = x * 1{r >= drop} * factor and the keep mask packed 8 rows to a byte; returns the new position."""
+    rows, n = x.shape
+    r = np.empty(N, np.float32)
+    p = pos
+    for t in range(rows):
+        xs, os, ps = x[t], out[t], packed[t // 8]
+        shift = np.uint8(t % 8)
+        i = 0
+        while i < n:
+            if p == N:
+                _twist(st)
+                p = 0
+            count = min(N - p, n - i)
+            _uniforms(st, p, count, r)
+            xb, ob, pb = xs[i:i + count], os[i:i + count], ps[i:i + count]
+            for j in range(count):  # slices, not xs[i + j]: no negative-index check, so the loop vectorises
+                ob[j] = (xb[j] * np.float32(r[j] >= drop)) * factor
+            for j in range(count):
+                pb[j] |= np.uint8(r[j] >= drop) << shift
+            i += count
+            p += count
+    return p
+
+
+@_jit()
+def _fill(st, pos, out):
+    """The stream's next out.size uniforms into `out` (1-D); returns the new position."""
+    p, i, n = pos, 0, out.size
+    while i < n:
+        if p == N:
+            _twist(st)
+            p = 0
+        count = min(N - p, n - i)
+        _uniforms(st, p, count, out[i:i + count])
+        i += count
+        p += count
+    return p
+
+
+class TorchStream:
+    """A CPU `torch.Generator`'s MT19937 stream, continued here: `fill` gives the values `torch.rand(..., generator=
+    gen)` would, `drop` fuses them into DARE's drop, and `sync` writes the advanced state back to the generator.
+    ATen's CPU state (`CPUGeneratorImplState`): seed u64, left i32, seeded i32, next u64, state u64[624], ..."""
+
+    def __init__(self, gen: torch.Generator):
+        self.gen = gen
+        self.raw = gen.get_state().numpy().copy()
+        left = int(self.raw[8:12].view(np.int32)[0])
+        self.state = self.raw[24:24 + 8 * N].view(np.uint64).astype(np.uint32)
+        self.pos = N if left == 1 else int(self.raw[16:24].view(np.uint64)[0])  # left 1: the next draw twists
+
+    def fill(self, out: Tensor) -> Tensor:
+        """`out` (contiguous CPU float32) filled as `torch.rand(out.shape, generator=gen, out=out)` would."""
+        self.pos = _fill(self.state, self.pos, out.view(-1).numpy())
+        return out
+
+    def drop(self, x: Tensor, drop: float, factor: float) -> tuple[Tensor, list[Tensor]]:
+        """DARE's drop of a contiguous `[T, n]` float32 tensor with the next T*n uniforms: (x * 1{r >= drop} * factor
+        in float32, the keep mask packed as `kernels.pack` packs it)."""
+        out = torch.empty_like(x)
+        packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
+        self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor), out.numpy(),
+                              packed)
+        return out, list(torch.from_numpy(packed))
+
+    def sync(self) -> None:
+        """Write the advanced state back, so the generator goes on where this stream stopped."""
+        raw = self.raw.copy()
+        raw[8:12].view(np.int32)[0] = 1 if self.pos == N else N + 1 - self.pos
+        raw[16:24].view(np.uint64)[0] = self.pos
+        raw[24:24 + 8 * N].view(np.uint64)[:] = self.state
+        self.gen.set_state(torch.from_numpy(raw))
