@@ -38,7 +38,16 @@ def _jit(**options):
 
 @_jit()
 def _select(v, count, k):
-    """The k-th smallest (0-based) of v[:count], reordering v in place (quickselect, median-of-three pivot)."""
+    """The k-th smallest (0-based) of v[:count], reordering v in place: by counting for a few values (no branch to
+    mispredict), else quickselect with a median-of-three pivot."""
+    if count <= 48:
+        for i in range(count):
+            less, equal = 0, 0
+            for j in range(count):
+                less += v[j] < v[i]
+                equal += v[j] == v[i]
+            if less <= k < less + equal:
+                return v[i]
     lo, hi = 0, count - 1
     while hi > lo:
         a, b, c = v[lo], v[(lo + hi) >> 1], v[hi]
@@ -116,15 +125,16 @@ def kth_smallest_abs_rows(rows: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]
     return torch.from_numpy(values), torch.from_numpy(smaller), torch.from_numpy(ok)
 
 
-BINS, BIN_SHIFT = 128, np.uint32(20)  # the band's histogram: 8 bins per octave of |x| below the row's largest
+BINS, BIN_SHIFT = 256, np.uint32(19)  # the band's histogram: 8 bins per octave of |x| below the row's largest
 MAGNITUDE, INF_BITS = np.uint32(0x7FFFFFFF), np.uint32(0x7F800000)
 
 
 @_jit()
-def _band_of_row(a, n_remove, n_keep, hist, first, second):
+def _band_of_row(a, n_remove, n_keep, hist, cands, inner_cands):
     """Model Breadcrumbs' band edges of one row of float32 bit patterns `a`: (outer, inner, done) as |x| bit
     patterns (non-negative floats order as their bits), the mask being outer <= |x| < inner. A histogram of
-    |x| over 8 bins per octave gives each edge's bin, one pass compacts those two bins, a selection in each.
+    |x| over 8 bins per octave gives each edge's bin, one pass compacts those two bins, a selection in each; a tie
+    across an edge shows as more entries at or above it than its rank.
     Not done where a tie crosses an edge (topk chooses among the tied) or the row holds an inf or a NaN."""
     n = a.size
     largest = np.uint32(0)
@@ -156,25 +166,45 @@ def _band_of_row(a, n_remove, n_keep, hist, first, second):
         above += count
         b += 1
     outer_key, inner_key = top - np.uint32(outer_bin), top - np.uint32(inner_bin)
-    lowest = outer_bin == BINS - 1  # the last bin holds everything below it
-    n_first, n_second = 0, 0
-    for i in range(n):
-        w = a[i] & MAGNITUDE
+    # the last bin holds everything below it: an edge there takes those keys too
+    outer_floor = outer_key if outer_bin < BINS - 1 else np.uint32(0)
+    inner_floor = inner_key if inner_bin < BINS - 1 else np.uint32(0)
+    if inner_rank == 0:
+        inner_key, inner_floor = outer_key, outer_floor
+    found = 0
+    if outer_bin < BINS - 1:  # one compaction for both edges' bins (two keys: the common case, cheaper)
+        for i in range(n):
+            w = a[i] & MAGNITUDE
+            key = w >> BIN_SHIFT
+            cands[found] = w
+            found += (key == outer_key) | (key == inner_key)
+    else:
+        for i in range(n):
+            w = a[i] & MAGNITUDE
+            key = w >> BIN_SHIFT
+            cands[found] = w
+            found += ((key <= outer_key) & (key >= outer_floor)) | ((key <= inner_key) & (key >= inner_floor))
+    n_outer, n_inner = 0, 0
+    for i in range(found):  # split them (in place for the outer edge's: it writes behind what it reads)
+        w = cands[i]
         key = w >> BIN_SHIFT
-        first[n_first] = w
-        n_first += (key == outer_key) | (lowest & (key < outer_key))
-        second[n_second] = w
-        n_second += key == inner_key
-    outer = _select(first, n_first, n_first - (outer_rank - outer_above))
-    inner = np.uint32(0xFFFFFFFF)  # above every float: no outliers
+        if key <= inner_key and key >= inner_floor:
+            inner_cands[n_inner] = w
+            n_inner += 1
+        if key <= outer_key and key >= outer_floor:
+            cands[n_outer] = w
+            n_outer += 1
+    outer = _select(cands, n_outer, n_outer - (outer_rank - outer_above))
+    at_least_outer = outer_above
+    for i in range(n_outer):
+        at_least_outer += cands[i] >= outer
+    inner, at_least_inner = np.uint32(0xFFFFFFFF), 0  # above every float: no outliers
     if inner_rank > 0:
-        inner = _select(second, n_second, n_second - (inner_rank - inner_above))
-    kept, removed = 0, 0
-    for i in range(n):
-        w = a[i] & MAGNITUDE
-        kept += (w >= outer) & (w < inner)
-        removed += w >= inner
-    return outer, inner, kept == n_keep and removed == n_remove
+        inner = _select(inner_cands, n_inner, n_inner - (inner_rank - inner_above))
+        at_least_inner = inner_above
+        for i in range(n_inner):
+            at_least_inner += inner_cands[i] >= inner
+    return outer, inner, at_least_outer == outer_rank and at_least_inner == inner_rank
 
 
 @_jit(parallel=True)
@@ -183,9 +213,9 @@ def _band_rows(rows, n_remove, n_keep, outer, inner, ok, chunks):
     per = -(-count // chunks)
     for c in prange(chunks):  # buffers once per chunk of rows
         hist = np.empty((4, BINS), np.int32)
-        first, second = np.empty(n, np.uint32), np.empty(n, np.uint32)
+        cands, inner_cands = np.empty(n, np.uint32), np.empty(n, np.uint32)
         for r in range(c * per, min(count, (c + 1) * per)):
-            outer[r], inner[r], ok[r] = _band_of_row(rows[r], n_remove, n_keep, hist, first, second)
+            outer[r], inner[r], ok[r] = _band_of_row(rows[r], n_remove, n_keep, hist, cands, inner_cands)
 
 
 def band_edges(rows: Tensor, n_remove: int, n_keep: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -112,22 +112,30 @@ def _band_counts(n: int, keep: float, remove: float) -> tuple[int, int]:
     return n_remove, min(int(n * keep), n - n_remove)
 
 
-def _band(d: Tensor, n_remove: int, n_keep: int, scratch: Scratch | None) -> Tensor | tuple[Tensor, Tensor]:
-    """The band of one stacked tensor `[T, ..., n]` (n_keep > 0): its edges per row (outer, inner), each
-    `[T, ..., 1]`, with outer <= |d| < inner the mask, where the compiled selection (`jit.band_edges`) did every
-    row; else the bool mask, from those edges and topk on the rows they could not do."""
+def _band(d: Tensor, n_remove: int, n_keep: int, scratch: Scratch | None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    """The band of one stacked tensor `[T, ..., n]` (n_keep > 0) as (x, outer, inner) with outer <= |x| < inner the
+    mask (edges `[T, ..., 1]`), where the compiled selection (`jit.band_edges`) applies: x is d, or a copy (in
+    `scratch` where given) in which the entries tied at an edge that topk leaves out are 0, for the rows topk decides.
+    Else (no numba, small tensors, an inf or NaN, a tie at magnitude 0) the bool mask by topk."""
     if not (jit.available(d) and d.is_contiguous() and d.numel() >= kernels.MIN_NUMEL):
         return _band_topk(d, n_remove, n_keep, scratch)
     rows = d.reshape(-1, d.shape[-1])
     outer, inner, done = jit.band_edges(rows, n_remove, n_keep)
-    edges = outer.reshape(*d.shape[:-1], 1), inner.reshape(*d.shape[:-1], 1)
-    if bool(done.all()):
-        return edges
-    a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
-    mask = (a >= edges[0]) & (a < edges[1])
-    rest = (~done).nonzero().squeeze(1)
-    mask.view(rows.shape)[rest] = _band_topk(rows[rest], n_remove, n_keep)
-    return mask
+    x = d
+    if not bool(done.all()):
+        rest = (~done).nonzero().squeeze(1)
+        sub = rows[rest]
+        kept = _band_topk(sub, n_remove, n_keep)
+        a = sub.abs()
+        low = a.masked_fill(~kept, torch.inf).amin(dim=1)
+        high = torch.nextafter(a.masked_fill(~kept, -torch.inf).amax(dim=1), torch.tensor(torch.inf))
+        if not bool(torch.isfinite(sub).all()) or bool((low == 0).any()):
+            return _band_topk(d, n_remove, n_keep, scratch)
+        left_out = (a >= low.unsqueeze(1)) & (a < high.unsqueeze(1)) & ~kept
+        x = d.clone() if scratch is None else scratch.like(d).copy_(d)
+        x.view(rows.shape)[rest] = sub.masked_fill_(left_out, 0.0)
+        outer[rest], inner[rest] = low, high
+    return x, outer.reshape(*d.shape[:-1], 1), inner.reshape(*d.shape[:-1], 1)
 
 
 def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
@@ -141,23 +149,24 @@ def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | No
         return torch.zeros_like(d, dtype=torch.bool)
     band = _band(d, n_remove, n_keep, scratch)
     if isinstance(band, tuple):
-        a = d.abs() if scratch is None else torch.abs(d, out=scratch.like(d))
-        return (a >= band[0]) & (a < band[1])
+        x, outer, inner = band
+        a = x.abs() if scratch is None else torch.abs(x, out=scratch.like(d))
+        return (a >= outer) & (a < inner)
     return band
 
 
 def breadcrumb_sum(d: Tensor, keep: float, remove: float,
                    scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask]:
     """sum_t m_t * tau_t of one stacked tensor and its breadcrumb masks m (`breadcrumb_mask`): one fused pass where
-    the compiled selection found every row's edges, else the mask then a masked sum (no masked copy kept)."""
-    zero = torch.zeros((), dtype=d.dtype, device=d.device)
+    the compiled selection gave the band's edges, else the mask then a masked sum (no masked copy kept)."""
     band = None
     if d.dim() > 1:
         n_remove, n_keep = _band_counts(d.shape[-1], keep, remove)
         band = _band(d, n_remove, n_keep, scratch) if n_keep > 0 else None
     if isinstance(band, tuple) and fused(d.reshape(d.shape[0], -1)):
-        return band_sum_one(d, *band)
+        return band_sum_one(*band)
     mask = breadcrumb_mask(d, keep, remove, scratch) if band is None or isinstance(band, tuple) else band
+    zero = torch.zeros((), dtype=d.dtype, device=d.device)
     total = torch.where(mask, d, zero, out=d.new_empty(d.shape) if scratch is None else scratch.like(d)).sum(dim=0)
     return total, mask
 

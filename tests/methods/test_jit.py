@@ -116,6 +116,21 @@ def test_breadcrumb_mask_mixes_band_edges_and_topk_rows_exactly(jit_small, shape
     assert torch.equal(sparse.breadcrumb_mask(d, 0.3, 0.05), sparse._band_topk(d, n_remove, n_keep))
 
 
+@pytest.mark.parametrize("shape", [(4, 37, 29), (4, 64, 96), (3, 2, 5, 700)])
+@pytest.mark.parametrize("remove", [0.0, 0.05])
+def test_breadcrumb_sum_through_tied_rows_has_the_bits_of_the_topk_path(jit_small, monkeypatch, shape, remove):
+    """Rows tied at an edge reach the fused sum as a copy with topk's left-out entries zeroed: the same sum and
+    mask as topk's mask then torch.where and sum."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    d = torch.randint(1, 9, shape, generator=gen).float() * torch.where(torch.rand(shape, generator=gen) < 0.5, -1, 1)
+    d[0] = torch.randn(shape[1:], generator=gen)
+    total, mask = sparse.breadcrumb_sum(d, 0.3, remove, kernels.Scratch([d]))
+    assert isinstance(mask, kernels.PackedMask)  # the fused pass ran
+    monkeypatch.setattr(jit, "njit", None)
+    expected_total, expected_mask = sparse.breadcrumb_sum(d, 0.3, remove)
+    assert torch.equal(bits(total), bits(expected_total)) and torch.equal(mask.unpack(), expected_mask)
+
+
 def merge_bits(method: str, tv, **params):
     """(delta bits, unpacked masks) of one merge."""
     import explorer as ex
