@@ -3,7 +3,8 @@ per tensor (`kernels`). Bit-identical to the plain blocks in `blocks.py`, which 
 for small, non-float32 or non-CPU task vectors. Deltas may be any mapping, so a streamed zoo works too."""
 from __future__ import annotations
 
-from typing import Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -41,27 +42,43 @@ def global_threshold(deltas: Stacked, density: float) -> Tensor:
     return kth_smallest_abs(lambda: (_rows(d) for d in deltas.values()), k, total)[0].to(first.dtype)
 
 
-def row_threshold(rows: Tensor, density: float, scratch: Scratch | None = None) -> tuple[Tensor, Tensor] | None:
+Found = Callable[[Scratch | None], "tuple[Tensor, Tensor] | None"]  # rows' thresholds, once topk has chosen
+
+
+def _row_threshold_start(rows: Tensor, density: float, pool: Executor | None) -> Found:
     """Per row of `[T, n]`, (thresholds, rows') such that `|rows'| >= threshold` is torch.topk's mask of
-    int(density*n) entries: rows' is `rows`, or a copy in which the entries at a tied boundary that topk leaves
-    out are 0 (topk runs on those rows only; the copy in `scratch` where given). None where keep is 0 or n, or a
-    tie sits at magnitude 0."""
+    int(density*n) entries: rows' is `rows`, or a copy (in the scratch given) in which the entries at a tied
+    boundary that topk leaves out are 0; None where keep is 0 or n, or a tie sits at magnitude 0. In two steps:
+    the thresholds now, topk's choice on the tied rows alone in `pool` (else when asked); the function returned
+    waits for that choice and builds rows'."""
     n = rows.shape[1]
     keep = int(density * n)
     if not 0 < keep < n:
-        return None
+        return lambda scratch: None
     values, smaller = kth_smallest_abs_rows(rows, n - keep + 1)
     values = values.to(rows.dtype)
     tied = (n - smaller != keep).nonzero().squeeze(1).tolist()
     if not tied:
-        return values, rows
+        return lambda scratch: (values, rows)
     if any(float(values[r]) == 0 for r in tied):
-        return None
+        return lambda scratch: None
     sub = rows[tied]  # topk on the tied rows alone, in one call: each row's choice is its own
-    left_out = (sub.abs() == values[tied].unsqueeze(1)) & ~topk_rows(sub, density)
-    copy = rows.clone() if scratch is None else scratch.like(rows).copy_(rows)
-    copy[tied] = sub.masked_fill_(left_out, 0)
-    return values, copy
+    chosen = pool.submit(topk_rows, sub, density) if pool is not None else None
+
+    def finish(scratch: Scratch | None) -> tuple[Tensor, Tensor]:
+        kept = chosen.result() if chosen is not None else topk_rows(sub, density)
+        left_out = (sub.abs() == values[tied].unsqueeze(1)) & ~kept
+        copy = rows.clone() if scratch is None else scratch.like(rows).copy_(rows)
+        copy[tied] = sub.masked_fill_(left_out, 0)
+        return values, copy
+    return finish
+
+
+def thresholds_ahead(deltas: Stacked, density: float, pool: Executor) -> dict[str, Found]:
+    """The per-row thresholds of every fused tensor, started before the first is merged: torch.topk chooses among
+    the tied entries in `pool`'s thread (it runs a thread per row, so one tied row would leave a core idle) while
+    the compiled selections go on with the next tensors."""
+    return {name: _row_threshold_start(_rows(d), density, pool) for name, d in deltas.items() if fused(_rows(d))}
 
 
 def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
@@ -102,10 +119,12 @@ def _stacked_mask(kept: Tensor | list[Tensor], shape: torch.Size) -> Tensor | Pa
 
 
 def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
-             majority: Tensor, scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
+             majority: Tensor, scratch: Scratch | None = None,
+             found: Found | None = None) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
     """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
-    (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters)."""
-    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch)
+    (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters). `found`: its per-row
+    thresholds, started ahead (scope "tensor")."""
+    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch, found)
     m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
     return m.reshape(d.shape[1:]), _stacked_mask(k, d.shape), v, a
 
@@ -118,11 +137,14 @@ def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
     plus, scratch = torch.ones(()), Scratch(list(deltas.values()))
     merged, kept, votes, again = {}, {}, [], []
-    for name, d in deltas.items():
-        merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus, scratch)
-        votes.append(v)
-        if int(a) > 0:
-            again.append(name)
+    with ThreadPoolExecutor(1) as pool:
+        ahead = thresholds_ahead(deltas, density, pool) if scope == "tensor" and density > 0 else {}
+        for name, d in deltas.items():
+            merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus, scratch,
+                                                      ahead.get(name))
+            votes.append(v)
+            if int(a) > 0:
+                again.append(name)
     majority = torch.stack(votes).sum().sign() if scope == "global" else plus
     if float(majority) != 1.0:
         for name in again:
@@ -140,24 +162,27 @@ def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh
     return torch.stack(votes).sum().sign()
 
 
-def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None,
-          scratch: Scratch | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _trim(x: Tensor, density: float, scope: str, thresh: Tensor | None, scratch: Scratch | None = None,
+          found: Found | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """(x', threshold [T], None) when `|x'| >= threshold` is the trim (x' = x, or a copy with topk's left-out
     ties at the boundary zeroed: the same trimmed values), else (x, None, the topk trim mask)."""
     if density <= 0:
         return x, torch.full((x.shape[0],), torch.inf, dtype=x.dtype), None
     if scope == "global":
         return x, thresh, None
-    found = row_threshold(x, density, scratch) if fused(x) else None
-    if found is None:
+    if found is None and fused(x):
+        found = _row_threshold_start(x, density, None)
+    rows = found(scratch) if found is not None else None
+    if rows is None:
         return x, None, topk_rows(x, density)
-    return found[1], found[0], None
+    return rows[1], rows[0], None
 
 
-def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None,
-                   scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask]:
-    """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`)."""
-    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch)
+def masked_sum_one(d: Tensor, density: float, scope: str, thresh: Tensor | None, scratch: Scratch | None = None,
+                   found: Found | None = None) -> tuple[Tensor, Tensor | PackedMask]:
+    """sum_t topk(tau_t) of one stacked parameter `[T, ...]` and its mask (scope "global": above `thresh`;
+    `found`: its per-row thresholds, started ahead)."""
+    x, t, trim = _trim(_rows(d), density, scope, thresh, scratch, found)
     if t is None or not fused(x):
         keep = trim if trim is not None else x.abs() >= t.unsqueeze(1)
         s = torch.where(keep, x, torch.zeros((), dtype=x.dtype)).sum(dim=0)
@@ -190,8 +215,10 @@ def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[
     """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
     thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
     total, masks, scratch = {}, {}, Scratch(list(deltas.values()))
-    for name, d in deltas.items():
-        total[name], masks[name] = masked_sum_one(d, density, scope, thresh, scratch)
+    with ThreadPoolExecutor(1) as pool:
+        ahead = thresholds_ahead(deltas, density, pool) if scope == "tensor" and density > 0 else {}
+        for name, d in deltas.items():
+            total[name], masks[name] = masked_sum_one(d, density, scope, thresh, scratch, ahead.get(name))
     return total, masks
 
 
