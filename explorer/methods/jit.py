@@ -72,37 +72,82 @@ def _select(v, count, k):
 
 
 @_jit()
+def _compact(a, lower, upper, cands):
+    """The |a| in (lower, upper] into `cands` (room for all of `a`); how many. By blocks of 64: a vectorised count
+    skips the blocks without one (most, for a narrow bracket); the others are compacted without a branch."""
+    n, found = a.size, 0
+    whole = n - n % 64
+    for base in range(0, whole, 64):
+        hits = np.int32(0)
+        for j in range(64):
+            v = abs(a[base + j])
+            hits += np.int32(v > lower) & np.int32(v <= upper)
+        if hits != 0:
+            for j in range(64):
+                v = abs(a[base + j])
+                cands[found] = v
+                found += (v > lower) & (v <= upper)
+    for i in range(whole, n):
+        v = abs(a[i])
+        cands[found] = v
+        found += (v > lower) & (v <= upper)
+    return found
+
+
+@_jit()
 def _kth_of_row(a, k, sample_step, cands):
-    """(k-th smallest |a| (1-based), how many |a| are smaller, done): a sorted strided sample brackets the value, one
-    branch-free pass counts below the bracket and compacts the few inside it into `cands` (room for all of `a`), a
-    selection among those. Not done where the bracket missed or a NaN is in reach."""
+    """(k-th smallest |a| (1-based), how many |a| are smaller, done): a sorted strided sample brackets the value (a
+    narrow bracket, a wide one where counting shows it missed) and cuts the bracket in eight; one vectorised pass
+    counts below each cut; the eighth holding the k-th value is compacted into `cands` (room for all of `a`) and a
+    selection among those gives it. Not done where the wide bracket missed too or a NaN is in reach."""
     n = a.size
     sample = np.sort(np.abs(a[::sample_step]))
     m = sample.size
     if np.isnan(sample[m - 1]):
         return np.float32(0.0), 0, False
     q = (k - 0.5) / n
-    margin = 4.0 * math.sqrt(m * q * (1.0 - q)) + 16.0
-    lo, hi = int(math.floor(q * m - margin)), int(math.ceil(q * m + margin))
-    low = sample[lo] if lo >= 0 else np.float32(0.0)
-    high = sample[hi] if hi < m else np.float32(np.inf)
-    below, at, inside = np.int32(0), np.int32(0), 0
-    for i in range(n):  # counts only: vectorised
-        v = abs(a[i])
-        below += np.int32(v < low)
-        at += np.int32(v == low)
-    for i in range(n):  # compaction: each store lands after the last candidate
-        v = abs(a[i])
-        cands[inside] = v
-        inside += (v > low) & (v <= high)
-    rank = k - below - at  # the k-th value's rank among the candidates; <= 0: it is `low`
-    if below >= k or rank > inside:
+    spread = math.sqrt(m * q * (1.0 - q))
+    cuts = np.empty(8, np.float32)  # the eighths' tops; the last is the bracket's
+    counts = np.empty(8, np.int64)
+    for margin in (2.5 * spread + 8.0, 8.0 * spread + 32.0):
+        lo, hi = int(math.floor(q * m - margin)), int(math.ceil(q * m + margin))
+        low = sample[lo] if lo >= 0 else np.float32(0.0)
+        for j in range(8):
+            index = lo + (hi - lo) * (j + 1) // 8
+            cuts[j] = sample[index] if index < m else np.float32(np.inf)
+        c0, c1, c2, c3, c4, c5, c6, c7 = cuts[0], cuts[1], cuts[2], cuts[3], cuts[4], cuts[5], cuts[6], cuts[7]
+        below, at = np.int32(0), np.int32(0)
+        n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = np.int32(0)
+        for i in range(n):  # counts only: vectorised
+            v = abs(a[i])
+            below += np.int32(v < low)
+            at += np.int32(v == low)
+            n0 += np.int32(v <= c0)
+            n1 += np.int32(v <= c1)
+            n2 += np.int32(v <= c2)
+            n3 += np.int32(v <= c3)
+            n4 += np.int32(v <= c4)
+            n5 += np.int32(v <= c5)
+            n6 += np.int32(v <= c6)
+            n7 += np.int32(v <= c7)
+        if below < k <= n7:
+            break
+    if not below < k <= n7:
         return np.float32(0.0), 0, False
-    if rank <= 0:
-        return low, below, True
-    chosen = _select(cands, inside, rank - 1)
-    smaller = below + at
-    for i in range(inside):
+    if k <= below + at:  # the k-th value is `low` itself
+        return low, int(below), True
+    counts[0], counts[1], counts[2], counts[3] = n0, n1, n2, n3
+    counts[4], counts[5], counts[6], counts[7] = n4, n5, n6, n7
+    floor, lower, upper = int(below + at), low, cuts[7]
+    for j in range(8):  # the first eighth with k values at or below its top
+        if counts[j] >= k:
+            upper = cuts[j]
+            break
+        floor, lower = int(counts[j]), cuts[j]
+    found = _compact(a, lower, upper, cands)
+    chosen = _select(cands, found, k - floor - 1)
+    smaller = floor
+    for i in range(found):
         smaller += cands[i] < chosen
     return chosen, smaller, True
 

@@ -50,12 +50,16 @@ def rows_of(kind: str) -> torch.Tensor:
         return torch.randint(-20, 21, (6, 30000), generator=gen).float()
     if kind == "zeros":  # a dropped task vector: most entries exactly 0
         return torch.randn(6, 30000, generator=gen) * (torch.rand(6, 30000, generator=gen) >= 0.7)
+    if kind == "skewed":  # the strided sample (every 3rd entry) is not like the row: its brackets miss
+        x = torch.randn(6, 30000, generator=gen)
+        x[:, ::3] *= torch.tensor([1.0, 1.05, 1.2, 2.0, 10.0, 1000.0]).unsqueeze(1)
+        return x
     x = torch.randn(6, 30000, generator=gen)  # "special": a NaN and an inf in some rows
     x[1, 17], x[2, 4], x[3, 9] = float("nan"), float("inf"), -float("inf")
     return x
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "ties", "zeros", "special"])
+@pytest.mark.parametrize("kind", ["gaussian", "ties", "zeros", "skewed", "special"])
 @pytest.mark.parametrize("k", [1, 2, 9000, 24000, 29999, 30000])
 def test_kth_smallest_abs_rows_is_the_counting_kernels_answer(kind, k):
     """The same values as the counting kernel (a NaN counts as the largest |x|; rank 30000 would be the NaN itself,
