@@ -6,6 +6,7 @@ the caller runs the PyTorch path on them. Without numba (or with EXPLORER_FUSED=
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -20,7 +21,11 @@ except ImportError:  # the PyTorch paths give the same bits, slower
 
 N, M = 624, 397  # MT19937's state words and its twist offset
 UPPER, LOWER, MATRIX = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
-SAMPLE_STEP_MIN = 8192  # the bracket's sample holds about this many magnitudes per row (at least)
+CHUNK = 1 << 18  # DARE's drop draws this many uniforms at a time
+SAMPLE_STEP_MIN = 8192
+# numba's fallback threading layer (workqueue, where neither TBB nor OpenMP is found) must not be entered from two
+# threads at once: a dashboard serves merges from worker threads, so the parallel loops take turns
+PARALLEL = threading.Lock()  # the bracket's sample holds about this many magnitudes per row (at least)
 
 
 def available(*tensors: Tensor) -> bool:
@@ -166,7 +171,8 @@ def kth_smallest_abs_rows(rows: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]
     count, n = rows.shape
     values, smaller = np.zeros(count, np.float32), np.zeros(count, np.int64)
     ok = np.zeros(count, np.bool_)
-    _kth_rows(rows.numpy(), k, max(1, n // SAMPLE_STEP_MIN), values, smaller, ok)
+    with PARALLEL:
+        _kth_rows(rows.numpy(), k, max(1, n // SAMPLE_STEP_MIN), values, smaller, ok)
     return torch.from_numpy(values), torch.from_numpy(smaller), torch.from_numpy(ok)
 
 
@@ -270,7 +276,8 @@ def band_edges(rows: Tensor, n_remove: int, n_keep: int) -> tuple[Tensor, Tensor
     count = rows.shape[0]
     outer, inner = np.zeros(count, np.uint32), np.zeros(count, np.uint32)
     ok = np.zeros(count, np.bool_)
-    _band_rows(rows.numpy().view(np.uint32), n_remove, n_keep, outer, inner, ok, max(1, min(count, 256)))
+    with PARALLEL:
+        _band_rows(rows.numpy().view(np.uint32), n_remove, n_keep, outer, inner, ok, max(1, min(count, 256)))
     inner[inner == 0xFFFFFFFF] = 0x7F800000  # +inf
     return torch.from_numpy(outer.view(np.float32)), torch.from_numpy(inner.view(np.float32)), torch.from_numpy(ok)
 
@@ -306,30 +313,33 @@ def _uniforms(st, p, count, r):
         r[j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
 
 
+@_jit(parallel=True)
+def _apply_drop(x, out, packed, r, drop, factor, shift):
+    """out = x * 1{r >= drop} * factor and packed |= 1{r >= drop} << shift over 1-D slices of one row, by all
+    threads (a fresh output's pages fault in on first touch: a thread alone pays for all of them)."""
+    n = x.size
+    for b in prange((n + 4095) // 4096):
+        lo, hi = b * 4096, min(n, b * 4096 + 4096)
+        xb, ob, pb, rb = x[lo:hi], out[lo:hi], packed[lo:hi], r[lo:hi]
+        for j in range(hi - lo):  # slices, not x[lo + j]: no negative-index check, so the loop vectorises
+            ob[j] = (xb[j] * np.float32(rb[j] >= drop)) * factor
+        for j in range(hi - lo):
+            pb[j] |= np.uint8(rb[j] >= drop) << shift
+
+
 @_jit()
-def _drop_rows(st, pos, x, drop, factor, out, packed):
-    """DARE's drop of `x [T, n]` with the stream's next T*n uniforms (row-major, as torch.rand fills `[T, n]`):
-    out = x * 1{r >= drop} * factor and the keep mask packed 8 rows to a byte; returns the new position."""
+def _drop_rows(st, pos, x, drop, factor, out, packed, r):
+    """DARE's drop of `x [T, n]` with the stream's next T*n uniforms (row-major, as torch.rand fills `[T, n]`),
+    drawn a buffer `r` at a time: out = x * 1{r >= drop} * factor and the keep mask packed 8 rows to a byte;
+    returns the new position."""
     rows, n = x.shape
-    r = np.empty(N, np.float32)
     p = pos
     for t in range(rows):
-        xs, os, ps = x[t], out[t], packed[t // 8]
-        shift = np.uint8(t % 8)
-        i = 0
-        while i < n:
-            if p == N:
-                _twist(st)
-                p = 0
-            count = min(N - p, n - i)
-            _uniforms(st, p, count, r)
-            xb, ob, pb = xs[i:i + count], os[i:i + count], ps[i:i + count]
-            for j in range(count):  # slices, not xs[i + j]: no negative-index check, so the loop vectorises
-                ob[j] = (xb[j] * np.float32(r[j] >= drop)) * factor
-            for j in range(count):
-                pb[j] |= np.uint8(r[j] >= drop) << shift
-            i += count
-            p += count
+        for start in range(0, n, r.size):
+            stop = min(n, start + r.size)
+            p = _fill(st, p, r[:stop - start])
+            _apply_drop(x[t, start:stop], out[t, start:stop], packed[t // 8, start:stop], r[:stop - start], drop,
+                        factor, np.uint8(t % 8))
     return p
 
 
@@ -359,6 +369,7 @@ class TorchStream:
         left = int(self.raw[8:12].view(np.int32)[0])
         self.state = self.raw[24:24 + 8 * N].view(np.uint64).astype(np.uint32)
         self.pos = N if left == 1 else int(self.raw[16:24].view(np.uint64)[0])  # left 1: the next draw twists
+        self.buffer = np.empty(CHUNK, np.float32)  # the uniforms drawn at a time, reused (its pages stay in)
 
     def fill(self, out: Tensor) -> Tensor:
         """`out` (contiguous CPU float32) filled as `torch.rand(out.shape, generator=gen, out=out)` would."""
@@ -370,8 +381,9 @@ class TorchStream:
         in float32, the keep mask packed as `kernels.pack` packs it)."""
         out = torch.empty_like(x)
         packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
-        self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor), out.numpy(),
-                              packed)
+        with PARALLEL:
+            self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor),
+                                  out.numpy(), packed, self.buffer)
         return out, list(torch.from_numpy(packed))
 
     def sync(self) -> None:
@@ -381,3 +393,15 @@ class TorchStream:
         raw[16:24].view(np.uint64)[0] = self.pos
         raw[24:24 + 8 * N].view(np.uint64)[:] = self.state
         self.gen.set_state(torch.from_numpy(raw))
+
+
+def warm() -> None:
+    """Compile (or load from numba's on-disk cache) every loop here now, on tiny inputs."""
+    if njit is None:
+        return
+    rows = torch.linspace(-1, 1, 4 * 256).reshape(4, 256)
+    kth_smallest_abs_rows(rows, 100)
+    band_edges(rows, 3, 40)
+    stream = TorchStream(torch.Generator().manual_seed(0))
+    stream.drop(rows, 0.5, 2.0)
+    stream.fill(torch.empty(8))
