@@ -149,12 +149,12 @@ def scaled(vector: Mapping[str, Tensor], scale: float) -> dict[str, Tensor]:
 
 
 def rescale(vector: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
-    """scale * v in place of each v of a vector the caller owns (the same bits as `scaled`, one tensor of extra
-    memory at a time instead of a second vector; scale 1 leaves it as it is: the same bits)."""
+    """scale * v, in place, for each v of a vector the caller owns and no one else reads (the same bits as
+    `scaled`, with no second vector: fresh memory costs its page faults; scale 1 leaves it as it is)."""
     if scale == 1.0:
         return vector
-    for n in vector:
-        vector[n] = scale * vector[n]
+    for v in vector.values():
+        v.mul_(scale)
     return vector
 
 

@@ -382,8 +382,8 @@ class TorchStream:
         out = torch.empty_like(x)
         packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
         with PARALLEL:
-            self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor),
-                                  out.numpy(), packed, self.buffer)
+            self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor), out.numpy(),
+                                  packed, self.buffer)
         return out, list(torch.from_numpy(packed))
 
     def sync(self) -> None:

@@ -6,8 +6,8 @@ from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
-from . import jit, kernels, params
-from .blocks import masked_task_sum, per_task, rescale, scaled, ties_vector
+from . import blocks, jit, kernels, params
+from .blocks import masked_task_sum, per_task, rescale, ties_vector
 from .compose import compose
 from .fused import band_sum_one, drop_one
 from .kernels import PackedMask, Scratch, applies, fused
@@ -67,7 +67,7 @@ def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float,
     dropped, kept = _drop(tv, drop, rescale, seed)
     merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
     masks = kept if agree is None else agree  # TIES keeps only non-zero entries, all inside the drop mask
-    return MergeResult(tv, scaled(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
+    return MergeResult(tv, blocks.rescale(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 
 @register("magnitude", params.density(0.2), params.SCOPE, params.scale(0.3, paper=None),

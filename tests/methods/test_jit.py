@@ -29,11 +29,12 @@ def test_stream_draws_what_torch_rand_draws_and_hands_the_generator_back(seed, b
 
 
 @pytest.mark.parametrize("drop", [0.0, 0.3, 0.5, 0.99])
-@pytest.mark.parametrize("tasks", [3, 11])
-def test_stream_drop_has_the_bits_of_rand_then_the_eager_formula(drop, tasks):
-    """x * 1{r >= p} * 1/(1-p) in float32, signed zeros included, the mask packed 8 tasks to a byte."""
+@pytest.mark.parametrize("tasks,n", [(3, 5000), (11, 5000), (3, 3 * jit.CHUNK + 17)])
+def test_stream_drop_has_the_bits_of_rand_then_the_eager_formula(drop, tasks, n):
+    """x * 1{r >= p} * 1/(1-p) in float32, signed zeros included, the mask packed 8 tasks to a byte; a big tensor
+    (uniforms drawn a buffer ahead in another thread) too."""
     gen = torch.Generator().manual_seed(tasks)
-    x = torch.randn(tasks, 5000, generator=gen)
+    x = torch.randn(tasks, n, generator=gen)
     x[0, :10] = -0.0
     stream, reference = jit.TorchStream(torch.Generator().manual_seed(1)), torch.Generator().manual_seed(1)
     out, packed = stream.drop(x, drop, 1.0 / (1.0 - drop))
