@@ -4,13 +4,15 @@ for small, non-float32 or non-CPU task vectors. Deltas may be any mapping, so a 
 from __future__ import annotations
 
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
 from .kernels import (
     TAIL,
+    Dropped,
     PackedMask,
     Scratch,
     drop_kernel,
@@ -20,6 +22,7 @@ from .kernels import (
     masked_sum_kernel,
     pack,
     tall_kernel,
+    ties_dropped_kernel,
     ties_kernel,
 )
 from .thresholds import kth_smallest_abs, kth_smallest_abs_rows, topk_rows
@@ -31,15 +34,32 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def global_threshold(deltas: Stacked, density: float) -> Tensor:
+@dataclass(frozen=True)
+class Drop:
+    """DARE's drop of every stacked tensor, not applied: the keep masks packed (name -> byte groups, `pack`) and
+    the factor the kept entries are multiplied by. TIES reads the dropped values through it (`Dropped`)."""
+
+    keep: Mapping[str, list[Tensor]]
+    factor: float
+
+    def rows(self, name: str, d: Tensor) -> Dropped:
+        """Tensor `name`'s dropped rows `[T, n]`."""
+        return Dropped(_rows(d), [k.reshape(-1) for k in self.keep[name]], torch.tensor(self.factor, dtype=d.dtype))
+
+
+def global_threshold(deltas: Stacked, density: float, drop: Drop | None = None) -> Tensor:
     """Per task, TIES' global magnitude threshold: the (D - floor(density*D))-th smallest |tau| over the whole
-    task vector (0 when everything is kept), as `blocks._kth_threshold` on the concatenation."""
+    task vector (0 when everything is kept), as `blocks._kth_threshold` on the concatenation (of the dropped task
+    vectors, given a `drop`)."""
     first = next(iter(deltas.values()))
     total = sum(d[0].numel() for d in deltas.values())
     k = total - int(total * density)
     if k <= 0:
         return torch.zeros(first.shape[0], dtype=first.dtype)
-    return kth_smallest_abs(lambda: (_rows(d) for d in deltas.values()), k, total)[0].to(first.dtype)
+
+    def parts() -> Iterable[Tensor | Dropped]:
+        return (drop.rows(n, d) if drop is not None else _rows(d) for n, d in deltas.items())
+    return kth_smallest_abs(parts, k, total)[0].to(first.dtype)
 
 
 Found = Callable[[Scratch | None], "tuple[Tensor, Tensor] | None"]  # rows' thresholds, once topk has chosen
@@ -95,17 +115,23 @@ def _ties_eager(x: Tensor, trim: Tensor, majority: Tensor, count_votes: bool,
 
 
 def _ties_tensor(x: Tensor, thresh: Tensor | None, trim: Tensor | None, majority: Tensor, count_votes: bool,
-                 mean: bool) -> tuple[Tensor, Tensor | list[Tensor], Tensor, Tensor]:
-    """TIES of one `[T, n]` tensor: the fused kernel over whole blocks of columns and the plain blocks over the
-    rest (PyTorch sums those in another order), kept mask packed; or the plain blocks alone given a topk trim
-    mask (kept mask as bool)."""
+                 mean: bool, dropped: Dropped | None = None) -> tuple[Tensor, Tensor | list[Tensor], Tensor, Tensor]:
+    """TIES of one `[T, n]` tensor (its dropped rows, given `dropped`): the fused kernel over whole blocks of
+    columns and the plain blocks over the rest (PyTorch sums those in another order), kept mask packed; or the
+    plain blocks alone given a topk trim mask (kept mask as bool)."""
     if thresh is None or not fused(x):
+        x = dropped.dense() if dropped is not None else x
         trim = trim if trim is not None else x.abs() >= thresh.unsqueeze(1)
         return _ties_eager(x, trim, majority, count_votes, mean)
     start = x.shape[1] - x.shape[1] % TAIL
-    merged, kept, votes, ambiguous = ties_kernel(x[:, :start], thresh, majority, count_votes, mean)
+    if dropped is None:
+        merged, kept, votes, ambiguous = ties_kernel(x[:, :start], thresh, majority, count_votes, mean)
+    else:
+        head = dropped.cols(0, start)
+        merged, kept, votes, ambiguous = ties_dropped_kernel(head.x, head.keep, head.factor, thresh, majority,
+                                                             count_votes, mean)
     if start < x.shape[1]:
-        tail = x[:, start:].contiguous()
+        tail = dropped.cols(start).dense() if dropped is not None else x[:, start:].contiguous()
         m, k, v, a = _ties_eager(tail, tail.abs() >= thresh.unsqueeze(1), majority, count_votes, mean)
         merged = torch.cat([merged, m])
         kept = [torch.cat([group, bits]) for group, bits in zip(kept, pack(k))]
@@ -119,36 +145,43 @@ def _stacked_mask(kept: Tensor | list[Tensor], shape: torch.Size) -> Tensor | Pa
 
 
 def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, thresh: Tensor | None,
-             majority: Tensor, scratch: Scratch | None = None,
-             found: Found | None = None) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
+             majority: Tensor, scratch: Scratch | None = None, found: Found | None = None,
+             dropped: Dropped | None = None) -> tuple[Tensor, Tensor | PackedMask, Tensor, Tensor]:
     """TIES of one stacked parameter `[T, ...]` given the global threshold (scope "global") and the zero-vote sign:
     (merged, kept mask, sum of its vote signs, count of zero votes where `majority` matters). `found`: its per-row
-    thresholds, started ahead (scope "tensor")."""
+    thresholds, started ahead (scope "tensor"); `dropped`: merge its dropped rows instead (scope "global")."""
     x, t, trim = _trim(_rows(d), density, scope, thresh, scratch, found)
-    m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean")
+    m, k, v, a = _ties_tensor(x, t, trim, majority, sign == "count", aggregate == "mean", dropped)
     return m.reshape(d.shape[1:]), _stacked_mask(k, d.shape), v, a
 
 
-def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str,
-               scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """`blocks.ties_vector` tensor by tensor: trim, elect, disjoint merge in one pass per tensor. The global
-    scope's zero votes take the model's majority sign, known only at the end: the few tensors where it
-    matters are merged again."""
-    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
+def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str, scope: str,
+               drop: Drop | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """`blocks.ties_vector` tensor by tensor (of the dropped task vectors, given a `drop`: scope "global" only):
+    trim, elect, disjoint merge in one pass per tensor. The global scope's zero votes take the model's majority
+    sign, known only at the end: the few tensors where it matters are merged again."""
+    if drop is not None and scope != "global":
+        raise ValueError("TIES over dropped task vectors takes scope 'global' (DARE's TIES base)")
+    thresh = global_threshold(deltas, density, drop) if scope == "global" and density > 0 else None
     plus, scratch = torch.ones(()), Scratch(list(deltas.values()))
+
+    def dropped(name: str, d: Tensor) -> Dropped | None:
+        return drop.rows(name, d) if drop is not None else None
+
     merged, kept, votes, again = {}, {}, [], []
     with ThreadPoolExecutor(1) as pool:
         ahead = thresholds_ahead(deltas, density, pool) if scope == "tensor" and density > 0 else {}
         for name, d in deltas.items():
             merged[name], kept[name], v, a = ties_one(d, density, sign, aggregate, scope, thresh, plus, scratch,
-                                                      ahead.get(name))
+                                                      ahead.get(name), dropped(name, d))
             votes.append(v)
             if int(a) > 0:
                 again.append(name)
     majority = torch.stack(votes).sum().sign() if scope == "global" else plus
     if float(majority) != 1.0:
         for name in again:
-            merged[name], kept[name], _, _ = ties_one(deltas[name], density, sign, aggregate, scope, thresh, majority)
+            merged[name], kept[name], _, _ = ties_one(deltas[name], density, sign, aggregate, scope, thresh, majority,
+                                                      dropped=dropped(name, deltas[name]))
     return merged, kept
 
 

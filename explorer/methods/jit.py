@@ -21,7 +21,7 @@ except ImportError:  # the PyTorch paths give the same bits, slower
 
 N, M = 624, 397  # MT19937's state words and its twist offset
 UPPER, LOWER, MATRIX = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
-CHUNK = 1 << 18  # DARE's drop draws this many uniforms at a time
+CHUNK = 1 << 20  # DARE's drop draws this many uniforms at a time
 SAMPLE_STEP_MIN = 8192
 # numba's fallback threading layer (workqueue, where neither TBB nor OpenMP is found) must not be entered from two
 # threads at once: a dashboard serves merges from worker threads, so the parallel loops take turns
@@ -328,18 +328,28 @@ def _apply_drop(x, out, packed, r, drop, factor, shift):
 
 
 @_jit()
-def _drop_rows(st, pos, x, drop, factor, out, packed, r):
+def _apply_keep(packed, r, drop, shift):
+    """packed |= 1{r >= drop} << shift (a light loop: one thread, no parallel start-up per buffer)."""
+    for j in range(r.size):
+        packed[j] |= np.uint8(r[j] >= drop) << shift
+
+
+@_jit()
+def _drop_rows(st, pos, x, drop, factor, out, packed, r, values):
     """DARE's drop of `x [T, n]` with the stream's next T*n uniforms (row-major, as torch.rand fills `[T, n]`),
-    drawn a buffer `r` at a time: out = x * 1{r >= drop} * factor and the keep mask packed 8 rows to a byte;
-    returns the new position."""
+    drawn a buffer `r` at a time: the keep mask packed 8 rows to a byte and (where `values`) out = x * 1{r >= drop}
+    * factor; returns the new position."""
     rows, n = x.shape
     p = pos
     for t in range(rows):
         for start in range(0, n, r.size):
             stop = min(n, start + r.size)
             p = _fill(st, p, r[:stop - start])
-            _apply_drop(x[t, start:stop], out[t, start:stop], packed[t // 8, start:stop], r[:stop - start], drop,
-                        factor, np.uint8(t % 8))
+            if values:
+                _apply_drop(x[t, start:stop], out[t, start:stop], packed[t // 8, start:stop], r[:stop - start], drop,
+                            factor, np.uint8(t % 8))
+            else:
+                _apply_keep(packed[t // 8, start:stop], r[:stop - start], drop, np.uint8(t % 8))
     return p
 
 
@@ -380,11 +390,18 @@ class TorchStream:
         """DARE's drop of a contiguous `[T, n]` float32 tensor with the next T*n uniforms: (x * 1{r >= drop} * factor
         in float32, the keep mask packed as `kernels.pack` packs it)."""
         out = torch.empty_like(x)
+        return out, self._run(x, drop, factor, out, True)
+
+    def keep(self, x: Tensor, drop: float) -> list[Tensor]:
+        """The keep mask 1{r >= drop} of `drop` on the same uniforms, packed, without the dropped values."""
+        return self._run(x, drop, 1.0, x, False)
+
+    def _run(self, x: Tensor, drop: float, factor: float, out: Tensor, values: bool) -> list[Tensor]:
         packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
         with PARALLEL:
             self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor), out.numpy(),
-                                  packed, self.buffer)
-        return out, list(torch.from_numpy(packed))
+                                  packed, self.buffer, values)
+        return list(torch.from_numpy(packed))
 
     def sync(self) -> None:
         """Write the advanced state back, so the generator goes on where this stream stopped."""

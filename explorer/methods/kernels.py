@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -114,21 +115,56 @@ def pack(mask: Tensor) -> list[Tensor]:
     return _pack(list(mask))
 
 
+def dropped_rows(x: Tensor, keep: list[Tensor], factor: Tensor) -> list[Tensor]:
+    """The rows of DARE's dropped `x [T, n]`, x * 1{kept} * factor in float32 (the drop's own formula), the keep bits
+    read from the mask packed 8 rows to a byte (`pack`)."""
+    return [x[t] * ((keep[t // 8] >> (t % 8)) & 1).to(x.dtype) * factor for t in range(x.shape[0])]
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Rows `[T, n]` of DARE's dropped task vectors as x, the keep mask packed (`pack`) and the factor: a kernel
+    recomputes the dropped values as it reads x, so no dropped copy is written (a fresh copy's page faults cost
+    more than the drop itself); small pieces (tails, samples, candidates) are computed eagerly."""
+
+    x: Tensor
+    keep: list[Tensor]
+    factor: Tensor
+
+    def cols(self, start: int, stop: int | None = None, step: int = 1) -> "Dropped":
+        return Dropped(self.x[:, start:stop:step], [k[start:stop:step] for k in self.keep], self.factor)
+
+    def dense(self) -> Tensor:
+        """The dropped values `[T, n]`."""
+        return torch.stack(dropped_rows(self.x, self.keep, self.factor))
+
+    def at(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """The dropped values at (rows[i], cols[i])."""
+        bits = (torch.stack(self.keep)[rows // 8, cols] >> (rows % 8).to(torch.uint8)) & 1
+        return self.x[rows, cols] * bits.to(self.x.dtype) * self.factor
+
+
 def _ties_kernel(x: Tensor, thresh: Tensor, majority: Tensor, count_votes: bool,
                  mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """TIES on `x [T, n]`, n whole blocks of TAIL columns (the caller merges the rest eagerly; slicing the blocks off
     in here splits the compiled loop in two and costs 5x): trim below `thresh [T]`, elect sign (zero vote ->
     `majority`), disjoint sum/mean. Returns (merged [n], kept [T, n] packed, sum of the vote signs, count of
     zero-vote columns with a non-zero trimmed entry: their result depends on `majority`)."""
-    zero = torch.zeros((), dtype=x.dtype)
-    trimmed = [torch.where(x[t].abs() >= thresh[t], x[t], zero) for t in range(x.shape[0])]
+    return _ties_rows([x[t] for t in range(x.shape[0])], thresh, majority, count_votes, mean)
+
+
+def _ties_rows(rows: list[Tensor], thresh: Tensor, majority: Tensor, count_votes: bool,
+               mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`_ties_kernel` on the task rows as a list (each may be an expression of other inputs: it is fused in)."""
+    zero = torch.zeros((), dtype=rows[0].dtype)
+    trimmed = [torch.where(r.abs() >= thresh[t], r, zero) for t, r in enumerate(rows)]
     vote = ordered_sum([tr.sign() for tr in trimmed] if count_votes else trimmed).sign()
     sign = torch.where(vote == 0, majority, vote)
     keep = [torch.where(sign > 0, tr > 0, tr < 0) for tr in trimmed]
     total = ordered_sum([torch.where(k, tr, zero) for k, tr in zip(keep, trimmed)])
     if mean:
         count = functools.reduce(torch.add, [k.to(torch.int32) for k in keep])
-        total = total / count.clamp(min=1).to(x.dtype)
+        total = total / count.clamp(min=1).to(rows[0].dtype)
     nonzero = functools.reduce(torch.logical_or, [tr != 0 for tr in trimmed])
     return total, _pack(keep), vote.sum(), ((vote == 0) & nonzero).sum()
 
@@ -146,6 +182,22 @@ def _count_kernel(x: Tensor, low: Tensor, high: Tensor) -> tuple[Tensor, Tensor,
     (the zeros of a dropped task vector) out of the gathered candidates."""
     a = x.abs()
     return (a < low).sum(dim=1), (a == low).sum(dim=1), _pack(list((a > low) & (a <= high)))
+
+
+def _ties_dropped_kernel(x: Tensor, keep: list[Tensor], factor: Tensor, thresh: Tensor, majority: Tensor,
+                         count_votes: bool, mean: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`_ties_kernel` on DARE's dropped rows, recomputed from x and the packed keep mask as they are read."""
+    return _ties_rows(dropped_rows(x, keep, factor), thresh, majority, count_votes, mean)
+
+
+def _count_dropped_kernel(x: Tensor, keep: list[Tensor], factor: Tensor, low: Tensor,
+                          high: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """`_count_kernel` on DARE's dropped rows, recomputed from x and the packed keep mask as they are read (row by
+    row: no stacked copy)."""
+    a = [r.abs() for r in dropped_rows(x, keep, factor)]
+    below = torch.stack([(v < low[t]).sum() for t, v in enumerate(a)])
+    at = torch.stack([(v == low[t]).sum() for t, v in enumerate(a)])
+    return below, at, _pack([(v > low[t]) & (v <= high[t]) for t, v in enumerate(a)])
 
 
 def _drop_kernel(x: Tensor, r: Tensor, drop: Tensor, factor: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -219,6 +271,8 @@ masked_sum_kernel = _Kernel(_masked_sum_kernel)
 count_kernel = _Kernel(_count_kernel)
 tall_kernel = _Kernel(_tall_kernel)
 drop_kernel = _Kernel(_drop_kernel)
+ties_dropped_kernel = _Kernel(_ties_dropped_kernel)
+count_dropped_kernel = _Kernel(_count_dropped_kernel)
 emr_kernel = _Kernel(_emr_kernel)
 
 
@@ -245,6 +299,9 @@ def warm(tasks: int) -> None:
     tall_kernel(x, x[0], low[:, 0], 1)
     drop_kernel(x, x.abs(), low[0, 0], high[0, 0])
     emr_kernel(x)
+    keep, factor = pack(x > 0), torch.tensor(2.0)
+    count_dropped_kernel(x, keep, factor, low, high)
+    ties_dropped_kernel(x, keep, factor, low[:, 0], torch.ones(()), False, False)
     per_row = torch.full((tasks, 2, 1), 0.5), torch.full((tasks, 2, 1), 0.7)  # bounds per row (Breadcrumbs)
     masked_sum_kernel(x.reshape(tasks, 2, -1), *per_row)
     from . import jit  # the numba loops too (jit imports this module)

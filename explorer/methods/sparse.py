@@ -9,7 +9,7 @@ from ..taskvec import TaskVectors
 from . import blocks, jit, kernels, params
 from .blocks import masked_task_sum, per_task, rescale, ties_vector
 from .compose import compose
-from .fused import band_sum_one, drop_one
+from .fused import Drop, band_sum_one, drop_one, ties_fused
 from .kernels import PackedMask, Scratch, applies, fused
 from .registry import Param, register
 
@@ -31,10 +31,10 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
     uniforms are torch.rand's from a generator seeded with `seed`, tensor after tensor; on CPU float32 the compiled
     stream (`jit.TorchStream`) draws the same values inside the drop's own loop."""
     gen = torch.Generator(device=tv.device).manual_seed(seed)
-    factor = 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
+    factor = _factor(drop, rescale)
     deltas = list(tv.deltas.values())
     kept_masks, dropped = {}, {}
-    if jit.available(*deltas) and all(d.is_contiguous() for d in deltas):
+    if _streamed(tv):
         stream = jit.TorchStream(gen)
         for name, d in tv.deltas.items():
             out, packed = stream.drop(d.reshape(d.shape[0], -1), drop, factor)
@@ -45,6 +45,25 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
         draw = torch.rand(d.shape, generator=gen, out=scratch.like(d))  # [T, ...], the same draw as a fresh tensor
         dropped[name], kept_masks[name] = drop_one(d, draw, drop, factor, use)
     return dropped, kept_masks
+
+
+def _factor(drop: float, rescale: str) -> float:
+    return 1.0 / (1.0 - drop) if rescale == "inverse" else 1.0
+
+
+def _streamed(tv: TaskVectors) -> bool:
+    """Whether DARE draws with the compiled stream: numba, CPU float32, contiguous."""
+    deltas = list(tv.deltas.values())
+    return jit.available(*deltas) and all(d.is_contiguous() for d in deltas)
+
+
+def _dare_ties(tv: TaskVectors, drop: float, rescale: str, seed: int, density: float,
+               aggregate: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """compose(dropped, "ties") without the dropped task vectors: the stream draws the keep masks only and TIES
+    reads x * 1{kept} * factor as it reads x (`fused.Drop`), the same bits as dropping first."""
+    stream = jit.TorchStream(torch.Generator(device=tv.device).manual_seed(seed))
+    keep = {name: stream.keep(d.reshape(d.shape[0], -1), drop) for name, d in tv.deltas.items()}
+    return ties_fused(tv.deltas, density, "mass", aggregate, "global", Drop(keep, _factor(drop, rescale)))
 
 
 @register("dare", Param("drop", float, 0.5, "p: probability that each entry of each task vector is dropped",
@@ -64,9 +83,12 @@ def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[s
           summary="Randomly drop a fraction p of every task vector's entries and rescale the rest, then merge.")
 def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float, density: float, aggregate: str,
          seed: int) -> MergeResult:
-    dropped, kept = _drop(tv, drop, rescale, seed)
-    merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
-    masks = kept if agree is None else agree  # TIES keeps only non-zero entries, all inside the drop mask
+    if base == "ties" and _streamed(tv) and applies(list(tv.deltas.values())):
+        merged, masks = _dare_ties(tv, drop, rescale, seed, density, aggregate)
+    else:
+        dropped, kept = _drop(tv, drop, rescale, seed)
+        merged, agree = compose(dropped, base, density=density, aggregate=aggregate)
+        masks = kept if agree is None else agree  # TIES keeps only non-zero entries, all inside the drop mask
     return MergeResult(tv, blocks.rescale(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 

@@ -11,17 +11,18 @@ import torch
 from torch import Tensor
 
 from . import jit
-from .kernels import count_kernel
+from .kernels import Dropped, count_dropped_kernel, count_kernel
 
 SAMPLE = 1 << 18  # at most this many sampled magnitudes per row
 STEP = 64  # else every STEP-th magnitude (the bracket then holds ~ 8 sqrt(total) values), short rows more densely
-Parts = Callable[[], Iterable[Tensor]]  # each call yields the `[rows, n_i]` parts again, in the same order
+Parts = Callable[[], Iterable["Tensor | Dropped"]]  # each call yields the `[rows, n_i]` parts again, in order
 
 
 def _sample(parts: Parts, total: int) -> Tensor:
     """Every `step`-th column of each part, at most about SAMPLE per row and at least 4096: `[rows, S]` float32."""
     step = max(1, min(STEP, total // 4096), total // SAMPLE)
-    return torch.cat([p[:, ::step].abs().float() for p in parts()], dim=1)
+    return torch.cat([(p.cols(0, None, step).dense() if isinstance(p, Dropped) else p[:, ::step]).abs().float()
+                      for p in parts()], dim=1)
 
 
 def _bracket(sample: Tensor, k: int, total: int, widen: float) -> tuple[Tensor, Tensor]:
@@ -59,12 +60,15 @@ def kth_smallest_abs(parts: Parts, k: int, total: int) -> tuple[Tensor, Tensor]:
         below, at = torch.zeros(rows, dtype=torch.int64), torch.zeros(rows, dtype=torch.int64)
         inside: list[list[Tensor]] = [[] for _ in range(rows)]
         for p in parts():
-            p = p if p.dtype == torch.float32 else p.float()
-            lo, hi = low.to(p.dtype), high.to(p.dtype)
-            count, tied, packed = count_kernel(p, lo, hi)
+            if isinstance(p, Dropped):
+                count, tied, packed = count_dropped_kernel(p.x, p.keep, p.factor, low, high)
+            else:
+                p = p if p.dtype == torch.float32 else p.float()
+                count, tied, packed = count_kernel(p, low.to(p.dtype), high.to(p.dtype))
             below, at = below + count, at + tied
             where, cols = _unpack(packed, rows)
-            values = p[where, cols].abs().split(torch.bincount(where, minlength=rows).tolist())
+            found = p.at(where, cols) if isinstance(p, Dropped) else p[where, cols]
+            values = found.abs().split(torch.bincount(where, minlength=rows).tolist())
             for r, v in enumerate(values):  # row-major: rows in turn
                 inside[r].append(v)
         cands = [torch.cat(c) for c in inside]
