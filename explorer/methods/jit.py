@@ -21,7 +21,7 @@ except ImportError:  # the PyTorch paths give the same bits, slower
 
 N, M = 624, 397  # MT19937's state words and its twist offset
 UPPER, LOWER, MATRIX = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
-CHUNK = 1 << 20  # DARE's drop draws this many uniforms at a time
+CHUNK = 1 << 18  # DARE's drop draws this many uniforms at a time
 SAMPLE_STEP_MIN = 8192
 # numba's fallback threading layer (workqueue, where neither TBB nor OpenMP is found) must not be entered from two
 # threads at once: a dashboard serves merges from worker threads, so the parallel loops take turns
@@ -301,16 +301,27 @@ def _twist(st):
 
 
 @_jit()
-def _uniforms(st, p, count, r):
-    """`torch.rand`'s float32 values from state words p..p+count: the tempered word's low 24 bits / 2^24."""
+def _temper(st, block):
+    """`torch.rand`'s float32 values of all 624 state words into `block`: the tempered word's low 24 bits / 2^24
+    (a fixed count: the loop vectorises)."""
     scale = np.float32(1.0 / 16777216.0)
-    for j in range(count):
-        y = st[p + j]
+    for j in range(N):
+        y = st[j]
         y ^= y >> np.uint32(11)
         y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
         y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
         y ^= y >> np.uint32(18)
-        r[j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
+        block[j] = np.float32(y & np.uint32(0xFFFFFF)) * scale
+
+
+@_jit()
+def _next(st, block, p):
+    """The position to read from, twisting and tempering the next block when this one is used up."""
+    if p == N:
+        _twist(st)
+        _temper(st, block)
+        return 0
+    return p
 
 
 @_jit(parallel=True)
@@ -328,41 +339,48 @@ def _apply_drop(x, out, packed, r, drop, factor, shift):
 
 
 @_jit()
-def _apply_keep(packed, r, drop, shift):
-    """packed |= 1{r >= drop} << shift (a light loop: one thread, no parallel start-up per buffer)."""
-    for j in range(r.size):
-        packed[j] |= np.uint8(r[j] >= drop) << shift
+def _keep_rows(st, block, pos, rows, n, drop, packed):
+    """The keep mask 1{r >= drop} of `[rows, n]` with the stream's next rows*n uniforms, packed 8 rows to a byte,
+    straight from the tempered block (it stays in cache); returns the new position."""
+    p = pos
+    for t in range(rows):
+        ps, shift = packed[t // 8], np.uint8(t % 8)
+        i = 0
+        while i < n:
+            p = _next(st, block, p)
+            count = min(N - p, n - i)
+            pb, rb = ps[i:i + count], block[p:p + count]
+            for j in range(count):
+                pb[j] |= np.uint8(rb[j] >= drop) << shift
+            i += count
+            p += count
+    return p
 
 
 @_jit()
-def _drop_rows(st, pos, x, drop, factor, out, packed, r, values):
+def _drop_rows(st, block, pos, x, drop, factor, out, packed, r):
     """DARE's drop of `x [T, n]` with the stream's next T*n uniforms (row-major, as torch.rand fills `[T, n]`),
-    drawn a buffer `r` at a time: the keep mask packed 8 rows to a byte and (where `values`) out = x * 1{r >= drop}
-    * factor; returns the new position."""
+    drawn a buffer `r` at a time: out = x * 1{r >= drop} * factor and the keep mask packed 8 rows to a byte;
+    returns the new position."""
     rows, n = x.shape
     p = pos
     for t in range(rows):
         for start in range(0, n, r.size):
             stop = min(n, start + r.size)
-            p = _fill(st, p, r[:stop - start])
-            if values:
-                _apply_drop(x[t, start:stop], out[t, start:stop], packed[t // 8, start:stop], r[:stop - start], drop,
-                            factor, np.uint8(t % 8))
-            else:
-                _apply_keep(packed[t // 8, start:stop], r[:stop - start], drop, np.uint8(t % 8))
+            p = _fill(st, block, p, r[:stop - start])
+            _apply_drop(x[t, start:stop], out[t, start:stop], packed[t // 8, start:stop], r[:stop - start], drop,
+                        factor, np.uint8(t % 8))
     return p
 
 
 @_jit()
-def _fill(st, pos, out):
+def _fill(st, block, pos, out):
     """The stream's next out.size uniforms into `out` (1-D); returns the new position."""
     p, i, n = pos, 0, out.size
     while i < n:
-        if p == N:
-            _twist(st)
-            p = 0
+        p = _next(st, block, p)
         count = min(N - p, n - i)
-        _uniforms(st, p, count, out[i:i + count])
+        out[i:i + count] = block[p:p + count]
         i += count
         p += count
     return p
@@ -378,29 +396,32 @@ class TorchStream:
         self.raw = gen.get_state().numpy().copy()
         left = int(self.raw[8:12].view(np.int32)[0])
         self.state = self.raw[24:24 + 8 * N].view(np.uint64).astype(np.uint32)
+        self.block = np.empty(N, np.float32)  # the uniforms of the current state words
         self.pos = N if left == 1 else int(self.raw[16:24].view(np.uint64)[0])  # left 1: the next draw twists
         self.buffer = np.empty(CHUNK, np.float32)  # the uniforms drawn at a time, reused (its pages stay in)
+        if self.pos < N:
+            _temper(self.state, self.block)
 
     def fill(self, out: Tensor) -> Tensor:
         """`out` (contiguous CPU float32) filled as `torch.rand(out.shape, generator=gen, out=out)` would."""
-        self.pos = _fill(self.state, self.pos, out.view(-1).numpy())
+        self.pos = _fill(self.state, self.block, self.pos, out.view(-1).numpy())
         return out
 
     def drop(self, x: Tensor, drop: float, factor: float) -> tuple[Tensor, list[Tensor]]:
         """DARE's drop of a contiguous `[T, n]` float32 tensor with the next T*n uniforms: (x * 1{r >= drop} * factor
         in float32, the keep mask packed as `kernels.pack` packs it)."""
         out = torch.empty_like(x)
-        return out, self._run(x, drop, factor, out, True)
-
-    def keep(self, x: Tensor, drop: float) -> list[Tensor]:
-        """The keep mask 1{r >= drop} of `drop` on the same uniforms, packed, without the dropped values."""
-        return self._run(x, drop, 1.0, x, False)
-
-    def _run(self, x: Tensor, drop: float, factor: float, out: Tensor, values: bool) -> list[Tensor]:
         packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
         with PARALLEL:
-            self.pos = _drop_rows(self.state, self.pos, x.numpy(), np.float32(drop), np.float32(factor), out.numpy(),
-                                  packed, self.buffer, values)
+            self.pos = _drop_rows(self.state, self.block, self.pos, x.numpy(), np.float32(drop), np.float32(factor),
+                                  out.numpy(), packed, self.buffer)
+        return out, list(torch.from_numpy(packed))
+
+    def keep(self, x: Tensor, drop: float) -> list[Tensor]:
+        """The keep mask 1{r >= drop} of `drop` on the next T*n uniforms for a `[T, n]` tensor, packed, without the
+        dropped values (the uniforms are drawn for x's shape; its values are not read)."""
+        packed = np.zeros((-(-x.shape[0] // 8), x.shape[1]), np.uint8)
+        self.pos = _keep_rows(self.state, self.block, self.pos, x.shape[0], x.shape[1], np.float32(drop), packed)
         return list(torch.from_numpy(packed))
 
     def sync(self) -> None:
