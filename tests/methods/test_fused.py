@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer.methods import blocks, kernels
-from explorer.methods.fused import drop_one, masked_sum_fused, ties_fused
+from explorer.methods.fused import Drop, drop_one, masked_sum_fused, ties_fused
 from explorer.methods.kernels import ordered_sum
 from explorer.methods.thresholds import kth_smallest_abs, topk_rows
 
@@ -67,6 +67,23 @@ def test_ties_fused_matches_plain_blocks(tasks, ties, zero, scope, density):
     for sign, aggregate in (("mass", "mean"), ("count", "sum")):
         got = ties_fused(d, density, sign, aggregate, scope)
         want = plain(blocks.ties_vector, d, density, sign, aggregate, scope)
+        same(got[0], want[0])
+        same(got[1], want[1])
+
+
+@pytest.mark.parametrize("tasks,ties,zero", CASES)
+@pytest.mark.parametrize("density", [0.0, 0.5, 1.0])
+def test_ties_over_a_drop_matches_ties_over_the_dropped_task_vectors(tasks, ties, zero, density):
+    """DARE + TIES reads x * 1{kept} * factor through the packed keep masks (`fused.Drop`), in the kernels, their
+    tails and the threshold's samples and candidates: the plain blocks on the dropped task vectors, to the bit."""
+    d = deltas(tasks, seed=tasks + 1, ties=ties, zero=zero)
+    gen, factor = torch.Generator().manual_seed(tasks), 1.0 / 0.6
+    keep = {n: kernels.pack((torch.rand(x.shape, generator=gen) >= 0.4).reshape(tasks, -1)) for n, x in d.items()}
+    dropped = {n: x * kernels.PackedMask(keep[n], tasks, x.shape[1:]).unpack().to(x.dtype) * factor
+               for n, x in d.items()}
+    for sign, aggregate in (("mass", "sum"), ("count", "mean")):
+        got = ties_fused(d, density, sign, aggregate, "global", Drop(keep, factor))
+        want = plain(blocks.ties_vector, dropped, density, sign, aggregate, "global")
         same(got[0], want[0])
         same(got[1], want[1])
 
