@@ -20,7 +20,7 @@ import torch
 from common import measure, random_task_vectors, read_floor
 
 import explorer as ex
-from explorer.methods import kernels
+from explorer.methods import jit, kernels
 
 OURS = {
     "Task Arithmetic": ("task_arithmetic", {"scale": 1.0}),
@@ -87,6 +87,7 @@ def main() -> None:
     tv = random_task_vectors(args.tasks)
     start = time.perf_counter()
     kernels.warm(args.tasks)
+    jit.warm()
     kernels.warm(args.fusionbench_tasks)
     floor = read_floor(tv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.tasks} x {tv.numel() / 1e6:.1f} M "

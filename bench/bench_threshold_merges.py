@@ -17,7 +17,7 @@ import torch
 from common import measure, random_task_vectors, read_floor
 
 import explorer as ex
-from explorer.methods import kernels
+from explorer.methods import jit, kernels
 
 MERGES = {
     "Task Arithmetic": ("task_arithmetic", {}),
@@ -48,13 +48,18 @@ def main() -> None:
     tv = random_task_vectors(args.tasks, args.model)
     start = time.perf_counter()
     kernels.warm(args.tasks)
+    jit.warm()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.tasks} x {tv.numel() / 1e6:.1f} M "
           f"parameters; kernels warmed in {time.perf_counter() - start:.1f} s ({kernels.MODE})", flush=True)
     floor = read_floor(tv)
     gen, scratch = torch.Generator().manual_seed(0), kernels.Scratch(list(tv.deltas.values()))
     draw = measure(lambda: [torch.rand(d.shape, generator=gen, out=scratch.like(d)) for d in tv.deltas.values()], 1)[0]
-    print(f"read floor: {floor:.3f} s; DARE's seeded random draw alone: {draw:.2f} s ({draw / floor:.0f} x floor)"
-          "\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
+    line = f"read floor: {floor:.3f} s; DARE's seeded uniforms by torch.rand alone: {draw:.2f} s ({draw / floor:.0f} x)"
+    if jit.available(*tv.deltas.values()):
+        stream = jit.TorchStream(gen)
+        keep = measure(lambda: [stream.keep(d.reshape(d.shape[0], -1), 0.5) for d in tv.deltas.values()], 1)[0]
+        line += f"; the same draw packed as keep masks by jit.TorchStream: {keep:.2f} s ({keep / floor:.0f} x)"
+    print(line + "\n\n| merge | seconds | x floor | peak above inputs |\n|---|---|---|---|")
     for label, (method, params) in MERGES.items():
         if args.only and not any(label.startswith(prefix) for prefix in args.only):
             continue

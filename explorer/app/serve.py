@@ -12,6 +12,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..methods import jit
 from . import handlers
 from .ui import CSS, HEAD, build_demo
 
@@ -30,8 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def warm(zoo: str) -> None:
-    """Fill the shared caches in the background, so the first page view is fast; errors show on page load."""
+    """Fill the shared caches in the background, so the first page view is fast; errors show on page load. The
+    merges' numba loops compile (or load from numba's cache) here too, not on the first slider release."""
     try:
+        jit.warm()
         handlers.warm(zoo)
     except Exception:  # the page reports a zoo that does not load
         pass
