@@ -227,7 +227,8 @@ def band_sum_one(d: Tensor, low: Tensor, high: Tensor | None) -> tuple[Tensor, P
     """sum_t d_t * 1{low <= |d_t| < high} of one stacked parameter `[T, ..., n]` and its mask (packed), in one
     fused pass, given bounds per row `[T, ..., 1]` or per task `[T, 1]` (high None: no upper bound). The last
     columns past the whole blocks are summed again eagerly, in the order `torch.sum` gives them."""
-    count, n = d.shape[0], d.shape[-1]
+    count = d.shape[0]
+    n = d.shape[-1] if low.numel() > count else d[0].numel()  # bounds per task: one row of all entries
     x = d.reshape(count, -1, n)
     low = low.reshape(count, -1, 1)
     upper = torch.full_like(low, torch.inf) if high is None else high.reshape(count, -1, 1)
