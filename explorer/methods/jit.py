@@ -1,8 +1,9 @@
 """Numba-compiled loops for the two things PyTorch's CPU ops do slowly and a fused `torch.compile` kernel cannot
 express: exact per-row order statistics of |x| (a selection, not a sort) and PyTorch's own CPU random stream
 (MT19937, drawn serially under a lock by `torch.rand`) fused with DARE's drop. Every function gives the bits of the
-PyTorch path it replaces; rows where that cannot be guaranteed cheaply (a tie at a boundary, a NaN) are reported, and
-the caller runs the PyTorch path on them. Without numba (or with EXPLORER_FUSED=off) callers keep the PyTorch path."""
+PyTorch path it replaces; rows where that cannot be guaranteed cheaply (a tie at a band edge, an inf or NaN, a
+sample that misses) are reported, and the caller runs the PyTorch path on them. Without numba (or with
+EXPLORER_FUSED=off) callers keep the PyTorch path."""
 from __future__ import annotations
 
 import math
@@ -22,10 +23,10 @@ except ImportError:  # the PyTorch paths give the same bits, slower
 N, M = 624, 397  # MT19937's state words and its twist offset
 UPPER, LOWER, MATRIX = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
 CHUNK = 1 << 18  # DARE's drop draws this many uniforms at a time
-SAMPLE_STEP_MIN = 8192
+SAMPLE_STEP_MIN = 8192  # the bracket's sample holds about this many magnitudes per row (at least)
 # numba's fallback threading layer (workqueue, where neither TBB nor OpenMP is found) must not be entered from two
 # threads at once: a dashboard serves merges from worker threads, so the parallel loops take turns
-PARALLEL = threading.Lock()  # the bracket's sample holds about this many magnitudes per row (at least)
+PARALLEL = threading.Lock()
 
 
 def available(*tensors: Tensor) -> bool:
@@ -119,7 +120,7 @@ def _kth_of_row(a, k, sample_step, cands):
         low = sample[lo] if lo >= 0 else np.float32(0.0)
         for j in range(8):
             index = lo + (hi - lo) * (j + 1) // 8
-            cuts[j] = sample[index] if index < m else np.float32(np.inf)
+            cuts[j] = sample[index] if 0 <= index < m else np.float32(np.inf if index >= m else 0.0)
         c0, c1, c2, c3, c4, c5, c6, c7 = cuts[0], cuts[1], cuts[2], cuts[3], cuts[4], cuts[5], cuts[6], cuts[7]
         below, at = np.int32(0), np.int32(0)
         n0 = n1 = n2 = n3 = n4 = n5 = n6 = n7 = np.int32(0)
