@@ -15,7 +15,7 @@ from torch import Tensor
 from .checks import raise_nonfinite
 from .methods import registry
 from .methods.fused import global_threshold, masked_sum_one, ties_majority, ties_one
-from .methods.sparse import breadcrumb_mask
+from .methods.sparse import breadcrumb_sum
 
 STREAM_ABOVE = 1 << 30  # bytes of expert checkpoints above which `explorer merge --stream auto` streams
 STREAMABLE = ("task_arithmetic", "average", "ties", "magnitude", "breadcrumbs")
@@ -146,8 +146,7 @@ def merged_deltas(deltas: Mapping[str, Tensor], method: str, params: dict[str, A
         elif method == "magnitude":
             yield name, p["scale"] * masked_sum_one(d, p["density"], p["scope"], thresh)[0]
         else:
-            mask = breadcrumb_mask(d, p["keep"], p["remove"])
-            yield name, p["scale"] * torch.where(mask, d, torch.zeros((), dtype=d.dtype)).sum(dim=0)
+            yield name, p["scale"] * breadcrumb_sum(d, p["keep"], p["remove"])[0]
 
 
 def merge_folder(base_file: Path, expert_files: dict[str, Path], method: str, params: dict[str, Any],
