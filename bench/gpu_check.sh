@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of issue 12, one command for the day a GPU is at hand (at most 8 minutes):
 #   1. the test suite with EXPLORER_DEVICE=<device> (what device="auto" means; tests that pin device="cpu" stay
-#      there), browser tests and notebooks left out, capped at 5 minutes (--quick: three test files);
+#      there), browser tests and notebooks left out, capped at 5 minutes (--quick: two test files);
 #   2. issue 12's merges timed on the device in float32 and float16 (8 x ViT-B/32-shaped random task vectors);
 #   3. evaluation throughput (images/s) of a ViT-B/32 image tower with random weights on synthetic images.
 # One summary file (markdown) gathers all three.
