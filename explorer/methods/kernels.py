@@ -304,4 +304,3 @@ def warm(tasks: int) -> None:
     ties_dropped_kernel(x, keep, factor, low[:, 0], torch.ones(()), False, False)
     per_row = torch.full((tasks, 2, 1), 0.5), torch.full((tasks, 2, 1), 0.7)  # bounds per row (Breadcrumbs)
     masked_sum_kernel(x.reshape(tasks, 2, -1), *per_row)
-

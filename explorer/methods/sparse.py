@@ -160,34 +160,42 @@ def _band(d: Tensor, n_remove: int, n_keep: int, scratch: Scratch | None) -> Ten
     return x, outer.reshape(*d.shape[:-1], 1), inner.reshape(*d.shape[:-1], 1)
 
 
-def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
-    """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
-    entries by |tau| and keep the next floor(keep*n) (among equal magnitudes at an edge, torch.topk's choice).
-    1-D tensors are one row; 0-d ones are kept whole."""
-    if d.dim() == 1:  # [T]: a 0-d parameter per task, left untouched (as the official code)
+def _breadcrumb_band(d: Tensor, keep: float, remove: float,
+                     scratch: Scratch | None) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    """`_band` of one stacked tensor, or its whole mask where there is no band to find: a `[T]` tensor (0-d
+    parameters, kept whole, as the official code) or rows that keep nothing."""
+    if d.dim() == 1:
         return torch.ones_like(d, dtype=torch.bool)
     n_remove, n_keep = _band_counts(d.shape[-1], keep, remove)
     if n_keep <= 0:
         return torch.zeros_like(d, dtype=torch.bool)
-    band = _band(d, n_remove, n_keep, scratch)
-    if isinstance(band, tuple):
-        x, outer, inner = band
-        a = x.abs() if scratch is None else torch.abs(x, out=scratch.like(d))
-        return (a >= outer) & (a < inner)
-    return band
+    return _band(d, n_remove, n_keep, scratch)
+
+
+def _band_mask(band: Tensor | tuple[Tensor, Tensor, Tensor], d: Tensor, scratch: Scratch | None) -> Tensor:
+    """The bool mask of a band given as a mask or as (x, outer, inner)."""
+    if not isinstance(band, tuple):
+        return band
+    x, outer, inner = band
+    a = x.abs() if scratch is None else torch.abs(x, out=scratch.like(d))
+    return (a >= outer) & (a < inner)
+
+
+def breadcrumb_mask(d: Tensor, keep: float, remove: float, scratch: Scratch | None = None) -> Tensor:
+    """Per row along the last dimension of one stacked tensor `[T, ..., n]`: drop the top floor(remove*n)
+    entries by |tau| and keep the next floor(keep*n) (among equal magnitudes at an edge, torch.topk's choice).
+    1-D tensors are one row; 0-d ones are kept whole."""
+    return _band_mask(_breadcrumb_band(d, keep, remove, scratch), d, scratch)
 
 
 def breadcrumb_sum(d: Tensor, keep: float, remove: float,
                    scratch: Scratch | None = None) -> tuple[Tensor, Tensor | PackedMask]:
     """sum_t m_t * tau_t of one stacked tensor and its breadcrumb masks m (`breadcrumb_mask`): one fused pass where
     the compiled selection gave the band's edges, else the mask then a masked sum (no masked copy kept)."""
-    band = None
-    if d.dim() > 1:
-        n_remove, n_keep = _band_counts(d.shape[-1], keep, remove)
-        band = _band(d, n_remove, n_keep, scratch) if n_keep > 0 else None
+    band = _breadcrumb_band(d, keep, remove, scratch)
     if isinstance(band, tuple) and fused(d.reshape(d.shape[0], -1)):
         return band_sum_one(*band)
-    mask = breadcrumb_mask(d, keep, remove, scratch) if band is None or isinstance(band, tuple) else band
+    mask = _band_mask(band, d, scratch)
     zero = torch.zeros((), dtype=d.dtype, device=d.device)
     total = torch.where(mask, d, zero, out=d.new_empty(d.shape) if scratch is None else scratch.like(d)).sum(dim=0)
     return total, mask
