@@ -9,6 +9,7 @@ import pandas as pd
 from ..taskvec import task_vectors
 from ..zoo.base import Zoo
 from .findings import ENTROPY_LAMBDAS, TIES_DENSITY, Evidence, Finding, findings, gather
+from .probe import ADAMERGING_STEPS, load_records, table
 
 
 @dataclass
@@ -92,6 +93,24 @@ Beside the clean experts, in `experts/backdoored/`: each fine-tuned exactly like
 """
 
 
+def probe_section(records: list[dict]) -> str:
+    """The card's section on every recipe probed (`explorer/demozoo/probes.json`); empty when none was."""
+    if not records:
+        return ""
+    return f"""
+## Recipes probed (`explorer zoo probe`)
+Every recipe tried for this zoo, measured by `explorer zoo probe --set FIELD=VALUE ... --seeds ...` (the \
+shipped one by `explorer zoo probe --root explorer/zoo/demo-zoo`): average test accuracy (%) of the base \
+zero-shot, a logistic-regression probe on the base's features, the experts, Task Arithmetic and TIES \
+(density {TIES_DENSITY}, dis-sum; lambda on validation), layer-wise AdaMerging at {ADAMERGING_STEPS} steps; \
+AUROC of "lower entropy => correct" over the TA merge's test images; premise r = the entropy-error \
+correlation the findings table reports. With several build seeds, each cell is the mean ± half the range. \
+The recipe names the fields that differ from the default `Recipe` (`explorer/demozoo/build.py`).
+
+{table(records)}
+"""
+
+
 def render(zoo: Zoo, c: Card) -> str:
     """The zoo card (README.md) as markdown: recipe, seeds, build time, accuracy table and the findings."""
     cfg, r = zoo.config, zoo.config["recipe"]
@@ -139,4 +158,4 @@ the paper found on CLIP.
 Every merge on this zoo (average test accuracy, %):
 
 {chr(10).join(_method_rows(c))}
-{backdoor_section(cfg, dict(zip(c.table["task"], c.table["expert"])))}"""
+{backdoor_section(cfg, dict(zip(c.table["task"], c.table["expert"])))}{probe_section(load_records())}"""
