@@ -37,8 +37,9 @@ from .findings import ENTROPY_LAMBDAS, TA_GRID, TIES_DENSITY, TIES_GRID
 
 RECORDS = Path(__file__).resolve().parent / "probes.json"  # every recipe probed, shown in the zoo card
 ADAMERGING_STEPS = 100  # the issue's yardstick: what layer-wise AdaMerging gains over TA in 100 steps
-FIGURES = ("base", "linear_probe", "experts", "task_arithmetic", "ties", "adamerging_layer", "ties_gain",
-           "adamerging_gain", "auroc", "premise_r")  # the averaged figures of a record, in the table's order
+# the averaged figures of a record, in the table's order
+FIGURES = ("base", "linear_probe", "experts", "experts_min", "task_arithmetic", "ties", "adamerging_layer",
+           "ties_gain", "adamerging_gain", "auroc", "premise_r")
 
 
 def recipe_changes(recipe: Recipe) -> dict[str, Any]:
@@ -111,7 +112,8 @@ def measure(zoo: DemoZoo, tv: TaskVectors | None = None, adamerging_steps: int =
                 "adamerging_layer": dict(zip(ada.table["task"], 100 * ada.table["merged"]))}
     mean = {k: float(np.mean(list(v.values()))) for k, v in per_task.items()}
     pooled, within = entropy_auroc(zoo, ta.result.state_dict(), zoo.tasks)
-    mean |= {"ties_gain": mean["ties"] - mean["task_arithmetic"],
+    mean |= {"experts_min": min(per_task["experts"].values()),
+             "ties_gain": mean["ties"] - mean["task_arithmetic"],
              "adamerging_gain": mean["adamerging_layer"] - mean["task_arithmetic"],
              "auroc": pooled, "auroc_within_task": within,
              "premise_r": pearson(entropy_error(zoo, tv, ENTROPY_LAMBDAS)),
@@ -177,8 +179,8 @@ def summarise(records: list[dict]) -> list[dict]:
 
 def table(records: list[dict]) -> str:
     """The markdown table of every recipe probed (mean over its seeds, with the spread when there are several)."""
-    head = ["recipe", "seeds", "build min", "base", "linear probe", "experts", "TA", "TIES", "AdaMerging",
-            "TIES - TA", "AdaMerging - TA", "AUROC", "premise r"]
+    head = ["recipe", "seeds", "build min", "base", "linear probe", "experts", "weakest expert", "TA", "TIES",
+            "AdaMerging", "TIES - TA", "AdaMerging - TA", "AUROC", "premise r"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summarise(records):
         cells = []
