@@ -28,8 +28,8 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) browser lint
-	$(PY) -m pytest -q tests --nbmake notebooks
+test: $(STAMP) browser
+	$(PY) -m pytest -q --durations=20 tests --nbmake notebooks
 
 # Re-execute the teaching notebooks and save their outputs in place (figures with their PNGs), to commit them.
 notebooks: $(STAMP) browser

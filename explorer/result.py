@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import Tensor
 
 from .addons import AddOn
@@ -87,8 +86,3 @@ class MergeResult:
         shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
         extra = (" per-task" if self.per_task else "") + (f" +{self.addon.kind}" if self.addon is not None else "")
         return f"MergeResult({self.method}({shown}){extra}, tasks={self.tasks})"
-
-
-def stack_masks(masks: dict[str, dict[str, Tensor]], tasks: list[str], name: str) -> Tensor:
-    """The masks of parameter `name` for `tasks` as one `[T, ...]` bool tensor."""
-    return torch.stack([masks[t][name] for t in tasks])

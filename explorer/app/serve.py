@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -36,8 +37,9 @@ def warm(zoo: str) -> None:
     try:
         jit.warm()
         handlers.warm(zoo)
-    except Exception:  # the page reports a zoo that does not load
-        pass
+    except Exception as err:  # noqa: BLE001 - the page reports a zoo that does not load; the log says why here
+        logging.getLogger(__name__).warning("warming the caches for zoo %r failed (%s: %s); the page shows the "
+                                            "error when it loads", zoo, type(err).__name__, err)
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,

@@ -31,11 +31,6 @@ LAYOUT = ("a zoo folder holds base.safetensors (the pretrained model; also .pt/.
           "a zoo.json naming them; a zoo file is JSON/YAML with \"base\" and \"experts\"")
 
 
-def is_zoo_path(name: str) -> bool:
-    """Whether `name` is an existing file or folder (then `load_path` opens it)."""
-    return Path(name).expanduser().exists()
-
-
 def load_path(path: str | Path, **kwargs: Any) -> Zoo:
     """The zoo at `path`: a zoo file, a folder with a zoo file, a demo-zoo build, or a folder of checkpoints."""
     p = Path(path).expanduser()

@@ -60,3 +60,14 @@ def test_a_slow_first_page_is_retried_not_reported_as_unreachable(monkeypatch):
     monkeypatch.setattr(serve, "launch", lambda *a, **k: (_ for _ in ()).throw(ValueError("other problem")))
     with pytest.raises(ValueError, match="other problem"):
         serve.start(Demo(), "127.0.0.1", 7999, False)
+
+
+def test_warming_a_zoo_that_does_not_load_logs_why_instead_of_hiding_it(monkeypatch, caplog):
+    def broken(zoo):
+        raise FileNotFoundError(f"zoo folder {zoo!r} not found")
+
+    monkeypatch.setattr(serve.jit, "warm", lambda: None)
+    monkeypatch.setattr(serve.handlers, "warm", broken)
+    with caplog.at_level("WARNING", logger="explorer.app.serve"):
+        serve.warm("/no/such/zoo")  # the background warm-up never raises: the page shows the error
+    assert "'/no/such/zoo'" in caplog.text and "FileNotFoundError" in caplog.text and "not found" in caplog.text
