@@ -1,4 +1,4 @@
-"""DAM (Yang, Tang et al., ICLR 2025; ALGORITHMS.md §3.18): merging that mitigates backdoors through a safety-aware
+"""DAM (Yang, Tang et al., ICLR 2025): merging that mitigates backdoors through a safety-aware
 subspace. A shared Concrete mask over the task vectors (`concrete_mask`) is learned on unlabeled test images, each
 step pitting it against a universal input perturbation per task that stands in for an unknown trigger.
 

@@ -1,6 +1,6 @@
-"""Merges that optimise a data-free interference loss with Adam: WUDI-Merging and DOGE-TA
-(ALGORITHMS.md 3.23-3.24). Both read only the task vectors; each target matrix has its own loss, optimised in
-lockstep so that progress, the loss curve and Cancel cover the whole model."""
+"""Merges that optimise a data-free interference loss with Adam: WUDI-Merging and DOGE-TA. Both read only the task
+vectors; each target matrix has its own loss, optimised in lockstep so that progress, the loss curve and Cancel
+cover the whole model."""
 from __future__ import annotations
 
 import time

@@ -1,5 +1,5 @@
 """Subspace merges without data: TSV-Merge, Iso-C, Iso-CTS and CART work on the singular vectors of each
-layer's task matrices instead of on single weights (ALGORITHMS.md 3.20-3.22, exact to the official code).
+layer's task matrices instead of on single weights (each exact to its paper's official code).
 
 Each merge is `theta_0 + scale * direction`; the direction depends on the SVDs (cached per TaskVectors, see
 `spectral`) and on the shape parameters only, so moving `scale` re-merges as fast as Task Arithmetic.

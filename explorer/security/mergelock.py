@@ -1,4 +1,4 @@
-"""MergeLock (arXiv 2509.01548, ALGORITHMS.md §3.17): make released weights unmergeable without changing outputs.
+"""MergeLock (arXiv 2509.01548): make released weights unmergeable without changing outputs.
 
 Per attention head h, the Query-Key branch takes an invertible M_h and the Value-Output branch an invertible N_h:
     W_q,h <- M_h^T W_q,h,  b_q,h <- b_q,h M_h;   W_k,h <- M_h^-1 W_k,h,  b_k,h <- b_k,h M_h^-T

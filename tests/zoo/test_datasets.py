@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 from explorer.zoo import datasets as ds
 from explorer.zoo.datasets import DataMissing, task_dataset, task_names, task_set, task_spec
 
-# Class and template counts of the 8 standard tasks (task_vectors templates.py; ALGORITHMS.md section 1.2).
+# Class and template counts of the 8 standard tasks (the task_vectors repository's templates.py).
 COUNTS = {"sun397": (397, 2), "cars": (196, 8), "resisc45": (45, 18), "eurosat": (10, 3), "svhn": (10, 1),
           "gtsrb": (43, 3), "mnist": (10, 1), "dtd": (47, 8), "cifar100": (100, 18), "flowers102": (102, 1),
           "oxford_pets": (37, 1), "food101": (101, 1), "fer2013": (7, 6), "pcam": (2, 1), "emnist_letters": (26, 1)}
