@@ -67,6 +67,7 @@ def tiny_zoo():
 
     return TinyZoo.known()
 
+
 STRICT_SKIPS = os.environ.get("EXPLORER_NO_SKIPS") == "1"  # set by .ci/run: in CI every tool must start
 
 
