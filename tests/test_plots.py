@@ -169,7 +169,7 @@ def test_rounded_negative_zero_prints_as_zero_and_usage_labels_fit():
     import pandas as pd
 
     from explorer import plots
-    from explorer.plots import _fmt
+    from explorer.plots.style import _fmt
 
     assert list(_fmt(np.array([-0.0001, -0.25]), 3)) == ["0.000", "-0.250"]
     usage = pd.DataFrame({"n_tasks": [0, 1, 2], "count": [1, 6, 3], "fraction": [0.1, 0.6, 0.3],

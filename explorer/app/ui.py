@@ -1,7 +1,7 @@
 """The dashboard's layout and wiring: pick a zoo, experts and a merge method, move its sliders, see what happened.
 
 Only wiring lives here: the handlers are in `explorer/app/` (handlers, history, views, export), analyses in
-`explorer/analysis`, figures in `explorer/plots.py`; `explorer.app.serve` starts it. Nothing is fetched from the
+`explorer/analysis`, figures in `explorer/plots/`; `explorer.app.serve` starts it. Nothing is fetched from the
 network (analytics off, assets bundled, share off by default).
 """
 from __future__ import annotations
