@@ -24,6 +24,21 @@ def test_task_colors_are_stable_and_distinct():
     assert len(set(many.values())) == 16
 
 
+def test_the_package_exports_every_figure_and_each_module_says_its_view():
+    import importlib
+    import inspect
+    import pkgutil
+
+    for info in pkgutil.iter_modules(plots.__path__):
+        module = importlib.import_module(f"explorer.plots.{info.name}")
+        doc = (module.__doc__ or "").strip()
+        assert doc and "\n" not in doc, f"explorer.plots.{info.name} needs a one-line docstring"
+        public = [n for n, f in inspect.getmembers(module, inspect.isfunction)
+                  if f.__module__ == module.__name__ and not n.startswith("_")]
+        assert set(public) <= set(plots.__all__), f"explorer.plots does not export {set(public) - set(plots.__all__)}"
+    assert all(getattr(plots, n) is getattr(ex.plots, n) for n in plots.__all__)
+
+
 def test_cosine_map_blank_diagonal_natural_range_and_zoom():
     matrix = square([[1, 0.2, -0.1], [0.2, 1, 0.05], [-0.1, 0.05, 1]])
     matrix.attrs["over"] = "all 9 entries of each task vector"
