@@ -9,7 +9,7 @@ export NO_PROXY := localhost,127.0.0.1
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: app test lint browser bench notebooks
+.PHONY: app test test-fast lint browser bench notebooks card
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,12 +28,23 @@ browser:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The whole suite on every core (pytest-xdist, one torch thread per worker); the notebooks run in quick mode
+# (notebooks/conftest.py). The 20 slowest tests are printed at the end.
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=20 tests --nbmake notebooks
+	$(PY) -m pytest -q -n auto --dist loadscope --durations=20 tests --nbmake notebooks
+
+# The inner loop: every unit and fuzz test, without the browser, the notebooks and the slow tests (under 2 minutes).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n auto --dist loadscope -m "not slow and not e2e" tests
 
 # Re-execute the teaching notebooks and save their outputs in place (figures with their PNGs), to commit them.
 notebooks: $(STAMP) browser
 	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace notebooks/0[1-9]_*.ipynb
+
+# Rewrite the demo zoo's card from its weights (full run, ~8 min) and the quick card the tests compare against.
+card: $(STAMP)
+	$(VENV)/bin/explorer zoo card demo --threads 2 > explorer/zoo/demo-zoo/README.md
+	EXPLORER_QUICK=1 $(VENV)/bin/explorer zoo card demo --threads 2 > tests/zoo/data/card_quick.md
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

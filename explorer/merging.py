@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import quick
 from .checks import check_finite
 from .methods import registry
 from .result import MergeResult
@@ -28,13 +29,15 @@ def merge(tv: TaskVectors, method: str, *, zoo: Any = None, callback: Callable |
     if not isinstance(tv, TaskVectors):
         raise TypeError(f"merge() needs TaskVectors (from ex.task_vectors), got {type(tv).__name__}")
     m = registry.get(method)
-    values = m.resolve(params)
+    values = quick.cap_work(m.resolve(params))  # unchanged unless EXPLORER_QUICK=1
     injected = {"zoo": zoo if zoo is not None else tv.zoo, "callback": callback, "cancel": cancel,
                 "device": tv.device}
     start = time.perf_counter()
     result = m.fn(tv, **values, **{k: v for k, v in injected.items() if k in m.injected})
     result.method, result.params = method, values
     result.info.setdefault("seconds", time.perf_counter() - start)
+    if quick.enabled():
+        result.info["quick"] = True
     if result.delta is not None:
         check_finite("merged task vector", result.delta, f"the {method} merge produced non-finite values (NaN or Inf)",
                      f"Its parameters ({values}) made the merged task vector overflow: lower the scale, or check "

@@ -80,3 +80,15 @@ def pytest_runtest_makereport(item, call):
     if STRICT_SKIPS and report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome, report.longrepr = "failed", f"skipped, and EXPLORER_NO_SKIPS=1 forbids skips: {reason}"
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one torch thread per pytest-xdist worker: `make test` runs a worker per core
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Whatever a test sets torch's thread count to, the next test starts from the suite's own count."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

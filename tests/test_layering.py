@@ -9,7 +9,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
-LAYERS = [("checks", "device", "weights", "engines"), ("zoo",), ("addons",), ("taskvec", "result"), ("scoring",),
+LAYERS = [("checks", "device", "weights", "engines", "quick"), ("zoo",), ("addons",), ("taskvec", "result"),
+          ("scoring",),
           ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("selection", "analysis", "runs"),
           ("demozoo",), ("plots", "figures"), ("app",),
           ("commands", "cli", "__main__", "__init__")]

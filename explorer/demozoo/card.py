@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .. import quick
 from ..taskvec import task_vectors
 from ..zoo.base import Zoo
 from .findings import ENTROPY_LAMBDAS, TIES_DENSITY, Evidence, Finding, findings, gather
@@ -139,10 +140,10 @@ head, {r['finetune_steps']} steps of {r['batch_size']} at lr {r['finetune_lr']};
 stored in float16: the largest change of an expert's test accuracy against its float32 weights was \
 {max(cfg['fp16_check'].values()):.4f}.
 
-## Accuracy (%, test split, {r['split_sizes']['test']} images per task; `explorer zoo card demo`)
+## Accuracy (%, test split, {quick.cap_images(r['split_sizes']['test'])} images per task; `explorer zoo card demo`)
 Task Arithmetic at lambda = {lam['task_arithmetic']:g} and TIES (density {TIES_DENSITY}, dis-{ties_agg}) at \
 lambda = {lam['ties']:g}, each chosen by average normalized accuracy on the validation split \
-({r['split_sizes']['validation']} images per task). Normalized = merged / expert.
+({quick.cap_images(r['split_sizes']['validation'])} images per task). Normalized = merged / expert.
 
 {chr(10).join(_accuracy_rows(c))}
 

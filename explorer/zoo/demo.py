@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
+from .. import quick
 from ..weights import read_weights
 from . import register_zoo
 from .base import Zoo
@@ -76,7 +77,7 @@ class DemoZoo(Zoo):
         self.tasks = list(self.config["tasks"])
         self.variants = self._check_variants(dict(experts or {}))
         self._experts: dict[str, dict[str, Tensor]] = {}
-        self._data: dict[tuple[str, str], TensorDataset] = {}
+        self._data: dict[tuple[str, str, int], TensorDataset] = {}
         self._base: dict[str, Tensor] | None = None
         self._heads: dict[str, CosineHead] | None = None
 
@@ -128,10 +129,11 @@ class DemoZoo(Zoo):
         """The task's generated images for `split` (made once, then kept)."""
         self.check_task(task)
         self.check_split(split)
-        if (task, split) not in self._data:
-            images, labels = generate(task, split, self.config["split_sizes"][split], self.config["data_seed"])
-            self._data[task, split] = TensorDataset(images, labels)
-        return self._data[task, split]
+        size = quick.cap_images(self.config["split_sizes"][split])  # the full split unless EXPLORER_QUICK=1
+        if (task, split, size) not in self._data:
+            images, labels = generate(task, split, size, self.config["data_seed"])
+            self._data[task, split, size] = TensorDataset(images, labels)
+        return self._data[task, split, size]
 
     def build_model(self) -> nn.Module:
         return build_encoder(self.config["arch"])

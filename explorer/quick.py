@@ -1,0 +1,31 @@
+"""Quick mode (`EXPLORER_QUICK=1`): a smoke-test budget for CI's runs of the notebooks and the zoo card.
+
+The same calls run the same code paths on less work: iterative methods run at most `WORK`'s steps, epochs or
+examples, and the demo zoo serves at most `IMAGES` images per split. Numbers then differ from a full run, so a
+result made in quick mode says so in `info["quick"]`; never set it for figures you report.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+ENV = "EXPLORER_QUICK"
+IMAGES = 64  # images per task and split the demo zoo serves
+WORK = {"steps": 5, "adamerging_steps": 5, "epochs": 1, "examples": 32, "probe": 16}  # caps on work parameters
+
+
+def enabled() -> bool:
+    """Whether quick mode is on (read at each call, so a process can switch it for a child)."""
+    return os.environ.get(ENV, "") == "1"
+
+
+def cap_work(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with each work parameter (steps, epochs, examples, ...) at most its quick cap, in quick mode."""
+    if not enabled():
+        return values
+    return {k: min(v, WORK[k]) if k in WORK and isinstance(v, int) else v for k, v in values.items()}
+
+
+def cap_images(n: int) -> int:
+    """A split's size in quick mode: at most `IMAGES`."""
+    return min(n, IMAGES) if enabled() else n
