@@ -212,7 +212,7 @@ def test_compiling_on_a_cpu_machine_with_a_cuda_toolkit_prints_no_cuda_warning(t
     plain = "import torch.utils.cpp_extension"
     quiet = ("from explorer.methods.engine import kernels; kernels.import_compiler_quietly(); "
              "import torch.utils.cpp_extension")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     runs = {code: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                                  cwd=root) for code in (plain, quiet)}
     assert "No CUDA runtime is found" in runs[plain].stderr  # the warning this guards against is real here
