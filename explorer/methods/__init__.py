@@ -5,6 +5,6 @@ from . import registry  # noqa: F401
 from . import basic, sparse, masks, layerwise, emr  # noqa: F401
 from . import subspace, interference  # noqa: F401  (subspace merges: TSV, Iso-C/CTS, CART, WUDI, DOGE-TA)
 from . import adaptive  # noqa: F401  (data-driven methods: AdaMerging, aTLAS)
-from . import datastats, positioning  # noqa: F401  (merges from data statistics: Fisher, RegMean, Self Positioning)
+from . import closed_form, positioning  # noqa: F401  (merges from data statistics: Fisher, RegMean, Self Positioning)
 from . import dam  # noqa: F401  (DAM: backdoor-aware Concrete mask merging)
 from . import concrete, surgery, twin, wemoe  # noqa: F401  (merges that train small parts at test time)
