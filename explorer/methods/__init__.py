@@ -1,4 +1,9 @@
-"""Merge methods. Importing this package registers every method with `registry.register`."""
+"""Merge methods. Importing this package registers every method with `registry.register`.
+
+One module per method family (imported below), beside what they share: `registry`, `params` and `table` (the
+declarations), `blocks` and `compose` (the plain merge blocks), `runner` (learned coefficients), `spectral`,
+`concrete_mask` and `stats_passes` (SVDs, a Concrete mask, data statistics). `engine/` is the threshold engine
+that makes the threshold merges fast without changing their bits."""
 # Registration order is the listing order (CLI, dashboard, README), so the imports stay in this order.
 # isort: skip_file
 from . import registry  # noqa: F401
