@@ -16,7 +16,7 @@ import time
 import torch
 
 import explorer as ex
-from explorer.methods import statistics
+from explorer.methods import stats_passes
 
 TA_GRID = [round(0.1 * i, 1) for i in range(1, 11)]  # 0.1 .. 1.0 (TALL / LiNeS protocol)
 METHODS = [("Fisher merging", "fisher", {}), ("RegMean", "regmean", {}),
@@ -53,11 +53,11 @@ def main() -> None:
     ta = ex.select(tv, "task_arithmetic", grid={"scale": TA_GRID}, zoo=zoo)
     report(f"Task Arithmetic (lambda={ta.params['scale']} on validation)", ta.result, None)
     for label, method, params in METHODS:
-        statistics.clear()
+        stats_passes.clear()
         result, seconds = timed(lambda: ex.merge(tv, method, **params))
         report(label, result, seconds)
     print()
-    statistics.clear()
+    stats_passes.clear()
     ex.merge(tv, "regmean")
     for label, method, params in [("RegMean, alpha 0.95 -> 0.8", "regmean", {"alpha": 0.8}),
                                   ("Fisher, first run", "fisher", {}),

@@ -20,7 +20,7 @@ import torch
 from common import measure, random_task_vectors, read_floor
 
 import explorer as ex
-from explorer.methods import jit, kernels
+from explorer.methods.engine import jit, kernels
 
 OURS = {
     "Task Arithmetic": ("task_arithmetic", {"scale": 1.0}),

@@ -17,7 +17,7 @@ import torch
 from common import measure, random_task_vectors, read_floor
 
 import explorer as ex
-from explorer.methods import jit, kernels
+from explorer.methods.engine import jit, kernels
 
 MERGES = {
     "Task Arithmetic": ("task_arithmetic", {}),

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .checks import raise_nonfinite
 from .methods import registry
-from .methods.fused import global_threshold, masked_sum_one, ties_majority, ties_one
+from .methods.engine.fused import global_threshold, masked_sum_one, ties_majority, ties_one
 from .methods.sparse import breadcrumb_sum
 
 STREAM_ABOVE = 1 << 30  # bytes of expert checkpoints above which `explorer merge --stream auto` streams

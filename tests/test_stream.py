@@ -9,7 +9,7 @@ import torch
 
 import explorer as ex
 from explorer.cli import main
-from explorer.methods import kernels
+from explorer.methods.engine import kernels
 from explorer.runs import merged_state_dict
 from explorer.stream import SafetensorsReader, SafetensorsWriter, merge_folder, merged_deltas
 from explorer.weights import read_weights, write_weights

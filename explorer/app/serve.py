@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..methods import jit
+from ..methods.engine import jit
 from . import handlers
 from .ui import CSS, HEAD, build_demo
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fused import global_threshold, masked_sum_fused, tall_one, ties_fused
-from .kernels import PackedMask, applies, fused
-from .thresholds import topk_rows
+from .engine.fused import global_threshold, masked_sum_fused, tall_one, ties_fused
+from .engine.kernels import PackedMask, applies, fused
+from .engine.thresholds import topk_rows
 
 Stacked = Mapping[str, Tensor]  # name -> [T, ...]
 

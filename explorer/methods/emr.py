@@ -6,8 +6,8 @@ import torch
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from .blocks import per_task
-from .fused import emr_one
-from .kernels import Scratch, applies, fused
+from .engine.fused import emr_one
+from .engine.kernels import Scratch, applies, fused
 from .registry import register
 
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
-from . import statistics as S
+from . import stats_passes as S
 from .registry import Param, register
 from .runner import FunctionalMerge, Progress, optimize, reporter, require_zoo
 

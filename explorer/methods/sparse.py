@@ -6,11 +6,12 @@ from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
-from . import blocks, jit, kernels, params
+from . import blocks, params
 from .blocks import masked_task_sum, per_task, rescale, ties_vector
 from .compose import compose
-from .fused import Drop, band_sum_one, drop_one, ties_fused
-from .kernels import PackedMask, Scratch, applies, fused
+from .engine import jit, kernels
+from .engine.fused import Drop, band_sum_one, drop_one, ties_fused
+from .engine.kernels import PackedMask, Scratch, applies, fused
 from .registry import Param, register
 
 

@@ -6,7 +6,7 @@ import math
 import explorer as ex
 from explorer.app import controls, handlers
 from explorer.app.stream import loss_figure, progress_text
-from explorer.methods import statistics as S
+from explorer.methods import stats_passes as S
 
 from .conftest import ZOO
 

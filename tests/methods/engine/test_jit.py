@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.methods import jit, kernels, sparse
-from explorer.methods.thresholds import kth_smallest_abs, kth_smallest_abs_rows
+from explorer.methods import sparse
+from explorer.methods.engine import jit, kernels
+from explorer.methods.engine.thresholds import kth_smallest_abs, kth_smallest_abs_rows
 
 pytestmark = pytest.mark.skipif(jit.njit is None, reason="numba is not installed")
 

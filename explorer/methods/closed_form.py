@@ -2,7 +2,7 @@
 
 Fisher merging weights every entry of each expert by that expert's diagonal Fisher; RegMean solves, for every linear
 map, the regression that matches each expert's outputs on its own inputs (Gram matrices); RegMean++ takes those
-inputs from the merged model's earlier layers. The statistics come from `statistics.py` and are cached, so moving
+inputs from the merged model's earlier layers. The statistics come from `stats_passes.py` and are cached, so moving
 alpha (or eps) merges again without reading data.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..result import MergeResult
 from ..taskvec import TaskVectors
-from . import statistics as S
+from . import stats_passes as S
 from .registry import Param, register
 from .runner import Progress, require_zoo
 

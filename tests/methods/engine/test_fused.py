@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.methods import blocks, kernels
-from explorer.methods.fused import Drop, drop_one, masked_sum_fused, ties_fused
-from explorer.methods.kernels import ordered_sum
-from explorer.methods.thresholds import kth_smallest_abs, topk_rows
+from explorer.methods import blocks
+from explorer.methods.engine import kernels
+from explorer.methods.engine.fused import Drop, drop_one, masked_sum_fused, ties_fused
+from explorer.methods.engine.kernels import ordered_sum
+from explorer.methods.engine.thresholds import kth_smallest_abs, topk_rows
 
 
 @pytest.fixture(autouse=True)
@@ -209,8 +210,9 @@ def test_compiling_on_a_cpu_machine_with_a_cuda_toolkit_prints_no_cuda_warning(t
 
     env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     plain = "import torch.utils.cpp_extension"
-    quiet = "from explorer.methods import kernels; kernels.import_compiler_quietly(); import torch.utils.cpp_extension"
-    root = Path(__file__).resolve().parents[2]
+    quiet = ("from explorer.methods.engine import kernels; kernels.import_compiler_quietly(); "
+             "import torch.utils.cpp_extension")
+    root = Path(__file__).resolve().parents[3]
     runs = {code: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                                  cwd=root) for code in (plain, quiet)}
     assert "No CUDA runtime is found" in runs[plain].stderr  # the warning this guards against is real here

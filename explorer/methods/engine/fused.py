@@ -1,6 +1,6 @@
 """Threshold merges at a few read passes: exact magnitude thresholds from `thresholds`, then one fused kernel
-per tensor (`kernels`). Bit-identical to the plain blocks in `blocks.py`, which stay the reference and the path
-for small, non-float32 or non-CPU task vectors. Deltas may be any mapping, so a streamed zoo works too."""
+per tensor (`kernels`). Bit-identical to the plain blocks in `methods/blocks.py`, which stay the reference and the
+path for small, non-float32 or non-CPU task vectors. Deltas may be any mapping, so a streamed zoo works too."""
 from __future__ import annotations
 
 from concurrent.futures import Executor, ThreadPoolExecutor

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import explorer as ex
-from explorer.methods import statistics as S
-from explorer.methods.datastats import fisher_weights, regmean_solve
+from explorer.methods import stats_passes as S
+from explorer.methods.closed_form import fisher_weights, regmean_solve
 from explorer.methods.runner import Progress
 from explorer.runs import RunRecord
 from tests.conftest import tiny_tower
