@@ -36,6 +36,13 @@ def tiny_zoo() -> TinyZoo:
     return zoo
 
 
+@pytest.fixture(autouse=True)
+def _zoo_registered(tiny_zoo) -> None:
+    """Each browser test starts with the served zoo registered: under pytest-xdist a worker may run tests/app between
+    two browser tests, and their fixture clears the dashboard's caches (its registered zoos among them)."""
+    cache.register_zoo(ZOO, tiny_zoo)
+
+
 @pytest.fixture(scope="session")
 def server(tiny_zoo, tmp_path_factory):
     """The dashboard on 127.0.0.1:<free port>, opened on the tiny zoo; its URL."""
