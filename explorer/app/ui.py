@@ -19,7 +19,7 @@ from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
 from . import cache, controls, export, handlers, history, security, tabs, views
-from .stream import loss_figure, progress_text, stream
+from .background import loss_figure, progress_text, stream
 from .widgets import guarded, widget
 
 DEFAULT_METHOD = "task_arithmetic"

@@ -5,7 +5,7 @@ import math
 
 import explorer as ex
 from explorer.app import controls, handlers
-from explorer.app.stream import loss_figure, progress_text
+from explorer.app.background import loss_figure, progress_text
 from explorer.methods import stats_passes as S
 
 from .conftest import ZOO

@@ -1,17 +1,14 @@
-"""Run history (table, pin, compare), exports (weights + record, figures) and the streaming runner."""
+"""Run history (table, pin, compare) and exports (weights + record, figures)."""
 from __future__ import annotations
 
 import json
 import shutil
 import zipfile
 
-import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
 from explorer.app import export, handlers, history
-from explorer.app.stream import loss_figure, progress_text, stream
-from explorer.methods.runner import Progress
 
 from .conftest import ZOO
 
@@ -85,23 +82,6 @@ def test_export_figures_png_zip(two_runs, tmp_path):
         names = archive.namelist()
         assert "overlap.png" not in names and "cosine.png" in names and len(names) == 11
         assert all(archive.read(n)[:8] == b"\x89PNG\r\n\x1a\n" for n in names)
-
-
-def test_stream_yields_progress_then_the_result_and_reraises_errors():
-    def work(report):
-        for step in (1, 2):
-            report(Progress(step, 2, 1.0 / step, pd.DataFrame()))
-        return "merged"
-    events = list(stream(work))
-    assert [k for k, _ in events] == ["progress", "progress", "done"] and events[-1][1] == "merged"
-    curve = loss_figure([p for k, p in events if k == "progress"]).data[0]
-    assert list(curve.x) == [1, 2] and list(curve.y) == [1.0, 0.5]
-    assert progress_text(events[1][1]) == "step 2 / 2: loss 0.5000"
-
-    def broken(report):
-        raise ValueError("bad parameter")
-    with pytest.raises(ValueError, match="bad parameter"):
-        list(stream(broken))
 
 
 def test_pins_are_capped_so_the_history_stays_bounded(zoo, monkeypatch):

@@ -1,5 +1,7 @@
-"""Long runs (AdaMerging, aTLAS, TALL masks' validation search) in a thread of the server's own process, so the
-page can show progress and a live loss curve while they run, and a Cancel button can stop them."""
+"""Long runs in a background thread of the dashboard, with their progress, live loss curve and cancel.
+
+AdaMerging, aTLAS and TALL masks' validation search run in a thread of the server's own process, so the page can
+show progress and a live loss curve while they run, and a Cancel button can stop them."""
 from __future__ import annotations
 
 import math
