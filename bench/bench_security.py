@@ -21,10 +21,10 @@ import time
 import torch
 
 import explorer as ex
-from explorer.analysis.security import mergelock_study
+from explorer.analysis.threats import mergelock_study
+from explorer.inference import reference_accuracies
 from explorer.methods.concrete_mask import FROZEN
 from explorer.methods.registry import get
-from explorer.scoring import reference_accuracies
 
 TIES = {"method": "ties", "density": 0.2, "scale": 0.4}
 TA = {"method": "task_arithmetic", "scale": 0.3}

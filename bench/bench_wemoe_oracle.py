@@ -13,8 +13,8 @@ import torch
 from torch.func import functional_call
 
 import explorer as ex
+from explorer.inference import eval_data
 from explorer.methods.adaptive import softmax_entropy
-from explorer.scoring import eval_data
 
 
 def own_mlps(tv: ex.TaskVectors, task: int, scale: float) -> dict[str, torch.Tensor]:

@@ -17,9 +17,9 @@ from . import methods  # noqa: F401  (registers the methods)
 from .evaluate import Scores, evaluate
 from .merging import list_methods, merge
 from .result import MergeResult
-from .selection import select
 from .sweep import Sweep, sweep
 from .taskvec import TaskVectors, task_vectors
+from .tuning import select
 from .zoo import Zoo, list_zoos, load_zoo
 
 __version__ = "0.1.0"

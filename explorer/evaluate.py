@@ -1,6 +1,6 @@
 """Evaluation: per-task accuracy of base, experts and merged models, as the merging papers report it.
 
-The accuracy itself comes from `explorer.scoring` (one encoder module per zoo and device, weights supplied
+The accuracy itself comes from `explorer.inference` (one encoder module per zoo and device, weights supplied
 functionally, images and reference accuracies cached); this module lays the scores out per task.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ from torch import Tensor
 
 from .checks import check_finite
 from .device import resolve_device
+from .inference import eval_data, reference_accuracies, task_accuracy, task_logits
 from .result import MergeResult
-from .scoring import eval_data, reference_accuracies, task_accuracy, task_logits
 from .security.attack import attack_table
 from .zoo.base import Zoo
 

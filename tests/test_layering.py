@@ -10,9 +10,9 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
 LAYERS = [("checks", "device", "weights", "engines", "quick"), ("zoo",), ("addons",), ("taskvec", "result"),
-          ("scoring",),
-          ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("selection", "analysis", "runs"),
-          ("demozoo",), ("plots", "figures"), ("app",),
+          ("inference",),
+          ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("tuning", "analysis", "runs"),
+          ("demozoo",), ("plots", "figure_catalog"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

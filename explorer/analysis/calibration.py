@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..inference import task_logits
 from ..methods.adaptive import softmax_entropy
 from ..result import MergeResult
-from ..scoring import task_logits
 from ..sweep import sweep
 from ..taskvec import TaskVectors
 

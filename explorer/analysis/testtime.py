@@ -7,9 +7,9 @@ from typing import Any, Iterator
 import pandas as pd
 import torch
 
+from ..inference import eval_data
 from ..methods.concrete_mask import mask_overlap
 from ..result import MergeResult
-from ..scoring import eval_data
 
 
 def representation_bias(result: MergeResult) -> pd.DataFrame:

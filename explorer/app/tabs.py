@@ -1,14 +1,10 @@
 """The layout of the dashboard's tool tabs: Security (backdoors, MergeLock), History & compare, and Export."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gradio as gr
 
-from . import cache, export, handlers, history, security
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .ui import UI
+from . import cache, export, handlers, history, security_handlers
+from .components import UI
 
 
 def security_tab(ui: UI, b: dict) -> None:
@@ -29,7 +25,7 @@ def security_tab(ui: UI, b: dict) -> None:
     with gr.Row():
         e["lock_task"] = gr.Dropdown(load_zoo_tasks(), value="scenes", label="Expert", elem_id="lock-task")
         e["lock_on"] = gr.Checkbox(True, label="Protect this expert", elem_id="lock-on")
-        e["lock_unlock"] = gr.Radio(list(security.UNLOCKS), value="lstsq", label="Unlock attempt",
+        e["lock_unlock"] = gr.Radio(list(security_handlers.UNLOCKS), value="lstsq", label="Unlock attempt",
                                     elem_id="lock-unlock")
     b["lock"] = gr.Button("Merge it with Task Arithmetic (about a minute)", elem_id="lock-run", variant="primary")
     e["lock_table"] = gr.Dataframe(label="Accuracy (%), test split", elem_id="lock-table", interactive=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gradio as gr
@@ -18,8 +17,9 @@ import gradio as gr
 from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
-from . import cache, controls, export, handlers, history, security, tabs, views
+from . import cache, controls, export, handlers, history, security_handlers, tabs, views
 from .background import loss_figure, progress_text, stream
+from .components import UI
 from .widgets import guarded, widget
 
 DEFAULT_METHOD = "task_arithmetic"
@@ -41,29 +41,8 @@ document.addEventListener("keydown", (e) => {
 
 def zoo_choices(default: str) -> list[str]:
     """The demo zoo, the named real zoos (zoos/*.json) and the zoo given on the command line (or opened by path)."""
-    names = [*list_zoos(), security.BACKDOORED_ZOO]
+    names = [*list_zoos(), security_handlers.BACKDOORED_ZOO]
     return names if default in names else [default, *names]
-
-
-@dataclass
-class UI:
-    """The components the handlers read and write (filled in while the layout is built)."""
-
-    state: Any = None
-    status: Any = None
-    zoo: Any = None
-    experts: Any = None
-    method: Any = None
-    card: Any = None
-    widgets: list = field(default_factory=list)
-    groups: dict = field(default_factory=dict)
-    plots: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def run_outputs(self) -> list:
-        e = self.extra
-        return [self.status, self.state, e["table"], *[self.plots[n] for n in views.RUN_FIGURES], e["mask_note"],
-                e["history"], e["pick"], e["compare_a"], e["compare_b"], e["accuracy_note"], e["loss"]]  # loss: last
 
 
 def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) -> tuple:
@@ -221,7 +200,7 @@ def open_zoo(zoo_name: str, progress: Callable) -> Any:
     summary = (f"Zoo `{zoo_name}`: {len(tasks)} experts, {tv.numel() / 1e6:.1f} M parameters each; task vectors "
                f"{size:.2f} GB, ready in {time.monotonic() - start:.1f} s · peak memory "
                f"{cache.peak_memory_gb():.1f} GB.{scored}")
-    yield summary, gr.update(choices=[(security.expert_label(zoo_name, t), t) for t in tasks], value=tasks)
+    yield summary, gr.update(choices=[(security_handlers.expert_label(zoo_name, t), t) for t in tasks], value=tasks)
 
 
 def on_zoo(zoo_name: str, progress=gr.Progress()):
@@ -327,9 +306,9 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     b["pin"].click(guarded(3)(on_pin), [ui.state, e["pick"]], [ui.status, ui.state, e["history"]])
     b["compare"].click(guarded(3)(on_compare), [ui.state, e["compare_a"], e["compare_b"]],
                        [ui.status, e["compare_table"], ui.plots["compare_plot"]])
-    b["backdoor"].click(guarded(3)(lambda: (gr.skip(), *security.backdoor_view())), None,
+    b["backdoor"].click(guarded(3)(lambda: (gr.skip(), *security_handlers.backdoor_view())), None,
                         [ui.status, e["backdoor_table"], ui.plots["backdoor_plot"]], **merge)
-    b["lock"].click(guarded(5)(lambda t, on, u: (gr.skip(), *security.mergelock_view(t, on, u))),
+    b["lock"].click(guarded(5)(lambda t, on, u: (gr.skip(), *security_handlers.mergelock_view(t, on, u))),
                     [e["lock_task"], e["lock_on"], e["lock_unlock"]],
                     [ui.status, e["lock_table"], *[ui.plots[n] for n in ("lock_plot", "lock_cosine", "lock_norms")]],
                     **merge)

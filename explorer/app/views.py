@@ -1,5 +1,5 @@
-"""Which figures the dashboard shows, from the table in `explorer.figures`: the ones of the task vectors (cached per
-zoo and tasks, shared by every session) and the ones of one merge, and the tab each belongs to."""
+"""Which figures the dashboard shows, from the table in `explorer.figure_catalog`: the ones of the task vectors
+(cached per zoo and tasks, shared by every session) and the ones of one merge, and the tab each belongs to."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +7,7 @@ from typing import Callable
 import pandas as pd
 import plotly.graph_objects as go
 
-from .. import figures as F
+from .. import figure_catalog as F
 from ..result import MergeResult
 from . import cache
 

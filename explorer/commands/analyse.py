@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-WHAT = ("cosine", "signs", "masks", "layers", "spectra", "accuracy")  # explorer.figures.SECTIONS (checked by a test)
+WHAT = ("cosine", "signs", "masks", "layers", "spectra", "accuracy")  # figure_catalog.SECTIONS (a test checks)
 DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "spectra": "tsv", "accuracy": "task_arithmetic"}
 
 
@@ -101,7 +101,7 @@ def write_pngs(folder: str, sections: list) -> list[Path]:
 def _inputs(args: Any, tv, zoo, what: list[str]):
     """The figure table's inputs for these flags: the merges each section shows, accuracy tables, options."""
     from .. import analysis as A
-    from ..figures import Inputs
+    from ..figure_catalog import Inputs
 
     merges: dict = {}
     if "accuracy" in what and zoo is None:
@@ -119,7 +119,7 @@ def _inputs(args: Any, tv, zoo, what: list[str]):
 
 
 def run(args: Any) -> int:
-    from .. import figures as F
+    from .. import figure_catalog as F
     from ..evaluate import percent
     from .merge import load_task_vectors
 

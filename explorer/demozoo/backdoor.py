@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..scoring import task_accuracy
+from ..inference import task_accuracy
 from ..security.attack import attack_success_rate
 from ..security.trigger import Trigger, poison
 from ..weights import read_weights, write_weights

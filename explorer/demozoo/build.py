@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..scoring import task_accuracy
+from ..inference import task_accuracy
 from ..weights import write_weights
 from ..zoo.data import CLASSES, SPLIT_SIZES, TASKS, generate
 from ..zoo.demo import CosineHead, DemoZoo, build_encoder

@@ -11,8 +11,8 @@ import pandas as pd
 from ..analysis.calibration import entropy_error, pearson
 from ..evaluate import evaluate
 from ..merging import merge
-from ..selection import Selection, select
 from ..taskvec import TaskVectors
+from ..tuning import Selection, select
 
 TA_GRID = [round(0.1 * i, 1) for i in range(1, 11)]  # TALL/LiNeS grid for task arithmetic
 TIES_GRID = [round(0.1 * i, 1) for i in range(1, 16)]  # LiNeS grid for TIES

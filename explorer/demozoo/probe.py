@@ -24,11 +24,11 @@ from sklearn.metrics import roc_auc_score
 
 from ..analysis.calibration import entropy_error, pearson
 from ..evaluate import evaluate
+from ..inference import task_logits
 from ..merging import merge
 from ..methods.adaptive import softmax_entropy
-from ..scoring import task_logits
-from ..selection import select
 from ..taskvec import TaskVectors, task_vectors
+from ..tuning import select
 from ..zoo.data import generate
 from ..zoo.demo import DemoZoo
 from .backdoor import recipe_of

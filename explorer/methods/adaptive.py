@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..inference import reference_accuracies
 from ..result import MergeResult
-from ..scoring import reference_accuracies
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import per_task, ties_split

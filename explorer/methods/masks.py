@@ -6,8 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..inference import task_accuracy
 from ..result import MergeResult
-from ..scoring import task_accuracy
 from ..taskvec import TaskVectors
 from . import params
 from .blocks import consensus_vector, per_task, scaled, tall_mask

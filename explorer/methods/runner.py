@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader
 
-from ..scoring import task_accuracy
+from ..inference import task_accuracy
 from ..taskvec import TaskVectors
 from .concrete_mask import rescaled
 

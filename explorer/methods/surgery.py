@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..addons import SurgeryAddOn, surgery_correct
+from ..inference import eval_data
 from ..result import MergeResult
-from ..scoring import eval_data
 from ..taskvec import TaskVectors
 from .adaptive import LOG_EVERY, SEED
 from .registry import Param, all_methods, get, register

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..addons import TwinAddOn, twin_router
+from ..inference import eval_data
 from ..result import MergeResult
-from ..scoring import eval_data
 from ..taskvec import TaskVectors
 from .adaptive import LOG_EVERY, SEED
 from .registry import Param, register

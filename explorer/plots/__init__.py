@@ -9,11 +9,11 @@ from .accuracy import accuracy_bars, interpolation_heatmap, lambda_sweep, sweep_
 from .conflicts import cosine_map, pair_profile, sign_conflict_map, sign_disagreement
 from .layers import coefficient_map, fisher_share, layer_coefficients, layer_norms
 from .masks import USAGE_COLORS, learned_mask_density, mask_density, mask_overlap_map, mask_usage, selfish_weights
-from .security import backdoor_survival, mergelock_study
 from .sparsity import BAND_COLORS, STEP_TITLES, breadcrumb_bands, ties_steps
 from .spectra import effective_ranks, singular_interference, spectrum_lines, subspace_overlap_map
 from .style import DIVERGING, FONT, METHOD_COLORS, PALETTE, SEQUENTIAL, SERIES, task_colors
 from .testtime import entropy_error, loss_curve, representation_bias, routing_map
+from .threats import backdoor_survival, mergelock_study
 
 __all__ = ["BAND_COLORS", "DIVERGING", "FONT", "METHOD_COLORS", "PALETTE", "SEQUENTIAL", "SERIES", "STEP_TITLES",
            "USAGE_COLORS", "accuracy_bars", "backdoor_survival", "breadcrumb_bands", "coefficient_map", "cosine_map",

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from ..device import resolve_device
-from ..scoring import eval_data, image_logits
+from ..inference import eval_data, image_logits
 from ..zoo.base import Zoo
 from .trigger import Trigger, attack_success, triggered_test
 

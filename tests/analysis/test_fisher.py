@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import explorer as ex
-from explorer import figures as F
+from explorer import figure_catalog as F
 from explorer.result import MergeResult
 
 from .conftest import NAMES, make_tv

@@ -40,7 +40,7 @@ def test_routing_weights_per_block_and_confusion_rows_sum_to_one(zoo, tv, method
 
 
 def test_the_figure_table_draws_each_view_only_for_its_method(zoo, tv):
-    from explorer import figures as F
+    from explorer import figure_catalog as F
 
     names = ("representation_bias", "learned_mask", "routing")
     runs = {"surgery": ex.merge(tv, "surgery", steps=5), "concrete": ex.merge(tv, "concrete", steps=2,

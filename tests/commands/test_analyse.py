@@ -8,7 +8,7 @@ import struct
 import pytest
 
 import explorer as ex
-from explorer import figures as F
+from explorer import figure_catalog as F
 from explorer.cli import main
 from explorer.zoo import register_zoo
 from tests.conftest import write_zoo_folder

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer import figures as F
+from explorer import figure_catalog as F
 from explorer.weights import write_weights
 from explorer.zoo import load_zoo
 from explorer.zoo.base import EvaluationUnavailable

@@ -1,6 +1,6 @@
 """The Security tab's handlers: backdoored experts through merging, and MergeLock with its unlock attempt.
 
-Numbers come from `explorer.analysis.security`, figures from `explorer.plots`; this module only picks the zoo and
+Numbers come from `explorer.analysis.threats`, figures from `explorer.plots`; this module only picks the zoo and
 formats the tables for the page.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from .. import plots as P
 from ..analysis import cosine, layer_norms
-from ..analysis.security import backdoor_survival, mergelock_study, protected_task_vectors
+from ..analysis.threats import backdoor_survival, mergelock_study, protected_task_vectors
 from . import cache
 
 BACKDOORED_ZOO = "demo-backdoored"  # the demo zoo with every stored backdoored expert in place of the clean one

@@ -9,7 +9,7 @@ from .style import METHOD_COLORS, SERIES, _styled
 
 def backdoor_survival(frame: pd.DataFrame, title: str = "Backdoor through merging: accuracy and attack success"
                       ) -> go.Figure:
-    """Grouped bars per merge and backdoored task (`analysis.security.backdoor_survival`): the task's clean accuracy,
+    """Grouped bars per merge and backdoored task (`analysis.threats.backdoor_survival`): the task's clean accuracy,
     the average accuracy and the attack success rate, in %."""
     x = [f"{m} · {t}" for m, t in zip(frame["merge"], frame["task"])]
     fig = go.Figure()
@@ -23,7 +23,7 @@ def backdoor_survival(frame: pd.DataFrame, title: str = "Backdoor through mergin
 
 def mergelock_study(frame: pd.DataFrame, title: str = "MergeLock: Task Arithmetic with the protected expert"
                     ) -> go.Figure:
-    """Bars per expert variant (`analysis.security.mergelock_study`): the expert alone, Task Arithmetic on its task
+    """Bars per expert variant (`analysis.threats.mergelock_study`): the expert alone, Task Arithmetic on its task
     and on the other tasks (%), with the base model's accuracy on the task as a dashed line."""
     fig = go.Figure()
     for column, label, color in (("expert_alone", "expert alone", SERIES["expert"]),

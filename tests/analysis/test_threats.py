@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.analysis.security import backdoor_survival, mergelock_study
+from explorer.analysis.threats import backdoor_survival, mergelock_study
 from tests.security.test_attack import TriggeredTinyZoo
 from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from ..evaluate import evaluate
+from ..inference import task_accuracy
 from ..merging import merge
-from ..scoring import task_accuracy
 from ..security import protect, unlock_expert
-from ..selection import select
 from ..taskvec import task_vectors
+from ..tuning import select
 from ..zoo.base import Zoo
 
 SCALES = [round(0.1 * i, 1) for i in range(1, 11)]  # Task Arithmetic's lambda grid, chosen on validation

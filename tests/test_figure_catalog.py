@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import pytest
 
 import explorer as ex
-from explorer import figures as F
+from explorer import figure_catalog as F
 from explorer.commands.analyse import WHAT
 
 

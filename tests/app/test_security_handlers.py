@@ -2,7 +2,8 @@
 the backdoor view returns both merges' numbers, the MergeLock view its table and three figures."""
 from __future__ import annotations
 
-from explorer.app import cache, handlers, security
+from explorer.app import cache, handlers
+from explorer.app import security_handlers as security
 from tests.security.test_attack import TriggeredTinyZoo
 from tests.tinyzoo import TinyZoo, one_thread  # noqa: F401  (autouse fixture)
 
