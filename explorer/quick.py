@@ -1,13 +1,14 @@
 """Quick mode (`EXPLORER_QUICK=1`): a smoke-test budget for CI's runs of the notebooks and the zoo card.
 
 The same calls run the same code paths on less work: iterative methods run at most `WORK`'s steps, epochs or
-examples, and the demo zoo serves at most `IMAGES` images per split. Numbers then differ from a full run, so a
+examples, the demo zoo serves at most `IMAGES` images per split, and a swept list of values keeps its first, middle
+and last (`thin`: grids, sweeps, the entropy-error lambdas). Numbers then differ from a full run, so a
 result made in quick mode says so in `info["quick"]`; never set it for figures you report.
 """
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 ENV = "EXPLORER_QUICK"
 IMAGES = 64  # images per task and split the demo zoo serves
@@ -29,3 +30,12 @@ def cap_work(values: dict[str, Any]) -> dict[str, Any]:
 def cap_images(n: int) -> int:
     """A split's size in quick mode: at most `IMAGES`."""
     return min(n, IMAGES) if enabled() else n
+
+
+def thin(values: Sequence) -> list:
+    """A swept list of values in quick mode: its first, middle and last value (all of them when there are 3 or
+    fewer, or out of quick mode), so a sweep still runs every point's code on a few points."""
+    values = list(values)
+    if not enabled() or len(values) <= 3:
+        return values
+    return [values[0], values[len(values) // 2], values[-1]]

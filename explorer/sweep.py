@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from . import engines
+from . import engines, quick
 from .evaluate import COLUMNS, evaluate
 from .merging import merge
 from .methods import registry
@@ -78,7 +78,8 @@ def parse_grid(method: str, pairs: Sequence[str]) -> dict[str, list]:
 def grid_points(method: str, grid: Mapping[str, Sequence], fixed: Mapping[str, Any] | None = None,
                 reserved: Sequence[str] = ()) -> list[dict]:
     """Every combination of the grid's values, in grid order (the last parameter varies fastest), each checked
-    with the fixed parameters against the method's declaration; `reserved` names cannot be swept (table columns)."""
+    with the fixed parameters against the method's declaration; `reserved` names cannot be swept (table columns).
+    Quick mode keeps three values per parameter (`quick.thin`)."""
     m, fixed = registry.get(method), dict(fixed or {})
     if not grid or any(isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or not len(v)
                        for v in grid.values()):
@@ -89,7 +90,7 @@ def grid_points(method: str, grid: Mapping[str, Sequence], fixed: Mapping[str, A
     clash = sorted(set(grid) & set(reserved))
     if clash:
         raise ValueError(f"cannot sweep {clash}: the name is also a column of the results; fix it instead")
-    points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    points = [dict(zip(grid, values)) for values in itertools.product(*map(quick.thin, grid.values()))]
     return [{name: m.resolve({**fixed, **point})[name] for name in grid} for point in points]
 
 

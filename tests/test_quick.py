@@ -35,3 +35,17 @@ def test_the_demo_zoo_serves_short_splits_in_quick_mode_and_full_ones_after(monk
     assert len(zoo.dataset("digits", "test")) == quick.IMAGES
     monkeypatch.delenv(quick.ENV)
     assert len(zoo.dataset("digits", "test")) == zoo.config["split_sizes"]["test"]
+
+
+def test_thin_keeps_first_middle_and_last_only_in_quick_mode(monkeypatch):
+    monkeypatch.delenv(quick.ENV, raising=False)
+    assert quick.thin(range(10)) == list(range(10))
+    monkeypatch.setenv(quick.ENV, "1")
+    assert quick.thin(range(10)) == [0, 5, 9] and quick.thin([0.3, 0.1]) == [0.3, 0.1] and quick.thin([]) == []
+
+
+def test_a_quick_sweep_runs_three_points_per_parameter(monkeypatch, tv, zoo):
+    monkeypatch.setenv(quick.ENV, "1")
+    done = ex.sweep(tv, "ties", {"scale": [0.1, 0.2, 0.3, 0.4, 0.5], "aggregate": ["mean", "sum"]}, zoo=zoo)
+    assert done.summary()[["scale", "aggregate"]].values.tolist() == [[0.1, "mean"], [0.1, "sum"], [0.3, "mean"],
+                                                                      [0.3, "sum"], [0.5, "mean"], [0.5, "sum"]]

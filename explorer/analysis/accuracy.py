@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from .. import quick
 from ..evaluate import evaluate
 from ..merging import merge
 from ..result import MergeResult
@@ -58,7 +59,7 @@ def interpolation_grid(zoo: Any, tv: TaskVectors, task_a: str, task_b: str, valu
     pair = tv.subset([task_a, task_b])  # raises a KeyError naming the known tasks for unknown ones
     values_b = values_a if values_b is None else values_b
     frames = []
-    for la, lb in itertools.product(values_a, values_b):
+    for la, lb in itertools.product(quick.thin(values_a), quick.thin(values_b)):  # 3 x 3 in quick mode
         delta = {n: la * d[0] + lb * d[1] for n, d in pair.items()}  # [2, ...] -> [...]
         result = MergeResult(pair, delta, method="interpolation", params={"lambda_a": la, "lambda_b": lb})
         scores = _scores(zoo, result, split, [task_a, task_b], limit)
@@ -72,13 +73,14 @@ def expert_sweep(zoo: Any, tv: TaskVectors, values: Sequence[float], *, method: 
                  **params: Any) -> pd.DataFrame:
     """Each expert on its own, passed through `method` as one parameter varies (default: DARE's drop rate, as in the
     DARE paper's single-model figure): for every value and task, the merge of that task's vector alone, scored on
-    that task: `value, task, base, expert, merged, normalized`. Other method parameters go in `params`."""
+    that task: `value, task, base, expert, merged, normalized`. Other method parameters go in `params`
+    (three values in quick mode, `quick.thin`)."""
     if not len(values):
         raise ValueError("expert_sweep() needs at least one value, e.g. values=[0.0, 0.5, 0.9]")
     if param in params:
         raise ValueError(f"{param!r} is the swept parameter; give its values in `values`, not as a keyword")
     frames = [_scores(zoo, merge(tv.subset([task]), method, zoo=zoo, **{param: v}, **params), split, [task], limit)
-              .assign(value=float(v)) for v in values for task in (tasks or tv.tasks)]
+              .assign(value=float(v)) for v in quick.thin(values) for task in (tasks or tv.tasks)]
     frame = pd.concat(frames, ignore_index=True)[["value", *SCORE_COLUMNS]]
     frame.attrs.update(method=method, param=param)
     return frame
