@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from .addons import AddOn
 from .device import resolve_device
+from .result import AddOn
 from .zoo.base import Zoo
 
 BATCH = 512

@@ -1,14 +1,76 @@
-"""MergeResult: what a merge method produced (deltas, masks, coefficients) and how (params, timings)."""
+"""MergeResult: what a merge method produced (deltas, masks, coefficients) and how (params, timings).
+
+Beside it, the `AddOn` protocol and its registry: a method that trains extras run at inference (Surgery, Twin, WEMoE)
+defines its add-on in its own module and registers it by kind, so results, inference and saved runs need only this.
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import pandas as pd
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-from .addons import AddOn
 from .taskvec import TaskVectors
+
+
+class AddOn(ABC):
+    """What an add-on provides: features of images under merged weights, and its saved form (tensors + config)."""
+
+    kind: ClassVar[str] = ""  # the name records store, to find the class again (`get_addon`)
+    needs_task: ClassVar[bool] = False  # the task id is needed at inference
+    routes: ClassVar[bool] = False  # a router picks the weights per input
+
+    @abstractmethod
+    def features(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor, task: str) -> Tensor:
+        """Image features [N, D] of `images` (task `task`) through `model` with the merged `weights` and the add-on."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, Tensor]:
+        """Every tensor needed to rebuild the add-on (name -> tensor), for safetensors."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The JSON-able rest of what `rebuild` needs (task names, shapes)."""
+
+    @classmethod
+    @abstractmethod
+    def rebuild(cls, config: dict[str, Any], tensors: Mapping[str, Tensor]) -> "AddOn":
+        """The add-on from `config()` and `tensors()`."""
+
+    def to(self, device: str | torch.device) -> "AddOn":
+        """This add-on with its tensors on `device` (itself when they are there already)."""
+        tensors, device = self.tensors(), torch.device(device)
+        if all(v.device == device for v in tensors.values()):
+            return self
+        return self.rebuild(self.config(), {k: v.to(device) for k, v in tensors.items()})
+
+
+_ADDONS: dict[str, type[AddOn]] = {}
+
+
+def register_addon(cls: type[AddOn]) -> type[AddOn]:
+    """Class decorator: register an add-on under its `kind`, the name saved records use to rebuild it."""
+    if not cls.kind:
+        raise ValueError(f"add-on {cls.__name__} needs a kind")
+    if cls.kind in _ADDONS:
+        raise ValueError(f"add-on kind {cls.kind!r} is registered twice")
+    _ADDONS[cls.kind] = cls
+    return cls
+
+
+def get_addon(kind: str) -> type[AddOn]:
+    """The add-on class registered under `kind`, or a ValueError listing the known kinds."""
+    if kind not in _ADDONS:
+        raise ValueError(f"unknown add-on kind {kind!r}; known kinds: {', '.join(sorted(_ADDONS))}")
+    return _ADDONS[kind]
+
+
+def unprefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The saved tensors whose names start with `prefix`, named without it (how a rebuild reads its parts)."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 @dataclass
@@ -20,8 +82,8 @@ class MergeResult:
     - `masks`: task -> name -> bool tensor, where the method masks.
     - `task_scales`: for per-task methods, task t's model is theta_0 + task_scales[t] * masks[t] * delta.
     - `coefficients`: a table indexed by task (or "all"), one column per layer or parameter.
-    - `addon`: trained extras run at inference next to the merged weights (`explorer.addons`: per-task
-      feature modules, a router over task-specific vectors, routed MLPs), or None.
+    - `addon`: trained extras run at inference next to the merged weights (an `AddOn`: per-task feature
+      modules, a router over task-specific vectors, routed MLPs), or None.
     - `info`: timings, notes, loss curves.
     """
 

@@ -9,8 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .addons import rebuild
-from .result import MergeResult
+from . import methods  # noqa: F401  (registers every method's add-on kind, so a saved record's add-on rebuilds)
+from .result import MergeResult, get_addon
 from .taskvec import TaskVectors
 from .weights import file_sha256, read_weights, write_weights
 
@@ -43,7 +43,7 @@ class RunRecord:
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
     data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
     merge_path: str = "in-memory"  # "in-memory": stacked task vectors; "streamed": parameter by parameter from disk
-    addon: dict[str, Any] = field(default_factory=dict)  # trained extras: kind, config, file (see explorer.addons)
+    addon: dict[str, Any] = field(default_factory=dict)  # trained extras: kind, config, file (see result.AddOn)
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -130,6 +130,6 @@ def load_result(path: str | Path, tv: TaskVectors, record: str | Path | None = N
     addon = None
     if run.addon:
         tensors = {k: v.to(tv.device) for k, v in read_weights(path.parent / run.addon["file"]).items()}
-        addon = rebuild(run.addon["kind"], run.addon["config"], tensors)
+        addon = get_addon(run.addon["kind"]).rebuild(run.addon["config"], tensors)
     return MergeResult(tv, delta, method=run.method, params=dict(run.params), addon=addon,
                        info={"loaded_from": str(path)})

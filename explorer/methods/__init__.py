@@ -1,4 +1,5 @@
-"""Merge methods. Importing this package registers every method with `registry.register`.
+"""Merge methods. Importing this package registers every method with `registry.register`, and the add-ons
+that surgery, twin and wemoe train with `result.register_addon` (so `runs.load_result` can rebuild saved ones).
 
 One module per method family (imported below), beside what they share: `registry`, `params` and `table` (the
 declarations), `blocks` and `compose` (the plain merge blocks), `runner` (learned coefficients), `spectral`,

@@ -2,22 +2,22 @@
 
 The merged encoder stays fixed, so each test image's merged and expert features are computed once; training then
 only fits, per task, f' = f - up(relu(down f)) to the expert's features with an L1 loss (up starts at zero, so the
-untrained result is exactly the base merge).
+untrained result is exactly the base merge). The trained modules are the result's `SurgeryAddOn`, run at inference.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..addons import SurgeryAddOn, surgery_correct
 from ..inference import eval_data
-from ..result import MergeResult
+from ..result import AddOn, MergeResult, register_addon
 from ..taskvec import TaskVectors
 from .adaptive import LOG_EVERY, SEED
 from .registry import Param, all_methods, get, register
@@ -25,6 +25,43 @@ from .runner import Progress, optimize, require_zoo
 
 SPLIT = "test"  # the paper trains on the unlabeled test images (labels are never read)
 BASES = tuple(m.name for m in all_methods() if not m.per_task and not m.inference)
+
+
+def surgery_correct(features: Tensor, down: Tensor, up: Tensor) -> Tensor:
+    """f - up(relu(down f)) for features [..., N, d], down [..., r, d], up [..., d, r] (leading axes batch tasks)."""
+    return features - F.relu(features @ down.mT) @ up.mT
+
+
+@register_addon
+class SurgeryAddOn(AddOn):
+    """Representation Surgery: task t's features f become f - up_t(relu(down_t f)) (down [r, d], up [d, r])."""
+
+    kind, needs_task = "surgery", True
+
+    def __init__(self, down: Mapping[str, Tensor], up: Mapping[str, Tensor]):
+        if set(down) != set(up):
+            raise ValueError(f"surgery modules need a down and an up matrix per task: {sorted(down)} vs {sorted(up)}")
+        self.down, self.up = dict(down), dict(up)
+
+    def correct(self, features: Tensor, task: str) -> Tensor:
+        """f - up(relu(down f)) for `task` (differentiable in its matrices)."""
+        if task not in self.down:
+            raise KeyError(f"no surgery module for task {task!r}; this result has {sorted(self.down)}")
+        return surgery_correct(features, self.down[task], self.up[task])
+
+    def features(self, model, weights, images, task):
+        return self.correct(functional_call(model, dict(weights), (images,)), task)
+
+    def tensors(self):
+        return {**{f"down.{t}": v.detach() for t, v in self.down.items()},
+                **{f"up.{t}": v.detach() for t, v in self.up.items()}}
+
+    def config(self):
+        return {"tasks": sorted(self.down)}
+
+    @classmethod
+    def rebuild(cls, config, tensors):
+        return cls({t: tensors[f"down.{t}"] for t in config["tasks"]}, {t: tensors[f"up.{t}"] for t in config["tasks"]})
 
 
 def parse_params(text: str, method: str) -> dict[str, Any]:

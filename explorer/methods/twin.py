@@ -2,21 +2,22 @@
 
 Shared expert: Task Arithmetic. Exclusive vector of task t: v_t = theta_t - theta_shared, each 2-D tensor compressed
 by truncated SVD (other tensors kept dense). A router on the shared expert's image features, trained to predict the
-task on validation images, mixes them per input: theta_x = theta_shared + sum_t softmax(router(f(x)))_t * v_t.
+task on validation images, mixes them per input: theta_x = theta_shared + sum_t softmax(router(f(x)))_t * v_t
+(the result's `TwinAddOn`, run at inference).
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
-from ..addons import TwinAddOn, twin_router
 from ..inference import eval_data
-from ..result import MergeResult
+from ..result import AddOn, MergeResult, register_addon, unprefixed
 from ..taskvec import TaskVectors
 from .adaptive import LOG_EVERY, SEED
 from .registry import Param, register
@@ -24,6 +25,98 @@ from .runner import Progress, optimize, require_zoo
 from .surgery import encoder, features
 
 TRAIN_SPLIT, CHECK_SPLIT = "validation", "test"
+
+
+def twin_router(dim: int, tasks: int, dropout: float = 0.5) -> nn.Sequential:
+    """Twin-Merging's router: Linear(d, 2d) -> BN -> LeakyReLU -> Dropout, twice, then Linear(2d, T)."""
+    return nn.Sequential(nn.Linear(dim, 2 * dim), nn.BatchNorm1d(2 * dim), nn.LeakyReLU(), nn.Dropout(dropout),
+                         nn.Linear(2 * dim, 2 * dim), nn.BatchNorm1d(2 * dim), nn.LeakyReLU(), nn.Dropout(dropout),
+                         nn.Linear(2 * dim, tasks))
+
+
+@register_addon
+class TwinAddOn(AddOn):
+    """Twin-Merging: w = softmax(router(f_shared(x))), theta_x = theta_shared + sum_t w_t * v_t.
+
+    `exclusive[t][name]` is task t's exclusive vector of tensor `name`: a pair (A [m, r], B [r, n]) with v = A @ B
+    for a compressed matrix, or a dense tensor. Inputs whose weights agree after rounding to 1/`grid` share one
+    rebuilt model, so a batch is not rebuilt image by image.
+    """
+
+    kind, routes = "twin", True
+
+    def __init__(self, tasks: list[str], router: nn.Module, exclusive: Mapping[str, Mapping[str, Any]],
+                 dim: int, grid: int = 20):
+        self.tasks, self.router, self.dim, self.grid = list(tasks), router.eval(), int(dim), int(grid)
+        self.exclusive = {t: dict(exclusive[t]) for t in self.tasks}
+        self._stacked: dict[str, Tensor] | None = None
+
+    def weights_for(self, shared_features: Tensor) -> Tensor:
+        """Routing weights [N, T] = softmax(router(features of the shared model))."""
+        return self.router(shared_features).softmax(dim=-1)
+
+    def vector(self, task: str, name: str) -> Tensor:
+        v = self.exclusive[task][name]
+        return v[0] @ v[1] if isinstance(v, tuple) else v
+
+    def stacked(self) -> dict[str, Tensor]:
+        """name -> [T, ...] dense exclusive vectors (rebuilt from the low-rank pairs once, then kept)."""
+        if self._stacked is None:
+            names = self.exclusive[self.tasks[0]]
+            self._stacked = {n: torch.stack([self.vector(t, n) for t in self.tasks]) for n in names}
+        return self._stacked
+
+    def theta(self, weights: Mapping[str, Tensor], w: Tensor) -> dict[str, Tensor]:
+        """theta_shared + sum_t w[t] * v_t for one weight vector w [T]."""
+        out = dict(weights)
+        for name, v in self.stacked().items():
+            out[name] = out[name] + torch.tensordot(w.to(v.dtype), v, dims=1)
+        return out
+
+    def route(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor) -> Tensor:
+        """The routing weights [N, T] of `images`, rounded to 1/grid (the grouping inference uses)."""
+        with torch.no_grad():
+            shared = functional_call(model, dict(weights), (images,))
+            return torch.round(self.weights_for(shared) * self.grid) / self.grid
+
+    def features(self, model, weights, images, task):
+        w = self.route(model, weights, images)
+        groups, index = torch.unique(w, dim=0, return_inverse=True)
+        out = None
+        for g, row in enumerate(groups):
+            picked = (index == g).nonzero().flatten()
+            f = functional_call(model, self.theta(weights, row), (images[picked],))
+            out = f.new_empty((len(images), f.shape[-1])) if out is None else out
+            out[picked] = f
+        return out
+
+    def tensors(self):
+        out = {f"router.{k}": v for k, v in self.router.state_dict().items()}
+        for t in self.tasks:
+            for name, v in self.exclusive[t].items():
+                if isinstance(v, tuple):
+                    out[f"exclusive.{t}.{name}.a"], out[f"exclusive.{t}.{name}.b"] = v
+                else:
+                    out[f"exclusive.{t}.{name}"] = v
+        return {k: v.detach() for k, v in out.items()}
+
+    def config(self):
+        return {"tasks": self.tasks, "dim": self.dim, "grid": self.grid,
+                "low_rank": {t: sorted(n for n, v in self.exclusive[t].items() if isinstance(v, tuple))
+                             for t in self.tasks},
+                "dense": {t: sorted(n for n, v in self.exclusive[t].items() if not isinstance(v, tuple))
+                          for t in self.tasks}}
+
+    @classmethod
+    def rebuild(cls, config, tensors):
+        tasks = config["tasks"]
+        router = twin_router(config["dim"], len(tasks))
+        router.load_state_dict(unprefixed(tensors, "router."))
+        router = router.to(next(iter(tensors.values())).device)
+        exclusive = {t: {**{n: (tensors[f"exclusive.{t}.{n}.a"], tensors[f"exclusive.{t}.{n}.b"])
+                            for n in config["low_rank"][t]},
+                         **{n: tensors[f"exclusive.{t}.{n}"] for n in config["dense"][t]}} for t in tasks}
+        return cls(tasks, router, exclusive, config["dim"], config["grid"])
 
 
 def truncated(v: Tensor, keep: float) -> tuple[Tensor, Tensor]:

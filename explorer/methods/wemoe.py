@@ -5,24 +5,158 @@ MLP(x; W_0 + sum_t w_t(x) tau_t) with w(x) the token mean of a small router on t
 `init` for every task, so the untrained model is Task Arithmetic). The routers are trained by prediction entropy on
 unlabeled test images, as FusionBench's `clip_weight_ensembling_moe` does: Adam, one batch per task and step, the
 summed entropies, and by default its `batch_reduce` (each task batch shares the mean of its images' routing weights:
-one mixed MLP per task batch, not per image). The result routes every input by its own weights.
+one mixed MLP per task batch, not per image). The result's `MoEAddOn` routes every input by its own weights.
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
 
-from ..addons import MoEAddOn, mlp_prefix, wemoe_gate
-from ..result import MergeResult
+from ..result import AddOn, MergeResult, register_addon, unprefixed
 from ..taskvec import TaskVectors
 from .adaptive import LOG_EVERY, SEED, softmax_entropy
 from .registry import Param, register
 from .runner import Progress, optimize, require_zoo
 from .surgery import encoder
+
+
+def wemoe_gate(dim: int, tasks: int, init: float) -> nn.Sequential:
+    """WEMoE's router of one MLP: Linear(d, d) -> ReLU -> Linear(d, T), weights N(0, 0.01), last bias = init."""
+    gate = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, tasks))
+    with torch.no_grad():
+        for layer in (gate[0], gate[2]):
+            layer.weight.normal_(0.0, 0.01)
+        gate[0].bias.zero_()
+        gate[2].bias.fill_(init)
+    return gate
+
+
+class RoutedMLP(nn.Module):
+    """MLP(x; W_0 + sum_t w_t(x) * tau_t), w(x) = mean over tokens of gate(x): per input, exact and batched
+    (the weights enter linearly, so each input gets its own weight matrices through one einsum).
+
+    With `groups` set (sizes of consecutive runs of inputs), each run shares one weight vector, the mean of its
+    inputs' (FusionBench's `batch_reduce`, its training mode: one mixed MLP per task batch)."""
+
+    def __init__(self, gate: nn.Module, base: Mapping[str, Tensor], vectors: Mapping[str, Tensor], act: nn.Module):
+        super().__init__()
+        self.gate, self.act, self.last_weights = gate, act, None
+        self.groups: list[int] | None = None
+        for name in ("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias"):
+            self.register_buffer("base_" + name.replace(".", "_"), base[name])
+            self.register_buffer("tau_" + name.replace(".", "_"), vectors[name])  # [T, ...]
+
+    def _mixed(self, w: Tensor, which: str) -> tuple[Tensor, Tensor]:
+        """Per weight vector (rows of w [B, T]): W_0 + sum_t w_t tau_t [B, o, i] and the bias [B, o]."""
+        weight = getattr(self, f"base_{which}_weight") + torch.einsum("bt,toi->boi", w,
+                                                                      getattr(self, f"tau_{which}_weight"))
+        return weight, getattr(self, f"base_{which}_bias") + w @ getattr(self, f"tau_{which}_bias")
+
+    def _linear(self, x: Tensor, w: Tensor, which: str) -> Tensor:
+        weight, bias = self._mixed(w, which)
+        return torch.einsum("bni,boi->bno", x, weight) + bias[:, None]
+
+    def _shared(self, x: Tensor, w: Tensor, which: str) -> Tensor:
+        weight, bias = self._mixed(w[None], which)
+        return F.linear(x, weight[0], bias[0])
+
+    def forward(self, x: Tensor) -> Tensor:  # x: [B, N, d] (batch first)
+        w = self.gate(x).mean(dim=1)
+        self.last_weights = w.detach()
+        if self.groups is None:
+            return self._linear(self.act(self._linear(x, w, "c_fc")), w, "c_proj")
+        out = []
+        for xs, ws in zip(x.split(self.groups), w.split(self.groups)):
+            shared = ws.mean(dim=0)
+            out.append(self._shared(self.act(self._shared(xs, shared, "c_fc")), shared, "c_proj"))
+        return torch.cat(out)
+
+
+def mlp_prefix(block: int) -> str:
+    """The state-dict prefix of block `block`'s MLP in an open_clip vision tower."""
+    return f"transformer.resblocks.{block}.mlp."
+
+
+@register_addon
+class MoEAddOn(AddOn):
+    """WEMoE: the MLP of each block in `blocks` is a `RoutedMLP` over the experts' MLPs; the rest is merged."""
+
+    kind, routes = "wemoe", True
+    NAMES = ("c_fc.weight", "c_fc.bias", "c_proj.weight", "c_proj.bias")
+
+    def __init__(self, tasks: list[str], blocks: list[int], gates: Mapping[int, nn.Module],
+                 base: Mapping[str, Tensor], vectors: Mapping[str, Tensor]):
+        self.tasks, self.blocks = list(tasks), [int(b) for b in blocks]
+        self.gates = {int(b): g for b, g in gates.items()}
+        self.base, self.vectors = dict(base), dict(vectors)  # full MLP names -> theta_0 / [T, ...] task vectors
+        self._models: dict[int, nn.Module] = {}
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for g in self.gates.values() for p in g.parameters()]
+
+    def routed(self, model: nn.Module) -> nn.Module:
+        """A copy of the encoder whose MLPs in `blocks` are RoutedMLPs (made once per encoder module)."""
+        if id(model) not in self._models:
+            moe = copy.deepcopy(model)
+            for b in self.blocks:
+                block, p = moe.transformer.resblocks[b], mlp_prefix(b)
+                block.mlp = RoutedMLP(self.gates[b], {n: self.base[p + n] for n in self.NAMES},
+                                      {n: self.vectors[p + n] for n in self.NAMES}, block.mlp.gelu)
+            self._models[id(model)] = moe
+        return self._models[id(model)]
+
+    def features(self, model, weights, images, task):
+        moe = self.routed(model)
+        own = set(moe.state_dict())
+        return functional_call(moe, {k: v for k, v in weights.items() if k in own}, (images,))
+
+    def grouped_features(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor,
+                         groups: list[int]) -> Tensor:
+        """Features of `images` where each run of `groups` consecutive inputs (e.g. one task's batch) shares the
+        mean of its routing weights: FusionBench's training mode (`batch_reduce`), one mixed MLP per run."""
+        if sum(groups) != len(images):
+            raise ValueError(f"groups {groups} cover {sum(groups)} inputs, the batch has {len(images)}")
+        mlps = [self.routed(model).transformer.resblocks[b].mlp for b in self.blocks]
+        for mlp in mlps:
+            mlp.groups = list(groups)
+        try:
+            return self.features(model, weights, images, "")
+        finally:
+            for mlp in mlps:
+                mlp.groups = None
+
+    def route(self, model: nn.Module, weights: Mapping[str, Tensor], images: Tensor) -> dict[int, Tensor]:
+        """Routing weights [N, T] per routed block for `images`."""
+        with torch.no_grad():
+            self.features(model, weights, images, "")
+        moe = self.routed(model)
+        return {b: moe.transformer.resblocks[b].mlp.last_weights for b in self.blocks}
+
+    def tensors(self):
+        out = {f"gate.{b}.{k}": v for b, g in self.gates.items() for k, v in g.state_dict().items()}
+        out.update({f"base.{n}": v for n, v in self.base.items()})
+        out.update({f"tau.{n}": v for n, v in self.vectors.items()})
+        return {k: v.detach() for k, v in out.items()}
+
+    def config(self):
+        some = next(iter(self.gates.values()))
+        return {"tasks": self.tasks, "blocks": self.blocks, "dim": some[0].in_features}
+
+    @classmethod
+    def rebuild(cls, config, tensors):
+        gates = {}
+        for b in config["blocks"]:
+            gate = wemoe_gate(config["dim"], len(config["tasks"]), 0.0)
+            gate.load_state_dict(unprefixed(tensors, f"gate.{b}."))
+            gates[b] = gate.to(next(iter(tensors.values())).device)
+        return cls(config["tasks"], config["blocks"], gates, unprefixed(tensors, "base."), unprefixed(tensors, "tau."))
 
 
 def routed_blocks(tv: TaskVectors, last: int) -> list[int]:

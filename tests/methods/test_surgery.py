@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import explorer as ex
-from explorer.addons import SurgeryAddOn, surgery_correct
-from explorer.methods.surgery import parse_params
+from explorer.methods.surgery import SurgeryAddOn, parse_params, surgery_correct
 
 
 def test_surgery_correct_is_f_minus_up_relu_down_f():

@@ -6,7 +6,7 @@ import torch
 from torch.func import functional_call
 
 import explorer as ex
-from explorer.addons import mlp_prefix
+from explorer.methods.wemoe import mlp_prefix
 
 
 def test_one_hot_router_reproduces_the_experts_mlp(zoo, tv):
