@@ -39,8 +39,10 @@ def invalid(p: Param) -> st.SearchStrategy:
     junk = st.sampled_from(JUNK)
     if p.type is bool:
         return st.one_of(st.sampled_from([0, 1, "true", None, 0.5]), junk.filter(lambda v: not isinstance(v, bool)))
-    if p.choices is not None or p.type is str:
-        return st.one_of(st.text(max_size=6).filter(lambda s: s not in (p.choices or ())), junk)
+    if p.choices is not None:
+        return st.one_of(st.text(max_size=6).filter(lambda s: s not in p.choices), junk)
+    if p.type is str:  # a free string (e.g. surgery's on_params, where "" means the defaults): only a non-string is
+        return junk.filter(lambda v: not isinstance(v, str))  # wrong for every method
     low = -1e6 if p.low is None else p.low
     high = 1e6 if p.high is None else p.high
     if p.type is int:
