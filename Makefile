@@ -43,8 +43,8 @@ notebooks: $(STAMP) browser
 
 # Rewrite the demo zoo's card from its weights (full run, ~8 min) and the quick card the tests compare against.
 card: $(STAMP)
-	$(VENV)/bin/explorer zoo card demo --threads 2 > explorer/zoo/demo-zoo/README.md
-	EXPLORER_QUICK=1 $(VENV)/bin/explorer zoo card demo --threads 2 > tests/zoo/data/card_quick.md
+	$(VENV)/bin/explorer zoo card demo --threads 2 > explorer/demozoo/weights/README.md
+	EXPLORER_QUICK=1 $(VENV)/bin/explorer zoo card demo --threads 2 > tests/demozoo/data/card_quick.md
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

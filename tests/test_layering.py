@@ -1,5 +1,6 @@
 """Dependencies run one way: no module of the library imports a layer above it, and function-local imports of the
-library's own modules (which can hide a cycle) appear only in the CLI commands, which load lazily to start fast."""
+library's own modules (which can hide a cycle) appear only in the CLI commands, which load lazily to start fast.
+A layer is a top-level name, or "package.module" where a package puts one module lower than itself."""
 from __future__ import annotations
 
 import ast
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "explorer"
-# Lowest first; a module may import its own layer and the ones below.
-LAYERS = [("checks", "device", "weights", "engines", "quick"), ("zoo",), ("taskvec", "result"),
+# Lowest first; a module may import its own layer and the ones below. The demo zoo's loader and data (and so its
+# package's __init__, which importing them runs) sit at the zoo layer, which registers them; its tools sit higher.
+LAYERS = [("checks", "device", "weights", "engines", "quick"),
+          ("zoo", "demozoo.__init__", "demozoo.zoo", "demozoo.data"), ("taskvec", "result"),
           ("inference",),
           ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("tuning", "analysis", "runs"),
           ("demozoo",), ("plots", "figure_catalog"), ("app",),
@@ -17,8 +20,14 @@ LAYERS = [("checks", "device", "weights", "engines", "quick"), ("zoo",), ("taskv
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 
+def layer(parts: list[str]) -> str:
+    """The layer of module explorer.<parts>: "package.module" where LAYERS lists it, else its top-level name."""
+    sub = ".".join(parts[:2])
+    return sub if sub in RANK else parts[0] if parts else "__init__"
+
+
 class _Imports(ast.NodeVisitor):
-    """Collects (part of explorer imported, inside a function?) for one file."""
+    """Collects (layer of explorer imported, inside a function?) for one file."""
 
     def __init__(self, package: list[str]):
         self.package, self.depth, self.found = package, 0, []
@@ -37,17 +46,17 @@ class _Imports(ast.NodeVisitor):
         else:
             parts = (node.module or "").split(".")
         if parts[0] == "explorer":
-            self.found.append((parts[1] if len(parts) > 1 else "__init__", self.depth > 0))
+            self.found.append((layer(parts[1:]), self.depth > 0))
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             parts = alias.name.split(".")
             if parts[0] == "explorer":
-                self.found.append((parts[1] if len(parts) > 1 else "__init__", self.depth > 0))
+                self.found.append((layer(parts[1:]), self.depth > 0))
 
 
 def imports(path: Path) -> list[tuple[str, bool]]:
-    """(top-level part of explorer the file imports, whether the import sits inside a function)."""
+    """(layer of explorer the file imports, whether the import sits inside a function)."""
     parts = list(path.relative_to(PKG.parent).with_suffix("").parts)
     visitor = _Imports(parts if path.name == "__init__.py" else parts[:-1])
     visitor.visit(ast.parse(path.read_text()))
@@ -60,13 +69,26 @@ def test_the_check_sees_a_function_local_import_from_above():
     assert visitor.found == [("taskvec", False), ("evaluate", True)]
 
 
+def test_a_sub_layer_ranks_its_module_alone():
+    visitor = _Imports(["explorer", "zoo"])
+    visitor.visit(ast.parse("from ..demozoo.zoo import DemoZoo\nfrom ..demozoo import build\n"
+                            "import explorer.demozoo.data\n"))
+    assert visitor.found == [("demozoo.zoo", False), ("demozoo", False), ("demozoo.data", False)]
+    assert layer(["demozoo", "zoo"]) == "demozoo.zoo" and layer(["demozoo", "card"]) == "demozoo"
+    assert RANK["demozoo.zoo"] == RANK["zoo"] < RANK["evaluate"] < RANK["demozoo"]
+    for name in (n for n in RANK if "." in n):  # each names a module, and its package's __init__ is no higher
+        assert (PKG / name.replace(".", "/")).with_suffix(".py").is_file(), name
+        package = name.split(".")[0]
+        assert RANK.get(f"{package}.__init__", RANK[package]) <= RANK[name], name
+
+
 FILES = sorted(PKG.rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(PKG)))
 def test_no_module_imports_a_layer_above_it(path):
     rel = path.relative_to(PKG)
-    own = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 else rel.stem
+    own = layer(list(rel.with_suffix("").parts))
     above = [(name, local) for name, local in imports(path) if RANK[name] > RANK[own]]
     assert not above, f"{rel} ({own}) imports {above} from a higher layer"
     if own != "commands":

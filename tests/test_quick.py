@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import explorer as ex
 from explorer import quick
-from explorer.zoo.demo import DemoZoo
+from explorer.demozoo.zoo import DemoZoo
 
 
 def test_off_by_default_leaves_every_value(monkeypatch):

@@ -45,9 +45,9 @@ def installed(tmp_path_factory) -> dict:
 def test_the_wheel_carries_the_dashboard_and_the_demo_zoo(installed):
     package = installed["target"] / "explorer"
     assert (package / "app" / "ui.py").is_file() and (package / "app" / "serve.py").is_file()
-    assert (package / "zoo" / "demo-zoo" / "config.json").is_file()
-    assert len(list((package / "zoo" / "demo-zoo" / "experts").glob("*.safetensors"))) == 8
-    assert len(list((package / "zoo" / "demo-zoo" / "experts" / "backdoored").glob("*.safetensors"))) == 2
+    assert (package / "demozoo" / "weights" / "config.json").is_file()
+    assert len(list((package / "demozoo" / "weights" / "experts").glob("*.safetensors"))) == 8
+    assert len(list((package / "demozoo" / "weights" / "experts" / "backdoored").glob("*.safetensors"))) == 2
 
 
 def test_installed_cli_merges_the_demo_zoo_from_outside_the_repository(installed):

@@ -1,7 +1,7 @@
 """`explorer zoos`: the zoos that exist and which of them load offline right now."""
 from __future__ import annotations
 
-from ..zoo.demo import DEFAULT_DIR as DEMO_DIR
+from ..demozoo.zoo import DEFAULT_DIR as DEMO_DIR
 
 
 def add_parser(sub) -> None:
@@ -14,7 +14,8 @@ def zoo_rows() -> list[dict[str, str]]:
     from ..zoo.openclip import named_sources, named_zoos
 
     rows = [{"zoo": "demo", "family": "-", "arch": "tiny ViT", "tasks": "8",
-             "offline": "yes" if DEMO_DIR.is_dir() else "no (explorer/zoo/demo-zoo/ missing: explorer zoo build-demo)"}]
+             "offline": "yes" if DEMO_DIR.is_dir()
+             else "no (explorer/demozoo/weights/ missing: explorer zoo build-demo)"}]
     for name, spec in named_zoos().items():
         for family, fam in spec["families"].items():
             if fam.get("needs_root"):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 def add_verbs(verbs) -> None:
-    from ..zoo.data import TASKS
+    from ..demozoo.data import TASKS
 
     build = verbs.add_parser("build-demo", help="rebuild the demo zoo from its seeds (CPU minutes; the card "
                                                  "records how long)")
-    build.add_argument("--out", default=None, help="output folder (default: explorer/zoo/demo-zoo)")
+    build.add_argument("--out", default=None, help="output folder (default: explorer/demozoo/weights)")
     build.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
     build.add_argument("--tasks", nargs="+", default=None, choices=TASKS, metavar="TASK",
                        help=f"build only these tasks (default: all of {', '.join(TASKS)})")
@@ -24,7 +24,7 @@ def add_verbs(verbs) -> None:
     bd.add_argument("--tasks", nargs="+", required=True, choices=TASKS, metavar="TASK", help="tasks to backdoor")
     bd.add_argument("--rate", type=float, default=0.2, help="poisoned copies per clean train image (default 0.2)")
     bd.add_argument("--target", type=int, default=0, help="the class index triggered images are relabelled to")
-    bd.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/zoo/demo-zoo)")
+    bd.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/demozoo/weights)")
     bd.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the build)")
     bd.set_defaults(func=run_backdoors)
 
@@ -35,7 +35,7 @@ def add_verbs(verbs) -> None:
     probe.add_argument("--seeds", nargs="+", type=int, default=[0], help="model seeds to build (default 0)")
     probe.add_argument("--steps-scale", type=float, default=1.0, help="multiply every training step count by F")
     probe.add_argument("--root", default=None, help="probe this built zoo instead of building (e.g. "
-                                                    "explorer/zoo/demo-zoo: the shipped recipe)")
+                                                    "explorer/demozoo/weights: the shipped recipe)")
     probe.add_argument("--out", default=None, help="where builds go, one folder per seed (default: a temporary "
                                                    "folder, deleted afterwards)")
     probe.add_argument("--name", default="", help="the recipe's name in the table (default: its changed fields)")
@@ -47,7 +47,7 @@ def add_verbs(verbs) -> None:
 
     card = verbs.add_parser("card", help="print (or write) a zoo's card with its accuracy table")
     card.add_argument("zoo", choices=["demo"], help="the zoo (only the demo zoo has a card)")
-    card.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/zoo/demo-zoo)")
+    card.add_argument("--root", default=None, help="the demo zoo folder (default: explorer/demozoo/weights)")
     card.add_argument("--write", action="store_true", help="also write the card to <root>/README.md")
     card.add_argument("--device", default="auto", help="auto, cpu or cuda")
     card.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -58,7 +58,7 @@ def run_build(args: argparse.Namespace) -> int:
     import torch
 
     from ..demozoo.build import Recipe, build
-    from ..zoo.demo import DEFAULT_DIR
+    from ..demozoo.zoo import DEFAULT_DIR
 
     torch.set_num_threads(args.threads)
     recipe = Recipe(tasks=tuple(args.tasks)) if args.tasks else Recipe()
@@ -74,8 +74,8 @@ def run_backdoors(args: argparse.Namespace) -> int:
     import torch
 
     from ..demozoo.backdoor import add_backdoors
+    from ..demozoo.zoo import DEFAULT_DIR
     from ..security.trigger import Trigger
-    from ..zoo.demo import DEFAULT_DIR
 
     torch.set_num_threads(args.threads)
     root = Path(args.root) if args.root else DEFAULT_DIR
@@ -114,7 +114,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _write_card(root: Path | None, device: str) -> str:
     from ..demozoo.card import card, render
-    from ..zoo.demo import DemoZoo
+    from ..demozoo.zoo import DemoZoo
 
     zoo = DemoZoo(root)
     text = render(zoo, card(zoo, device=device))
@@ -126,7 +126,7 @@ def run_card(args: argparse.Namespace) -> int:
     import torch
 
     from ..demozoo.card import card, render
-    from ..zoo.demo import DemoZoo
+    from ..demozoo.zoo import DemoZoo
 
     torch.set_num_threads(args.threads)
     if args.write:

@@ -18,9 +18,9 @@ from ..inference import task_accuracy
 from ..security.attack import attack_success_rate
 from ..security.trigger import Trigger, poison
 from ..weights import read_weights, write_weights
-from ..zoo.data import generate
-from ..zoo.demo import DemoZoo
 from .build import Recipe, finetune
+from .data import generate
+from .zoo import DemoZoo
 
 
 def recipe_of(zoo: DemoZoo) -> Recipe:

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ..inference import task_accuracy
 from ..weights import write_weights
-from ..zoo.data import CLASSES, SPLIT_SIZES, TASKS, generate
-from ..zoo.demo import CosineHead, DemoZoo, build_encoder
+from .data import CLASSES, SPLIT_SIZES, TASKS, generate
+from .zoo import CosineHead, DemoZoo, build_encoder
 
 ARCH = {"image_size": 32, "patch_size": 8, "width": 128, "layers": 6, "heads": 4, "mlp_ratio": 4.0,
         "output_dim": 64}

@@ -101,7 +101,7 @@ def probe_section(records: list[dict]) -> str:
     return f"""
 ## Recipes probed (`explorer zoo probe`)
 Every recipe tried for this zoo, measured by `explorer zoo probe --set FIELD=VALUE ... --seeds ...` (the \
-shipped one by `explorer zoo probe --root explorer/zoo/demo-zoo`): average test accuracy (%) of the base \
+shipped one by `explorer zoo probe --root explorer/demozoo/weights`): average test accuracy (%) of the base \
 zero-shot, a logistic-regression probe on the base's features, the experts, Task Arithmetic and TIES \
 (density {TIES_DENSITY}, dis-sum; lambda on validation), layer-wise AdaMerging at {ADAMERGING_STEPS} steps; \
 AUROC of "lower entropy => correct" over the TA merge's test images; premise r = the entropy-error \
@@ -123,7 +123,7 @@ def render(zoo: Zoo, c: Card) -> str:
 A CLIP-style image encoder (open_clip `VisionTransformer`: {a['image_size']}x{a['image_size']} input, patch \
 {a['patch_size']}, width {a['width']}, {a['layers']} blocks, {a['heads']} heads, output {a['output_dim']}; \
 parameter names as ViT-B/32's visual tower), a pretrained base and {len(zoo.tasks)} experts, one per task: \
-{', '.join(zoo.tasks)}. Each task draws its own kind of image (`explorer/zoo/data.py`); classes come in pairs.
+{', '.join(zoo.tasks)}. Each task draws its own kind of image (`explorer/demozoo/data.py`); classes come in pairs.
 
 ## Recipe (`explorer zoo build-demo`, seeds: model {r['seed']}, data {r['data_seed']})
 - **Pretraining**: all tasks' `pretrain` images ({r['split_sizes']['pretrain']} per task) labelled only by their \

@@ -29,11 +29,11 @@ from ..merging import merge
 from ..methods.adaptive import softmax_entropy
 from ..taskvec import TaskVectors, task_vectors
 from ..tuning import select
-from ..zoo.data import generate
-from ..zoo.demo import DemoZoo
 from .backdoor import recipe_of
 from .build import Recipe, build, features
+from .data import generate
 from .findings import ENTROPY_LAMBDAS, TA_GRID, TIES_DENSITY, TIES_GRID
+from .zoo import DemoZoo
 
 RECORDS = Path(__file__).resolve().parent / "probes.json"  # every recipe probed, shown in the zoo card
 ADAMERGING_STEPS = 100  # the yardstick: what layer-wise AdaMerging gains over TA in 100 steps

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-MEAN, STD = 0.5, 0.25  # the demo zoo's per-channel normalisation of [0, 1] pixels (explorer.zoo.data)
+MEAN, STD = 0.5, 0.25  # the demo zoo's per-channel normalisation of [0, 1] pixels (explorer.demozoo.data)
 
 
 @dataclass(frozen=True)

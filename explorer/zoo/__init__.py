@@ -51,12 +51,12 @@ def load_zoo(name: "str | os.PathLike", **kwargs: Any) -> Zoo:
 
 
 def _import_loaders() -> None:
-    """Import the zoo modules so that their `@register_zoo` loaders are known."""
-    for module in ("demo", "openclip"):
+    """Import the zoo modules so that their `@register_zoo` loaders are known (the demo's is at the zoo layer)."""
+    for module in ("explorer.demozoo.zoo", f"{__name__}.openclip"):
         try:
-            importlib.import_module(f"{__name__}.{module}")
+            importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{module}":
+            if err.name != module:
                 raise
 
 

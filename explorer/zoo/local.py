@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..demozoo.zoo import DemoZoo
 from .base import Zoo
-from .demo import DemoZoo
 from .openclip import OpenClipZoo
 
 CHECKPOINTS = (".safetensors", ".pt", ".pth", ".bin")

@@ -57,7 +57,7 @@ def test_the_cli_swaps_experts_and_prints_and_records_attack_success(tmp_path, c
 @pytest.mark.slow
 def test_add_backdoors_to_a_small_build_without_rebuilding_it(tmp_path):
     from explorer.cli import main as cli_main
-    from explorer.zoo.demo import DemoZoo
+    from explorer.demozoo.zoo import DemoZoo
 
     out = tmp_path / "zoo"
     assert cli_main(["zoo", "build-demo", "--out", str(out), "--tasks", "clock", "--steps-scale", "0.01",

@@ -14,9 +14,9 @@ import torch
 import explorer as ex
 from explorer import quick
 from explorer.cli import main as cli_main
+from explorer.demozoo import data
 from explorer.demozoo.build import Recipe, build
-from explorer.zoo import data
-from explorer.zoo.demo import DEFAULT_DIR, DemoZoo
+from explorer.demozoo.zoo import DEFAULT_DIR, DemoZoo
 
 SMALL = {"pretrain": 64, "train": 64, "validation": 32, "test": 32}
 
@@ -93,7 +93,7 @@ def test_card_matches_evaluation():
 @pytest.mark.slow
 def test_quick_card_equals_the_committed_quick_card():
     """`explorer zoo card demo` in quick mode (EXPLORER_QUICK=1: 64 images per split, a few steps per learned merge;
-    in a child process, so no cache of this one is shared) prints exactly tests/zoo/data/card_quick.md: every grid
+    in a child process, so no cache of this one is shared) prints exactly tests/demozoo/data/card_quick.md: every grid
     search, learned merge, finding and section of the card runs end to end and gives the numbers it gave when
     `make card` last wrote both cards. The full card takes ~8 minutes, too long for the suite: its accuracy table is
     checked above on the full test split, and `make card` rewrites it (git diff shows any drift). Both cards have

@@ -1,8 +1,8 @@
 """The embedded demo zoo: a small CLIP-style ViT, its pretrained base and 8 experts, loaded offline.
 
-Weights live in `explorer/zoo/demo-zoo/` (package data) (safetensors, float16 on disk, float32 in memory); `config.json`
-beside them holds the architecture, tasks, class names and the recipe. Task data are generated from
-seeds by `explorer.zoo.data`, so no image files ship.
+Weights live in `explorer/demozoo/weights/` (package data) (safetensors, float16 on disk, float32 in memory);
+`config.json` beside them holds the architecture, tasks, class names and the recipe. Task data are generated from
+seeds by `explorer.demozoo.data`, so no image files ship. Both modules sit at the zoo layer (see `explorer.demozoo`).
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from torch.utils.data import Dataset, TensorDataset
 
 from .. import quick
 from ..weights import read_weights
-from . import register_zoo
-from .base import Zoo
+from ..zoo import register_zoo
+from ..zoo.base import Zoo
 from .data import generate
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "demo-zoo"  # package data: it ships in the wheel
+DEFAULT_DIR = Path(__file__).resolve().parent / "weights"  # package data: it ships in the wheel
 VARIANTS = ("clean", "backdoored")  # which expert of a task a zoo uses; backdoored ones sit in experts/backdoored/
 
 
@@ -63,7 +63,7 @@ def read_config(path: Path) -> dict:
 
 
 class DemoZoo(Zoo):
-    """The demo zoo read from `root` (default `explorer/zoo/demo-zoo`); experts and datasets load on first use."""
+    """The demo zoo read from `root` (default `explorer/demozoo/weights`); experts and datasets load on first use."""
 
     name = "demo"
 
