@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below.
-LAYERS = [("checks", "device", "weights", "engines", "quick"), ("zoo",), ("addons",), ("taskvec", "result"),
+LAYERS = [("checks", "device", "weights", "engines", "quick", "registry"), ("zoo",), ("addons",), ("taskvec", "result"),
           ("inference",),
           ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("tuning", "analysis", "runs"),
           ("demozoo",), ("plots", "figure_catalog"), ("app",),
