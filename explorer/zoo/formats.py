@@ -101,10 +101,12 @@ NAME_FORMATS: Registry[NameFormat] = Registry("checkpoint name format")
 
 
 def register_file_format(fmt: FileFormat) -> FileFormat:
+    """Declare a file format (a name registered twice is an error); `read_checkpoint` looks it up."""
     return FILE_FORMATS.add(fmt.name, fmt)
 
 
 def register_name_format(fmt: NameFormat) -> NameFormat:
+    """Declare a name format (a name registered twice is an error); `detect_format` tries each in order."""
     return NAME_FORMATS.add(fmt.name, fmt)
 
 
