@@ -52,27 +52,3 @@ def file_sha256(path: str | Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def folder_files(folder: str | Path) -> tuple[Path, list[Path]]:
-    """(base.safetensors, the `<task>.safetensors` experts beside it) of a plain zoo folder, or an error naming
-    what is missing."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"zoo folder {str(folder)!r} does not exist")
-    base_file = folder / "base.safetensors"
-    if not base_file.is_file():
-        raise FileNotFoundError(f"{str(folder)!r} has no base.safetensors: put the pretrained weights there, "
-                                "and one <task>.safetensors per expert beside it")
-    expert_files = sorted(p for p in folder.glob("*.safetensors") if p.name != "base.safetensors")
-    if not expert_files:
-        raise FileNotFoundError(f"{str(folder)!r} has base.safetensors but no <task>.safetensors experts")
-    return base_file, expert_files
-
-
-def read_folder(folder: str | Path) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]], dict[str, str]]:
-    """A folder holding `base.safetensors` and one `<task>.safetensors` per expert ->
-    (base state dict, {task: state dict}, {file name: sha256})."""
-    base_file, expert_files = folder_files(folder)
-    files = [base_file, *expert_files]
-    return (read_weights(base_file), {p.stem: read_weights(p) for p in expert_files},
-            {p.name: file_sha256(p) for p in files})

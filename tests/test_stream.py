@@ -39,8 +39,7 @@ def folder(tmp_path_factory):
 
 
 def in_memory(folder, method, params) -> dict[str, torch.Tensor]:
-    base, experts, _ = ex.weights.read_folder(folder)
-    return merged_state_dict(ex.merge(ex.task_vectors(base, experts, device="cpu"), method, **params))
+    return merged_state_dict(ex.merge(ex.task_vectors(ex.load_zoo(folder), device="cpu"), method, **params))
 
 
 def streamed(folder, method, params, out) -> dict[str, torch.Tensor]:

@@ -102,11 +102,11 @@ def _inputs(args: Any, tv, zoo, what: list[str]):
     """The figure table's inputs for these flags: the merges each section shows, accuracy tables, options."""
     from .. import analysis as A
     from ..figure_catalog import Inputs
+    from .merge import check_evaluable
 
     merges: dict = {}
-    if "accuracy" in what and zoo is None:
-        raise ValueError("--what accuracy needs a zoo with heads and data (e.g. --zoo demo); a folder of weights "
-                         "has none")
+    if "accuracy" in what:
+        check_evaluable(zoo, tv.tasks, args.split, "--what accuracy needs a zoo with heads and data (e.g. --zoo demo)")
     pair = None
     if args.pair:
         pair = tuple(t.strip() for t in args.pair.split(","))

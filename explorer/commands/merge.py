@@ -52,55 +52,69 @@ def parse_variants(text: str | None) -> dict[str, str]:
     return out
 
 
-def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str, experts: dict[str, str] | None = None):
-    """(TaskVectors, zoo or None, zoo id, input hashes) for a zoo name, a zoo file, a folder holding a zoo file or a
-    demo-zoo build, or a plain folder of safetensors (read as they are, any key names)."""
+def open_zoo(zoo_arg: str, experts: dict[str, str] | None = None):
+    """The zoo `--zoo` names, read by `load_zoo` as the dashboard reads it; `experts`: demo-zoo variants."""
+    import explorer as ex
+
+    return ex.load_zoo(zoo_arg, **({"experts": experts} if experts else {}))
+
+
+def zoo_task_vectors(zoo, zoo_arg: str, tasks: list[str] | None, device: str):
+    """(TaskVectors, zoo, zoo id, input hashes) for a run record: a folder zoo names its files, others a fingerprint."""
     import explorer as ex
 
     from ..checks import check_experts
-    from ..weights import read_folder
-    from ..zoo.local import ZOO_FILES
+    from ..zoo.folder import FolderZoo
 
-    folder = Path(zoo_arg).expanduser()
-    described = any((folder / name).is_file() for name in (*ZOO_FILES, "heads.safetensors"))
-    if folder.is_dir() and not described:
-        base, experts, hashes = read_folder(zoo_arg)
-        check_experts(tasks or list(experts), "put two or more <task>.safetensors beside base.safetensors"
-                      if tasks is None else "name two or more with --tasks")
-        return ex.task_vectors(base, experts, tasks=tasks, device=device), None, str(Path(zoo_arg)), hashes
-    zoo = ex.load_zoo(zoo_arg, **({"experts": experts} if experts else {}))
-    check_experts(tasks or zoo.tasks, "name two or more with --tasks")
+    folder = isinstance(zoo, FolderZoo)
+    check_experts(tasks or zoo.tasks, "put two or more <task>.safetensors beside base.safetensors"
+                  if folder and tasks is None else "name two or more with --tasks")
     tv = ex.task_vectors(zoo, tasks=tasks, device=device)
+    if folder:
+        return tv, zoo, str(Path(zoo_arg)), zoo.input_hashes()
     return tv, zoo, zoo.source or zoo_arg, {"zoo_fingerprint": zoo.fingerprint()}
 
 
-def streamed_files(args) -> tuple[Path, dict[str, Path]] | None:
-    """(base file, {task: expert file}) when this merge streams from a plain folder of safetensors, else None."""
+def load_task_vectors(zoo_arg: str, tasks: list[str] | None, device: str, experts: dict[str, str] | None = None):
+    """(TaskVectors, zoo, zoo id, input hashes) of a zoo name, a zoo file, a demo-zoo build or a folder of
+    checkpoints."""
+    return zoo_task_vectors(open_zoo(zoo_arg, experts), zoo_arg, tasks, device)
+
+
+def check_evaluable(zoo, tasks: list[str], split: str, need: str) -> None:
+    """A ValueError (`need`, then what the zoo lacks) when `tasks` of `zoo` cannot be evaluated on `split`."""
+    from ..zoo.base import EvaluationUnavailable
+
+    try:
+        zoo.check_evaluable(tasks, split)
+    except EvaluationUnavailable as err:
+        raise ValueError(f"{need}: {err}") from None
+
+
+def streamed_files(args, zoo) -> tuple[Path, dict[str, Path]] | None:
+    """(base file, {task: expert file}) when this merge streams from a folder of safetensors, else None."""
     from ..checks import check_experts
     from ..stream import should_stream
-    from ..weights import folder_files
-    from ..zoo.local import ZOO_FILES
+    from ..zoo.folder import FolderZoo
 
-    folder = Path(args.zoo).expanduser()
-    plain = folder.is_dir() and not any((folder / n).is_file() for n in (*ZOO_FILES, "heads.safetensors"))
+    plain = isinstance(zoo, FolderZoo) and zoo.streamable()
     if args.stream == "off" or not plain:
         if args.stream == "on":
             raise ValueError(f"--stream on reads a plain folder of safetensors (base.safetensors + "
                              f"<task>.safetensors); {args.zoo!r} is not one")
         return None
-    base, files = folder_files(folder)
+    experts = {t: zoo.files[f"expert {t}"] for t in zoo.tasks}
     if args.stream == "on" and (not args.out or args.eval):
         raise ValueError("a streamed merge writes its result tensor by tensor: give --out (and no --eval: a folder "
                          "of weights has no evaluation data)")
-    if args.stream == "auto" and (not args.out or args.eval or not should_stream(files)):
+    if args.stream == "auto" and (not args.out or args.eval or not should_stream(list(experts.values()))):
         return None
-    experts = {p.stem: p for p in files}
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else list(experts)
     unknown = [t for t in tasks if t not in experts]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; the folder has {list(experts)}")
     check_experts(tasks, "put two or more <task>.safetensors beside base.safetensors")
-    return base, {t: experts[t] for t in tasks}
+    return zoo.files["base"], {t: experts[t] for t in tasks}
 
 
 def run_streamed(args, params: dict, base: Path, experts: dict[str, Path]) -> int:
@@ -127,20 +141,20 @@ def run(args) -> int:
     from ..evaluate import percent
 
     params = parse_params(args.method, args.param)
-    streamed = streamed_files(args)
+    variants = parse_variants(args.experts)
+    zoo = open_zoo(args.zoo, variants)
+    streamed = streamed_files(args, zoo)
     if streamed is not None:
         return run_streamed(args, params, *streamed)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    variants = parse_variants(args.experts)
-    tv, zoo, zoo_id, inputs = load_task_vectors(args.zoo, tasks, args.device, variants)
+    tv, zoo, zoo_id, inputs = zoo_task_vectors(zoo, args.zoo, tasks, args.device)
     if variants:
         inputs["experts"] = args.experts
     result = ex.merge(tv, args.method, **params)
     print(f"{result!r} in {result.info['seconds']:.3f} s")
     scores = None
     if args.eval:
-        if zoo is None:
-            raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); a folder of weights has none")
+        check_evaluable(zoo, tv.tasks, "test", "--eval needs a zoo with heads and data (e.g. --zoo demo)")
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
         images = "" if args.limit is None else f" (first {args.limit} images per task)"
         print(f"accuracy (%) on the test split{images}:")

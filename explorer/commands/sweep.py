@@ -36,14 +36,13 @@ def run(args) -> int:
     from ..evaluate import percent
     from ..plots import sweep_grid
     from ..sweep import parse_grid, sweep
-    from .merge import load_task_vectors
+    from .merge import check_evaluable, load_task_vectors
 
     grid = parse_grid(args.method, args.param)  # bad names and ranges fail before the zoo is read
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     tv, zoo, zoo_id, _ = load_task_vectors(args.zoo, tasks, args.device)
-    if zoo is None:
-        raise ValueError("a sweep evaluates every merge: --zoo needs heads and data (e.g. --zoo demo); a folder of "
-                         "weights has none")
+    check_evaluable(zoo, tv.tasks, args.split, "a sweep evaluates every merge: --zoo needs heads and data "
+                    "(e.g. --zoo demo)")
     done = sweep(tv, args.method, grid, zoo=zoo, split=args.split, limit=args.limit, engine=args.engine,
                  workers=args.workers, address=args.address, device=args.device)
     summary, best = done.summary(), done.best()

@@ -9,7 +9,7 @@ def add_verbs(verbs) -> None:
                               "into safetensors")
     parser.add_argument("src", help="checkpoint file: .safetensors, .pt/.bin state dict, or a pickled module")
     parser.add_argument("dst", help="output .safetensors file")
-    parser.add_argument("--format", choices=("openclip", "hf"), default="openclip",
+    parser.add_argument("--format", choices=("openclip", "hf"), default="openclip",  # formats.NAME_FORMATS (lazy)
                         help="output names: open_clip vision tower (default) or Hugging Face CLIP vision keys")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow unpickling SRC (runs code from the file: only for files you trust)")
@@ -19,7 +19,7 @@ def add_verbs(verbs) -> None:
 
 def run(args) -> int:
     from ..weights import write_weights
-    from ..zoo.formats import detect_format, openclip_to_hf, read_checkpoint, to_openclip
+    from ..zoo.formats import NAME_FORMATS, detect_format, read_checkpoint, to_openclip
 
     dst = Path(args.dst)
     if dst.suffix != ".safetensors":
@@ -28,7 +28,7 @@ def run(args) -> int:
     src_format, _ = detect_format(raw)
     fill = to_openclip(read_checkpoint(args.base, allow_pickle=args.allow_pickle)) if args.base else None
     sd = to_openclip(raw, fill=fill, source=args.src)
-    out = openclip_to_hf(sd) if args.format == "hf" else sd
+    out = NAME_FORMATS.get(args.format).from_openclip(sd)
     write_weights(out, dst, metadata={"format": args.format, "converted_from": src_format})
     print(f"wrote {dst}: {len(out)} tensors ({args.format} names, converted from {src_format} format)")
     return 0

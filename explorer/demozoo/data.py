@@ -15,19 +15,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..registry import Registry
+
 SIZE = 32
 SPLIT_SIZES = {"pretrain": 3000, "train": 3000, "validation": 500, "test": 500}
 MEAN, STD = 0.5, 0.25  # per-channel normalisation of [0, 1] pixels
 _YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)[:, None]  # [1, 32, 32] pixel coordinates
 
-Generator = Callable[[np.random.Generator, np.ndarray], np.ndarray]  # (rng, labels [N]) -> uint8 [N, 32, 32, 3]
+Generator = Callable[[np.random.Generator, np.ndarray, str], np.ndarray]  # (rng, labels [N], split) -> [N, 32, 32, 3]
 CLASSES: dict[str, list[str]] = {}
-_GENERATORS: dict[str, Generator] = {}
+_GENERATORS: Registry[Generator] = Registry("demo task")
 
 
-def _task(name: str, classes: list[str]) -> Callable[[Generator], Generator]:
-    def wrap(fn: Generator) -> Generator:
-        CLASSES[name], _GENERATORS[name] = classes, fn
+def _task(name: str, classes: list[str], per_split: bool = False) -> Callable[[Callable], Callable]:
+    """Register a task's class names and its generator, `fn(rng, labels)` (or `fn(rng, labels, split)` when the
+    images differ per split), under `name`."""
+    def wrap(fn: Callable) -> Callable:
+        _GENERATORS.add(name, fn if per_split else lambda rng, y, split: fn(rng, y))
+        CLASSES[name] = classes
         return fn
     return wrap
 
@@ -91,6 +96,7 @@ def _digit_sources() -> tuple[np.ndarray, np.ndarray]:
 _DIGIT_RANGES = {"test": (0, 450), "validation": (450, 750), "train": (750, 1797), "pretrain": (750, 1797)}
 
 
+@_task("digits", [str(d) for d in range(10)], per_split=True)
 def _digits(rng: np.random.Generator, y: np.ndarray, split: str) -> np.ndarray:
     """MNIST-like: a handwritten digit (from disjoint writers' images per split), rotated, scaled, shifted."""
     images, targets = _digit_sources()
@@ -254,20 +260,18 @@ def _scenes(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
         lambda i: land(i, (0.5, 0.7, 0.9), (0.35, 0.65, 0.25))])
 
 
-CLASSES["digits"] = [str(d) for d in range(10)]
-TASKS = ["digits", "textures", "signs", "counting", "letters", "satellite", "clock", "scenes"]
+TASKS = _GENERATORS.names()  # digits, textures, signs, counting, letters, satellite, clock, scenes
 
 
 def generate_uint8(task: str, split: str, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 32, 32, 3], labels int64 [N]) of `task`/`split`, balanced, the same for the same seed."""
-    if task not in CLASSES:
-        raise ValueError(f"unknown demo task {task!r}; the demo tasks are {TASKS}")
+    draw = _GENERATORS.get(task)
     if split not in SPLIT_SIZES:
         raise ValueError(f"unknown split {split!r}; use one of {list(SPLIT_SIZES)}")
     n = SPLIT_SIZES[split] if n is None else n
     rng = np.random.default_rng([seed, TASKS.index(task), list(SPLIT_SIZES).index(split)])
     y = rng.permutation(np.arange(n) % len(CLASSES[task]))
-    img = _digits(rng, y, split) if task == "digits" else _GENERATORS[task](rng, y)
+    img = draw(rng, y, split)
     img = img + rng.normal(0, 0.03, img.shape)  # sensor noise
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), y.astype(np.int64)
 

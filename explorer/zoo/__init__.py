@@ -6,20 +6,16 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..registry import Registry
 from .base import SPLITS, Zoo
 
-_LOADERS: dict[str, Callable[..., Zoo]] = {}
+_LOADERS: Registry[Callable[..., Zoo]] = Registry("zoo")  # "*": the fallback for names of no loader (named zoos)
 NAMED_DIR = Path(__file__).with_name("zoos")  # one JSON description per named real zoo
 
 
 def register_zoo(name: str) -> Callable[[Callable[..., Zoo]], Callable[..., Zoo]]:
-    """Register a zoo loader under `name` (used by `load_zoo`)."""
-
-    def wrap(fn: Callable[..., Zoo]) -> Callable[..., Zoo]:
-        _LOADERS[name] = fn
-        return fn
-
-    return wrap
+    """Register a zoo loader under `name` (used by `load_zoo`); a name registered twice is an error."""
+    return _LOADERS.register(name)
 
 
 def list_zoos() -> list[str]:
@@ -42,12 +38,9 @@ def load_zoo(name: "str | os.PathLike", **kwargs: Any) -> Zoo:
     if looks_like_path(name) or (name not in list_zoos() and name != "openclip" and Path(name).expanduser().exists()):
         return load_path(name, **kwargs)
     _import_loaders()
-    if name in _LOADERS:
-        return _LOADERS[name](**kwargs)
-    fallback = _LOADERS.get("*")
-    if fallback is not None:
-        return fallback(name, **kwargs)
-    raise ValueError(f"unknown zoo {name!r}; known zoos: {', '.join(sorted(_LOADERS))}")
+    if name in _LOADERS or "*" not in _LOADERS:
+        return _LOADERS.get(name)(**kwargs)
+    return _LOADERS.get("*")(name, **kwargs)
 
 
 def _import_loaders() -> None:

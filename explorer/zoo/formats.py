@@ -1,30 +1,29 @@
 """Checkpoint formats -> open_clip vision-tower state dicts (`conv1.weight`, `transformer.resblocks.0...`).
 
-Families handled, detected from the keys:
-  * "openclip": open_clip / task_vectors-style image-encoder state dicts; keys may sit under a prefix such
-    as `visual.` or `model.visual.`, and keys outside the vision tower (text leftovers) are ignored;
-  * "hf": Hugging Face `CLIPVisionModel` / `CLIPModel` (`vision_model.*`, or the bare `embeddings.*`, `encoder.*`
-    keys that transformers >= 5 writes for `CLIPVisionModel`): q/k/v are joined into `in_proj`,
-    `visual_projection.weight` becomes `proj` (transposed), taken from the base when absent.
-Pickled modules (task_vectors `ImageEncoder` files) load only with `allow_pickle=True`: unpickling runs code.
+Two registries, one entry per format, each declared once at the end of this file:
+  * file formats (`register_file_format`): how a file is recognised (suffix, first bytes) and read into tensors:
+    "safetensors", and "torch" (`.pt`/`.pth`/`.bin` state dicts; pickled modules such as task_vectors'
+    `ImageEncoder` only with `allow_pickle=True`, as unpickling runs code);
+  * name formats (`register_name_format`): how a state dict's keys are recognised and map to open_clip names:
+    "openclip" (image-encoder keys, maybe under `visual.` or `model.visual.`; keys outside the tower ignored) and
+    "hf" (Hugging Face `CLIPVisionModel` / `CLIPModel`, with `vision_model.` or the bare `embeddings.*`,
+    `encoder.*` keys transformers >= 5 writes: q/k/v joined into `in_proj`, `visual_projection.weight` -> `proj`).
 """
 from __future__ import annotations
 
 import pickle
 import re
 import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from ..weights import read_weights
 
-FORMATS = ("openclip", "hf")
-_OC_MARK = "conv1.weight"
-_HF_MARK = "vision_model.embeddings.patch_embedding.weight"
-_HF_INNER_MARK = "embeddings.patch_embedding.weight"  # transformers >= 5 CLIPVisionModel: no `vision_model.`
 _NAMES = [  # (HF name under `vision_model.`, open_clip name); {i} = block index, {p} = weight or bias
     ("embeddings.class_embedding", "class_embedding"),
     ("embeddings.patch_embedding.weight", "conv1.weight"),
@@ -59,10 +58,65 @@ def _rename(key: str, to_openclip: bool) -> str | None:
 _QKV = re.compile(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)")
 _IN_PROJ = re.compile(r"transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)")
 _HF_DROPPED = ("embeddings.position_ids",)  # an integer buffer, not a parameter
+_HF_PATCH = "embeddings.patch_embedding.weight"  # under `vision_model.`, or bare (transformers >= 5)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not match the expected architecture."""
+
+
+# --- the two kinds of format ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileFormat:
+    """A kind of checkpoint file: its suffixes, a test of its first bytes, and `read(path, allow_pickle)`."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    sniff: Callable[[bytes], bool]
+    read: Callable[[Path, bool], dict[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class NameFormat:
+    """A family of parameter names: its marks (a key ending, and a key that must sit under the same prefix or None)
+    and its maps to and from open_clip names; `borrows_proj`: it may lack `proj` (the base supplies it)."""
+
+    name: str
+    marks: tuple[tuple[str, str | None], ...]
+    example: str
+    to_openclip: Callable[[Mapping[str, Tensor], str], dict[str, Tensor]]
+    from_openclip: Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
+    borrows_proj: bool = False
+
+    def prefix(self, key: str, sd: Mapping[str, Tensor]) -> str | None:
+        """The prefix under which `key` marks this format in `sd`, or None."""
+        for ending, companion in self.marks:
+            if key.endswith(ending) and (companion is None or key[: -len(ending)] + companion in sd):
+                return key[: -len(ending)]
+        return None
+
+
+FILE_FORMATS: Registry[FileFormat] = Registry("checkpoint file format")
+NAME_FORMATS: Registry[NameFormat] = Registry("checkpoint name format")
+
+
+def register_file_format(fmt: FileFormat) -> FileFormat:
+    """Declare a file format (a name registered twice is an error); `read_checkpoint` looks it up."""
+    return FILE_FORMATS.add(fmt.name, fmt)
+
+
+def register_name_format(fmt: NameFormat) -> NameFormat:
+    """Declare a name format (a name registered twice is an error); `detect_format` tries each in order."""
+    return NAME_FORMATS.add(fmt.name, fmt)
+
+
+def checkpoint_suffixes() -> tuple[str, ...]:
+    """Every suffix a registered file format claims (what a folder of checkpoints is scanned for), in order."""
+    return tuple(s for fmt in FILE_FORMATS.values() for s in fmt.suffixes)
+
+
+def _known_files() -> str:
+    return "; ".join(f"{f.name} ({', '.join(f.suffixes)})" for f in FILE_FORMATS.values())
 
 
 # --- reading files ---------------------------------------------------------------------------------
@@ -88,20 +142,41 @@ def pickle_refusal(path: str | Path) -> str:
             f"once: explorer zoo convert {path} OUT.safetensors --allow-pickle")
 
 
+def file_format(path: Path) -> FileFormat:
+    """The registered file format of `path`: by its suffix, else by its first bytes, else an error naming both."""
+    for fmt in FILE_FORMATS.values():
+        if path.suffix in fmt.suffixes:
+            return fmt
+    with open(path, "rb") as f:
+        head = f.read(16)
+    for fmt in FILE_FORMATS.values():
+        if fmt.sniff(head):
+            return fmt
+    raise CheckpointError(f"{path} is in no checkpoint format explorer reads (suffix {path.suffix or 'none'!r}, "
+                          f"first bytes {head[:8]!r}); known formats: {_known_files()}. Save the image encoder's "
+                          f"state dict with safetensors.torch.save_file (or torch.save) and name it <task>.safetensors")
+
+
 def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str, Tensor]:
-    """All tensors of a .safetensors / .pt / .bin file, unwrapping {"state_dict": ...}, `module.` and
-    pickled modules (the latter only with `allow_pickle=True`)."""
+    """All tensors of a checkpoint file in a registered format (.safetensors / .pt / .bin, unwrapping
+    {"state_dict": ...}, `module.` and pickled modules, the latter only with `allow_pickle=True`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        return read_weights(path)
+    return file_format(path).read(path, allow_pickle)
+
+
+def _read_torch(path: Path, allow_pickle: bool) -> dict[str, Tensor]:
+    """A torch.save file: a state dict, {"state_dict": ...}, or (with `allow_pickle`) a pickled module."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if not allow_pickle:
             raise CheckpointError(pickle_refusal(path)) from err
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LENIENT)
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({err}); known formats: "
+                              f"{_known_files()}. Re-save it with torch.save(state_dict) or as safetensors") from err
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
@@ -116,26 +191,23 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
 
 # --- detection and conversion ----------------------------------------------------------------------
 def detect_format(sd: Mapping[str, Tensor]) -> tuple[str, str]:
-    """(format, prefix) of a state dict: ("openclip", "model.visual.") or ("hf", "") and so on."""
+    """(name format, prefix) of a state dict: ("openclip", "model.visual.") or ("hf", "") and so on."""
     for key in sorted(sd, key=len):
-        if key.endswith(_HF_MARK):
-            return "hf", key[: -len(_HF_MARK)]
-        if key.endswith(_HF_INNER_MARK) and key[: -len(_HF_INNER_MARK)] + "encoder.layers.0.layer_norm1.weight" in sd:
-            return "hf", key[: -len(_HF_INNER_MARK)]  # the vision keys sit right under the prefix
-        if key.endswith(_OC_MARK) and key[: -len(_OC_MARK)] + "transformer.resblocks.0.ln_1.weight" in sd:
-            return "openclip", key[: -len(_OC_MARK)]
+        for fmt in NAME_FORMATS.values():
+            if (prefix := fmt.prefix(key, sd)) is not None:
+                return fmt.name, prefix
     sample = sorted(sd)[:12]
+    known = "; ".join(f"{f.name}: {f.example}" for f in NAME_FORMATS.values())
     raise CheckpointError(
-        f"no known checkpoint format matched ({len(sd)} keys, e.g. {sample}); expected open_clip vision keys "
-        f"such as 'conv1.weight' (optionally under 'visual.' or 'model.visual.') or Hugging Face CLIP keys such as "
-        f"'{_HF_MARK}' (or '{_HF_INNER_MARK}', as transformers >= 5 saves a CLIPVisionModel)")
+        f"no known checkpoint format matched ({len(sd)} keys, e.g. {sample}); known formats: {known}. Give the "
+        f"CLIP image encoder's checkpoint (explorer zoo convert writes open_clip names from any of these)")
 
 
 def hf_to_openclip(sd: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
     """HF CLIP vision keys (under `prefix`, then `vision_model.` when the checkpoint has it) -> open_clip
     vision-tower keys; q/k/v joined into `in_proj`."""
     inner, out, qkv, unmatched = prefix + "vision_model.", {}, {}, []
-    if inner + _HF_INNER_MARK not in sd:  # transformers >= 5 CLIPVisionModel: the vision keys are not nested
+    if inner + _HF_PATCH not in sd:  # transformers >= 5 CLIPVisionModel: the vision keys are not nested
         inner = prefix
     for key, value in sd.items():
         if not key.startswith(inner) or key[len(inner):] in _HF_DROPPED or key == prefix + "visual_projection.weight":
@@ -178,20 +250,24 @@ def openclip_to_hf(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def to_openclip(sd: Mapping[str, Tensor], *, expected: Mapping[str, torch.Size] | None = None,
-                fill: Mapping[str, Tensor] | None = None, source: str = "checkpoint") -> dict[str, Tensor]:
-    """Detect the format of `sd` and return open_clip vision-tower tensors. With `expected` (name -> shape),
-    raise one error listing the missing, unmatched and mis-shaped keys; `fill` supplies `proj` to HF
-    vision-only checkpoints (FusionBench keeps the pretrained projection)."""
+                fill: Mapping[str, Tensor] | None = None, source: str = "checkpoint",
+                keep_unknown: bool = False) -> dict[str, Tensor]:
+    """Detect the name format of `sd` and return open_clip vision-tower tensors. With `expected` (name -> shape),
+    raise one error listing the missing, unmatched and mis-shaped keys; `fill` supplies `proj` to formats that
+    may lack it (FusionBench keeps the pretrained projection); `keep_unknown` returns names of no known format
+    as they are (a folder zoo merges any state dicts) instead of raising."""
     try:
-        fmt, prefix = detect_format(sd)
-        out = hf_to_openclip(sd, prefix) if fmt == "hf" else {
-            k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        name, prefix = detect_format(sd)
+        fmt = NAME_FORMATS.get(name)
+        out = fmt.to_openclip(sd, prefix)
     except CheckpointError as err:
+        if keep_unknown and str(err).startswith("no known checkpoint format"):
+            return dict(sd)
         raise CheckpointError(f"{source}: {err}") from None
-    if fmt == "hf" and "proj" not in out and fill is not None and "proj" in fill:
+    if fmt.borrows_proj and "proj" not in out and fill is not None and "proj" in fill:
         out["proj"] = fill["proj"]
     if expected is not None:
-        check_keys(out, expected, f"{source} ({fmt} format, prefix {prefix!r})")
+        check_keys(out, expected, f"{source} ({name} format, prefix {prefix!r})")
     return out
 
 
@@ -210,3 +286,18 @@ def check_keys(sd: Mapping[str, Tensor], expected: Mapping[str, torch.Size], sou
                               + ". Check the `arch` (e.g. ViT-B-32 vs ViT-B-16) and that the file is a CLIP "
                               "image encoder.")
 
+
+# --- the formats ---------------------------------------------------------------------------------------
+register_file_format(FileFormat("safetensors", (".safetensors",), lambda head: head[8:9] == b"{",
+                                lambda path, allow_pickle: read_weights(path)))
+register_file_format(FileFormat("torch", (".pt", ".pth", ".bin"),  # a zip archive, or a legacy pickle
+                                lambda head: head.startswith((b"PK\x03\x04", b"\x80")), _read_torch))
+register_name_format(NameFormat(
+    "openclip", (("conv1.weight", "transformer.resblocks.0.ln_1.weight"),),
+    "open_clip vision keys such as 'conv1.weight' (optionally under 'visual.' or 'model.visual.')",
+    lambda sd, prefix: {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, dict))
+register_name_format(NameFormat(
+    "hf", (("vision_model." + _HF_PATCH, None),
+           (_HF_PATCH, "encoder.layers.0.layer_norm1.weight")),
+    f"Hugging Face CLIP keys such as 'vision_model.{_HF_PATCH}' (or '{_HF_PATCH}', as transformers >= 5 saves "
+    f"a CLIPVisionModel)", hf_to_openclip, openclip_to_hf, borrows_proj=True))

@@ -1,9 +1,6 @@
-"""Zoos of your own: a folder of checkpoints, or a small zoo file (JSON or YAML) written by hand.
+"""Zoos of your own: a folder of checkpoints (read by `folder.py`), or a small zoo file (JSON or YAML) by hand.
 
-A folder holds the pretrained model as `base.<ext>` (or `pretrained`/`zeroshot`) and one checkpoint per task
-(`<task>.safetensors`, `.pt`, `.bin`, or a `save_pretrained` folder `<task>/model.safetensors`), optionally under
-`experts/`; any format `formats.py` knows (open_clip, Hugging Face CLIP with or without `vision_model.`, TALL /
-task_vectors state dicts). A zoo file names the same things and what evaluation needs:
+A zoo file names the base, the experts (in any format `formats.py` knows) and what evaluation needs:
 
     {"arch": "ViT-B-32", "base": "base.safetensors", "experts": {"mnist": "mnist.safetensors", ...},
      "text": "openai", "data_root": "~/data", "tasks": {"mytask": {"classnames": [...], "templates": [...]}}}
@@ -18,17 +15,12 @@ from typing import Any
 
 from ..demozoo.zoo import DemoZoo
 from .base import Zoo
+from .folder import LAYOUT, FolderZoo, checkpoints
 from .openclip import OpenClipZoo
 
-CHECKPOINTS = (".safetensors", ".pt", ".pth", ".bin")
-BASE_NAMES = ("base", "pretrained", "zeroshot")
 ZOO_FILES = ("zoo.json", "zoo.yaml", "zoo.yml")
-SAVED_FILES = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 FILE_KEYS = {"name", "arch", "base", "experts", "text", "data_root", "tasks", "allow_pickle", "description"}
 DEFAULT_TEMPLATES = ["a photo of a {}."]
-LAYOUT = ("a zoo folder holds base.safetensors (the pretrained model; also .pt/.bin, or named pretrained/zeroshot) and "
-          "one checkpoint per task (<task>.safetensors, or a save_pretrained folder <task>/model.safetensors), or "
-          "a zoo.json naming them; a zoo file is JSON/YAML with \"base\" and \"experts\"")
 
 
 def load_path(path: str | Path, **kwargs: Any) -> Zoo:
@@ -42,47 +34,16 @@ def load_path(path: str | Path, **kwargs: Any) -> Zoo:
             return load_zoo_file(p, **kwargs)
         raise ValueError(f"{str(path)!r} is a {p.suffix or 'plain'} file, not a zoo: give the folder that holds it, "
                          f"or a zoo file ({LAYOUT})")
-    if (p / "config.json").is_file() and (p / "heads.safetensors").is_file():  # a demo-zoo build
+    if _demo_build(p):
         return DemoZoo(p)
     for name in ZOO_FILES:
         if (p / name).is_file():
             return load_zoo_file(p / name, **kwargs)
-    base, experts = scan_folder(p)
-    return _openclip(str(p.resolve()), {"base": str(base), "experts": {t: str(f) for t, f in experts.items()}},
-                     kwargs)
+    return FolderZoo(p, **kwargs)
 
 
-def _checkpoints(folder: Path) -> dict[str, Path]:
-    """name -> checkpoint file of the checkpoints directly in `folder` (files and save_pretrained folders)."""
-    found = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix in CHECKPOINTS:
-            found.setdefault(entry.stem, entry)
-        elif entry.is_dir():
-            saved = next((entry / f for f in SAVED_FILES if (entry / f).is_file()), None)
-            if saved is not None:
-                found.setdefault(entry.name, saved)
-    return found
-
-
-def scan_folder(folder: Path) -> tuple[Path, dict[str, Path]]:
-    """(base checkpoint, {task: checkpoint}) of a folder of checkpoints, or an error saying what is missing."""
-    found = _checkpoints(folder)
-    if (folder / "experts").is_dir():
-        found.update(_checkpoints(folder / "experts"))
-    bases = [n for n in BASE_NAMES if n in found]
-    if not found:
-        raise ValueError(f"{str(folder)!r} holds no zoo: it has no checkpoint files. Expected: {LAYOUT}")
-    if not bases:
-        raise ValueError(f"{str(folder)!r} holds {len(found)} checkpoint(s) ({', '.join(sorted(found)[:8])}) but no "
-                         f"base: name the pretrained model's file base.safetensors (or pretrained/zeroshot), or "
-                         f"write a zoo.json there with \"base\" and \"experts\"")
-    base = found.pop(bases[0])
-    experts = {t: f for t, f in found.items() if t not in BASE_NAMES}
-    if not experts:
-        raise ValueError(f"{str(folder)!r} has a base ({base.name}) but no experts: add one checkpoint per task, "
-                         f"<task>.safetensors, beside it")
-    return base, experts
+def _demo_build(p: Path) -> bool:
+    return (p / "config.json").is_file() and (p / "heads.safetensors").is_file()
 
 
 def read_zoo_file(path: Path) -> dict[str, Any]:
@@ -124,7 +85,7 @@ def load_zoo_file(path: str | Path, **kwargs: Any) -> Zoo:
 
     experts = spec["experts"]
     if isinstance(experts, str):  # a folder of expert checkpoints
-        experts = {t: str(f) for t, f in _checkpoints(Path(local(experts))).items()}
+        experts = {t: str(f) for t, f in checkpoints(Path(local(experts))).items()}
     if not isinstance(experts, dict) or not experts:
         raise ValueError(f"zoo file {str(path)!r}: \"experts\" must map task names to checkpoints "
                          f"({{\"mnist\": \"mnist.safetensors\"}}) or name a folder of them")

@@ -110,7 +110,7 @@ class OpenClipZoo(Zoo):
                  data_root: str | Path | None = None, device: str | torch.device = "auto",
                  cache_dir: str | Path | None = None, text: str | None = None, allow_pickle: bool = False,
                  name: str = "openclip", task_specs: dict[str, dict] | None = None,
-                 hub_cache: str | None = None):
+                 hub_cache: str | None = None, keep_unknown: bool = False):
         if not experts:
             raise ValueError("an openclip zoo needs experts={task: source}, one fine-tuned checkpoint per task")
         self.name, self.arch, self.tasks = name, arch, list(experts)
@@ -128,6 +128,7 @@ class OpenClipZoo(Zoo):
         self._text_error: str | None = None
         self.data_root = data_root if data_root is not None else os.environ.get("EXPLORER_DATA_ROOT")
         self.allow_pickle = allow_pickle
+        self.keep_unknown = keep_unknown  # names of no known format stay as they are (a folder of any state dicts)
         self.device = resolve_device(device)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE
         self.task_specs = dict(task_specs or {})
@@ -187,7 +188,7 @@ class OpenClipZoo(Zoo):
         path = self.files[label]
         raw = read_checkpoint(path, allow_pickle=self.allow_pickle)
         expected = self.expected_shapes
-        out = to_openclip(raw, fill=fill, source=f"{label} ({path})")
+        out = to_openclip(raw, fill=fill, source=f"{label} ({path})", keep_unknown=self.keep_unknown)
         if expected is not None and label == "base" and "proj" not in out and "proj" in expected:
             expected = {k: v for k, v in expected.items() if k != "proj"}  # an HF vision-only base: no projection
         if expected is not None and fill is not None and "proj" not in fill:

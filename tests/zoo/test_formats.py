@@ -124,3 +124,36 @@ def test_pickled_module_needs_the_opt_in_and_then_loads_without_its_code(tmp_pat
     sd = read_checkpoint(path, allow_pickle=True)  # the ImageEncoder class is not importable here
     assert _equal(sd, image_encoder_sd(clip))
     assert _equal(to_openclip(sd), visual_sd(clip))
+
+
+# --- the format registries -------------------------------------------------------------------------
+def test_each_format_is_registered_once():
+    from explorer.zoo.formats import FILE_FORMATS, NAME_FORMATS, checkpoint_suffixes, register_name_format
+
+    assert FILE_FORMATS.names() == ["safetensors", "torch"] and NAME_FORMATS.names() == ["openclip", "hf"]
+    assert checkpoint_suffixes() == (".safetensors", ".pt", ".pth", ".bin")
+    with pytest.raises(ValueError, match="checkpoint name format 'hf' is registered twice"):
+        register_name_format(NAME_FORMATS.get("hf"))
+    with pytest.raises(ValueError, match="unknown checkpoint name format 'tf'; known checkpoint name formats: "
+                                         "openclip, hf"):
+        NAME_FORMATS.get("tf")
+
+
+def test_unknown_names_list_the_known_formats():
+    with pytest.raises(CheckpointError, match="x.pt: no known checkpoint format.*known formats: openclip: .*; hf: "):
+        to_openclip({"encoder.weight": torch.zeros(2)}, source="x.pt")
+    assert set(to_openclip({"encoder.weight": torch.zeros(2)}, keep_unknown=True)) == {"encoder.weight"}
+
+
+def test_a_file_of_no_known_format_names_the_problem_the_formats_and_the_fix(tmp_path):
+    (tmp_path / "w.npz").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(CheckpointError, match=r"w.npz is in no checkpoint format explorer reads \(suffix '.npz'.*"
+                                              r"known formats: safetensors \(.safetensors\); torch \(.pt, .pth, .bin\)"
+                                              r".*safetensors.torch.save_file"):
+        read_checkpoint(tmp_path / "w.npz")
+    vis = visual_sd(tiny_clip())
+    torch.save(vis, tmp_path / "w.ckpt")  # an unknown suffix, recognised by its first bytes (a zip archive)
+    assert _equal(read_checkpoint(tmp_path / "w.ckpt"), vis)
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="bad.pt is not a readable torch checkpoint.*known formats"):
+        read_checkpoint(tmp_path / "bad.pt")
