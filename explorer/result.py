@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .registry import Registry
 from .taskvec import TaskVectors
 
 
@@ -48,24 +49,19 @@ class AddOn(ABC):
         return self.rebuild(self.config(), {k: v.to(device) for k, v in tensors.items()})
 
 
-_ADDONS: dict[str, type[AddOn]] = {}
+_ADDONS: Registry[type[AddOn]] = Registry("add-on kind")
 
 
 def register_addon(cls: type[AddOn]) -> type[AddOn]:
     """Class decorator: register an add-on under its `kind`, the name saved records use to rebuild it."""
     if not cls.kind:
         raise ValueError(f"add-on {cls.__name__} needs a kind")
-    if cls.kind in _ADDONS:
-        raise ValueError(f"add-on kind {cls.kind!r} is registered twice")
-    _ADDONS[cls.kind] = cls
-    return cls
+    return _ADDONS.add(cls.kind, cls)
 
 
 def get_addon(kind: str) -> type[AddOn]:
     """The add-on class registered under `kind`, or a ValueError listing the known kinds."""
-    if kind not in _ADDONS:
-        raise ValueError(f"unknown add-on kind {kind!r}; known kinds: {', '.join(sorted(_ADDONS))}")
-    return _ADDONS[kind]
+    return _ADDONS.get(kind)
 
 
 def unprefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

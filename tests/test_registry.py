@@ -23,8 +23,8 @@ def test_an_unknown_name_lists_the_known_ones_in_order():
 
 
 def test_zoo_loaders_and_demo_tasks_share_it():
-    from explorer.zoo import register_zoo
     from explorer.demozoo.data import TASKS
+    from explorer.zoo import register_zoo
 
     with pytest.raises(ValueError, match="zoo 'demo' is registered twice"):
         register_zoo("demo")(lambda **kw: None)
