@@ -1,6 +1,6 @@
 """Zoos larger than memory: a folder of safetensors read tensor by tensor (positioned reads at the offsets of each
-file's header, so memory holds one stacked parameter, never the experts' state dicts), data-free merges run
-parameter by parameter, and the merged weights written tensor by tensor. Same bits as the in-memory path."""
+file's header, so memory holds one stacked parameter, never the experts' state dicts), merged parameter by
+parameter by the method's own streaming hook (`Method.stream`) and written tensor by tensor. Same bits as in memory."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,8 @@ from torch import Tensor
 
 from .checks import raise_nonfinite
 from .methods import registry
-from .methods.engine.fused import global_threshold, masked_sum_one, ties_majority, ties_one
-from .methods.sparse import breadcrumb_sum
 
 STREAM_ABOVE = 1 << 30  # bytes of expert checkpoints above which `explorer merge --stream auto` streams
-STREAMABLE = ("task_arithmetic", "average", "ties", "magnitude", "breadcrumbs")
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
@@ -125,28 +122,13 @@ def should_stream(expert_files: list[Path]) -> bool:
 
 
 def merged_deltas(deltas: Mapping[str, Tensor], method: str, params: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
-    """(name, merged task vector) parameter by parameter for a data-free method of STREAMABLE; global
-    statistics (TIES' threshold and majority sign, magnitude's threshold) take their passes first."""
-    if method not in STREAMABLE:
+    """(name, merged task vector) parameter by parameter, from the method's streaming hook (`Method.stream`,
+    which runs its global passes first); a method without one is refused, naming those that stream."""
+    m = registry.get(method)
+    if m.stream is None:
         raise ValueError(f"method {method!r} does not run parameter by parameter; streamed merges support "
-                         f"{', '.join(STREAMABLE)}. Use --stream off (the whole zoo in memory) for it.")
-    p = registry.get(method).resolve(params)
-    global_scope = p.get("scope") == "global" and p.get("density", 0) > 0
-    thresh = global_threshold(deltas, p["density"]) if method in ("ties", "magnitude") and global_scope else None
-    if method == "ties":
-        majority = ties_majority(deltas, p["density"], p["sign"], p["scope"], thresh)
-    for name in deltas:
-        d = deltas[name]
-        if method in ("task_arithmetic", "average"):
-            scale = p["scale"] if method == "task_arithmetic" else 1.0 / d.shape[0]
-            yield name, scale * d.sum(dim=0)
-        elif method == "ties":
-            yield name, p["scale"] * ties_one(d, p["density"], p["sign"], p["aggregate"], p["scope"], thresh,
-                                              majority)[0]
-        elif method == "magnitude":
-            yield name, p["scale"] * masked_sum_one(d, p["density"], p["scope"], thresh)[0]
-        else:
-            yield name, p["scale"] * breadcrumb_sum(d, p["keep"], p["remove"])[0]
+                         f"{', '.join(registry.streamable())}. Use --stream off (the whole zoo in memory) for it.")
+    return m.stream(deltas, m.resolve(params))
 
 
 def merge_folder(base_file: Path, expert_files: dict[str, Path], method: str, params: dict[str, Any],
@@ -156,11 +138,12 @@ def merge_folder(base_file: Path, expert_files: dict[str, Path], method: str, pa
     start = time.perf_counter()
     base = SafetensorsReader(base_file)
     deltas = FolderDeltas(base, {t: SafetensorsReader(f) for t, f in expert_files.items()})
+    merged = merged_deltas(deltas, method, params)  # a method that does not stream is refused before any write
     layout = {n: (torch.float32 if n in deltas.names else base.dtype(n), base.shape(n)) for n in base.keys()}
     writer = SafetensorsWriter(out, layout, metadata={"method": method, "layout": "merged"})
     for name in base.keys():
         if name not in deltas.names:
             writer.write(name, base.read(name))
-    for name, delta in merged_deltas(deltas, method, params):
+    for name, delta in merged:
         writer.write(name, deltas.theta0(name) + delta)
     return registry.get(method).resolve(params), time.perf_counter() - start

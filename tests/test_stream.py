@@ -93,3 +93,14 @@ def test_cli_records_the_streamed_path_and_matches_in_memory(folder, tmp_path, c
     capsys.readouterr()
     assert main([*args, "--stream", "on"]) != 0
     assert "give --out" in capsys.readouterr().err
+
+
+def test_the_streamable_methods_are_those_that_declare_a_hook(folder):
+    from explorer.methods import registry
+    from explorer.stream import FolderDeltas
+
+    assert registry.streamable() == ["average", "task_arithmetic", "ties", "magnitude", "breadcrumbs"]
+    deltas = FolderDeltas(SafetensorsReader(folder / "base.safetensors"),
+                          {"t0": SafetensorsReader(folder / "task0.safetensors")})
+    with pytest.raises(ValueError, match="support average, task_arithmetic, ties, magnitude, breadcrumbs"):
+        merged_deltas(deltas, "dare", {})

@@ -8,12 +8,15 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 # Arguments the harness supplies: never user parameters.
 INJECTED = frozenset({"zoo", "callback", "cancel", "device"})
 # What a method's result needs at inference beyond one state dict: nothing, the task id, or a router per input.
 INFERENCE = {"": "", "task": "needs the task id", "router": "routes each input (a router mixes weights)"}
+# A streaming hook: (deltas name -> [T, ...] read on each access, resolved params) -> (name, merged delta) per
+# parameter, its global passes (thresholds, sign votes) run before the first yield.
+Stream = Callable[[Mapping[str, Any], dict[str, Any]], Iterator[tuple[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Method:
     per_task: bool = False
     injected: frozenset = field(default_factory=frozenset)
     inference: str = ""
+    stream: Stream | None = None  # merges parameter by parameter (a zoo larger than memory), where given
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -146,11 +150,13 @@ _REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, *params: Param, title: str, paper: str, formula: str, summary: str,
-             needs_data: bool = False, per_task: bool = False, inference: str = "") -> Callable[[Callable], Callable]:
+             needs_data: bool = False, per_task: bool = False, inference: str = "",
+             stream: Stream | None = None) -> Callable[[Callable], Callable]:
     """Decorator: register `fn(tv, *, <declared params>, [injected args])` under `name`.
 
     `inference` says what its results need at inference beyond one state dict: "" (nothing), "task" (the task
-    id picks a per-task add-on module) or "router" (a router mixes weights per input).
+    id picks a per-task add-on module) or "router" (a router mixes weights per input). `stream`: the same merge
+    parameter by parameter over deltas read on each access (`Stream`), for zoos larger than memory.
     Checks at import time that the function's keyword-only arguments are exactly the declared
     parameters plus harness-injected ones, so a declaration cannot drift from its code.
     """
@@ -168,7 +174,7 @@ def register(name: str, *params: Param, title: str, paper: str, formula: str, su
         if inference not in INFERENCE:
             raise ValueError(f"method {name!r}: inference must be one of {sorted(INFERENCE)}, got {inference!r}")
         _REGISTRY[name] = Method(name, fn, tuple(params), title, paper, formula, summary,
-                                 needs_data, per_task, frozenset(injected), inference)
+                                 needs_data, per_task, frozenset(injected), inference, stream)
         return fn
 
     return wrap
@@ -185,3 +191,8 @@ def get(name: str) -> Method:
 
 def all_methods() -> list[Method]:
     return list(_REGISTRY.values())
+
+
+def streamable() -> list[str]:
+    """The methods that merge parameter by parameter (they declare a `stream` hook), in registration order."""
+    return [m.name for m in _REGISTRY.values() if m.stream is not None]

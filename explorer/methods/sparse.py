@@ -1,6 +1,8 @@
 """Sparsifying merges: TIES, DARE, magnitude pruning and Model Breadcrumbs."""
 from __future__ import annotations
 
+from typing import Any, Iterator, Mapping
+
 import torch
 from torch import Tensor
 
@@ -10,13 +12,19 @@ from . import blocks, params
 from .blocks import masked_task_sum, per_task, rescale, ties_vector
 from .compose import compose
 from .engine import jit, kernels
-from .engine.fused import Drop, band_sum_one, drop_one, ties_fused
+from .engine.fused import Drop, band_sum_one, drop_one, masked_sums, ties_fused, ties_streamed
 from .engine.kernels import PackedMask, Scratch, applies, fused
 from .registry import Param, register
 
 
+def _ties_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
+    """TIES parameter by parameter: the engine's per-tensor merge, as `ties_vector` runs it in memory."""
+    for name, merged in ties_streamed(deltas, p["density"], p["sign"], p["aggregate"], p["scope"]):
+        yield name, p["scale"] * merged
+
+
 @register("ties", params.density(0.2), params.scale(1.0, paper=1.0), params.SIGN, params.aggregate("mean"),
-          params.SCOPE, title="TIES-Merging",
+          params.SCOPE, title="TIES-Merging", stream=_ties_stream,
           paper="Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023",
           formula="tau_hat_t = topk(tau_t, k); gamma = sign(sum_t tau_hat_t); "
                   "tau_m = disjoint_mean/sum{tau_hat_t : sign(tau_hat_t) = gamma}; theta = theta_0 + lambda * tau_m",
@@ -93,8 +101,14 @@ def dare(tv: TaskVectors, *, drop: float, rescale: str, base: str, scale: float,
     return MergeResult(tv, blocks.rescale(merged, scale), masks=per_task(masks, tv.tasks), info={"seed": seed})
 
 
+def _magnitude_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
+    """Magnitude pruning parameter by parameter: the engine's masked sums, as `masked_task_sum` runs them."""
+    for name, total, _ in masked_sums(deltas, p["density"], p["scope"]):
+        yield name, p["scale"] * total
+
+
 @register("magnitude", params.density(0.2), params.SCOPE, params.scale(0.3, paper=None),
-          title="Magnitude pruning + Task Arithmetic",
+          title="Magnitude pruning + Task Arithmetic", stream=_magnitude_stream,
           paper="Yadav et al., TIES-Merging, NeurIPS 2023 (the trim step alone, their ablation baseline)",
           formula="theta = theta_0 + lambda * sum_t topk(tau_t, k)",
           summary="Keep each task vector's largest entries by magnitude, then add the pruned vectors.")
@@ -202,12 +216,25 @@ def breadcrumb_sum(d: Tensor, keep: float, remove: float,
     return total, mask
 
 
+def breadcrumb_sums(deltas: Mapping[str, Tensor], keep: float, remove: float,
+                    scratch: Scratch | None = None) -> Iterator[tuple[str, Tensor, Tensor | PackedMask]]:
+    """(name, sum_t m_t * tau_t, m) tensor by tensor (`breadcrumb_sum`): no masked copy of every task vector."""
+    for name in deltas:
+        yield name, *breadcrumb_sum(deltas[name], keep, remove, scratch)
+
+
+def _breadcrumbs_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
+    """Model Breadcrumbs parameter by parameter: the same per-tensor sums as in memory."""
+    for name, total, _ in breadcrumb_sums(deltas, p["keep"], p["remove"]):
+        yield name, p["scale"] * total
+
+
 @register("breadcrumbs", Param("keep", float, 0.15, "beta: fraction of each row kept after the outliers",
                                low=0.0, high=1.0, step=0.01, paper=0.15),
           Param("remove", float, 0.01, "gamma: fraction of each row's largest entries removed as outliers",
                 low=0.0, high=0.5, step=0.001, paper=0.006),
           params.scale(0.4, paper=0.2),
-          title="Model Breadcrumbs",
+          title="Model Breadcrumbs", stream=_breadcrumbs_stream,
           paper="Davari & Belilovsky, Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks, ECCV 2024",
           formula="per row: m_t keeps the |tau_t| ranks (gamma*n, (gamma+beta)*n]; "
                   "theta = theta_0 + alpha * sum_t m_t * tau_t",
@@ -215,7 +242,6 @@ def breadcrumb_sum(d: Tensor, keep: float, remove: float,
                   "middle band of magnitudes, then add the masked task vectors.")
 def breadcrumbs(tv: TaskVectors, *, keep: float, remove: float, scale: float) -> MergeResult:
     masks, total = {}, {}
-    scratch = Scratch(list(tv.deltas.values()))
-    for n, d in tv.deltas.items():  # tensor by tensor: no masked copy of every task vector
-        total[n], masks[n] = breadcrumb_sum(d, keep, remove, scratch)
+    for name, s, mask in breadcrumb_sums(tv.deltas, keep, remove, Scratch(list(tv.deltas.values()))):
+        total[name], masks[name] = s, mask
     return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))

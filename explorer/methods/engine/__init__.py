@@ -14,5 +14,6 @@ methods hand the work to this package instead, which gives the same bits at a fe
 
 Who uses it: `blocks` (`keep_topk`, `ties_vector`, `masked_task_sum`, `consensus_vector`, `tall_mask`, and through
 them `compose`, `masks`, `interference` and the sign and mask analyses), `sparse` (TIES, DARE, magnitude pruning,
-Model Breadcrumbs) and `emr`; outside `methods`, `explorer.stream` (streamed merges) and the dashboard, which warms
-the compiled loops (`jit.warm`). `EXPLORER_FUSED=off` turns the engine off (the plain blocks only)."""
+Model Breadcrumbs, and their streaming hooks through `fused.ties_streamed` and `fused.masked_sums`) and `emr`;
+outside `methods`, the dashboard, which warms the compiled loops (`jit.warm`). `EXPLORER_FUSED=off` turns the
+engine off in memory (the plain blocks only); streamed merges always run the engine's per-tensor functions."""

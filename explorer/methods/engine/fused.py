@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -177,7 +177,7 @@ def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str, scope
             votes.append(v)
             if int(a) > 0:
                 again.append(name)
-    majority = torch.stack(votes).sum().sign() if scope == "global" else plus
+    majority = _majority(votes) if scope == "global" else plus
     if float(majority) != 1.0:
         for name in again:
             merged[name], kept[name], _, _ = ties_one(deltas[name], density, sign, aggregate, scope, thresh, majority,
@@ -185,13 +185,20 @@ def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str, scope
     return merged, kept
 
 
-def ties_majority(deltas: Stacked, density: float, sign: str, scope: str, thresh: Tensor | None) -> Tensor:
-    """The sign a zero vote takes: the model's majority sign(sum of all vote signs) for scope "global" (one
-    pass over the deltas), +1 for scope "tensor"."""
+def ties_streamed(deltas: Stacked, density: float, sign: str, aggregate: str,
+                  scope: str) -> Iterator[tuple[str, Tensor]]:
+    """`ties_fused` over deltas read on each access (a streamed zoo): the threshold and the zero votes' sign
+    first (a vote pass, for scope "global"), then (name, merged) tensor by tensor, each merged once."""
+    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
     plus = torch.ones(())
-    if scope != "global":
-        return plus
-    votes = [ties_one(d, density, sign, "sum", scope, thresh, plus)[2] for d in deltas.values()]
+    majority = _majority([ties_one(d, density, sign, "sum", scope, thresh, plus)[2] for d in deltas.values()]) \
+        if scope == "global" else plus
+    for name, d in deltas.items():
+        yield name, ties_one(d, density, sign, aggregate, scope, thresh, majority)[0]
+
+
+def _majority(votes: list[Tensor]) -> Tensor:
+    """The sign a zero vote takes under scope "global": the model's majority, sign(sum of all vote signs)."""
     return torch.stack(votes).sum().sign()
 
 
@@ -247,13 +254,22 @@ def band_sum_one(d: Tensor, low: Tensor, high: Tensor | None) -> tuple[Tensor, P
 
 def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
-    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
-    total, masks, scratch = {}, {}, Scratch(list(deltas.values()))
-    with ThreadPoolExecutor(1) as pool:
-        ahead = thresholds_ahead(deltas, density, pool) if scope == "tensor" and density > 0 else {}
-        for name, d in deltas.items():
-            total[name], masks[name] = masked_sum_one(d, density, scope, thresh, scratch, ahead.get(name))
+    total, masks = {}, {}
+    for name, s, mask in masked_sums(deltas, density, scope, held=True):
+        total[name], masks[name] = s, mask
     return total, masks
+
+
+def masked_sums(deltas: Stacked, density: float, scope: str,
+                held: bool = False) -> Iterator[tuple[str, Tensor, Tensor | PackedMask]]:
+    """(name, sum_t topk(tau_t), mask) tensor by tensor after the global threshold's passes. `held`: the deltas
+    are in memory, so temporaries share one buffer and per-row thresholds start ahead (else each is read once)."""
+    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
+    scratch = Scratch(list(deltas.values())) if held else None
+    with ThreadPoolExecutor(1) as pool:
+        ahead = thresholds_ahead(deltas, density, pool) if held and scope == "tensor" and density > 0 else {}
+        for name, d in deltas.items():
+            yield name, *masked_sum_one(d, density, scope, thresh, scratch, ahead.get(name))
 
 
 def tall_one(d: Tensor, shared: Tensor, lam: Tensor, k: int) -> tuple[Tensor, PackedMask]:
