@@ -36,6 +36,9 @@ def load_zoo(name: "str | os.PathLike", **kwargs: Any) -> Zoo:
     if not isinstance(name, str):
         raise TypeError(f"a zoo is named by a string (one of {list_zoos()}) or a path, got {type(name).__name__}")
     if looks_like_path(name) or (name not in list_zoos() and name != "openclip" and Path(name).expanduser().exists()):
+        if is_demo_build(Path(name).expanduser()):  # another build of the demo zoo: its own loader opens it
+            _import_loaders()
+            return _LOADERS.get("demo")(root=Path(name).expanduser())
         return load_path(name, **kwargs)
     _import_loaders()
     if name in _LOADERS or "*" not in _LOADERS:
@@ -53,6 +56,6 @@ def _import_loaders() -> None:
                 raise
 
 
-from .local import load_path  # noqa: E402  (last: it imports the zoo modules, which register themselves above)
+from .local import is_demo_build, load_path  # noqa: E402  (last: it imports the zoo modules, which register themselves above)
 
 __all__ = ["SPLITS", "Zoo", "list_zoos", "load_zoo", "register_zoo"]

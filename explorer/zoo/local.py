@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..demozoo.zoo import DemoZoo
 from .base import Zoo
 from .folder import LAYOUT, FolderZoo, checkpoints
 from .openclip import OpenClipZoo
@@ -24,7 +23,8 @@ DEFAULT_TEMPLATES = ["a photo of a {}."]
 
 
 def load_path(path: str | Path, **kwargs: Any) -> Zoo:
-    """The zoo at `path`: a zoo file, a folder with a zoo file, a demo-zoo build, or a folder of checkpoints."""
+    """The zoo at `path`: a zoo file, a folder with a zoo file, or a folder of checkpoints (a demo-zoo build is
+    opened by its registered loader: `is_demo_build`)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"zoo folder {str(path)!r} not found: no such file or folder. Give the folder of your "
@@ -34,15 +34,14 @@ def load_path(path: str | Path, **kwargs: Any) -> Zoo:
             return load_zoo_file(p, **kwargs)
         raise ValueError(f"{str(path)!r} is a {p.suffix or 'plain'} file, not a zoo: give the folder that holds it, "
                          f"or a zoo file ({LAYOUT})")
-    if _demo_build(p):
-        return DemoZoo(p)
     for name in ZOO_FILES:
         if (p / name).is_file():
             return load_zoo_file(p / name, **kwargs)
     return FolderZoo(p, **kwargs)
 
 
-def _demo_build(p: Path) -> bool:
+def is_demo_build(p: Path) -> bool:
+    """Whether a folder is a build of the demo zoo (`explorer zoo build-demo`): its config and heads are there."""
     return (p / "config.json").is_file() and (p / "heads.safetensors").is_file()
 
 

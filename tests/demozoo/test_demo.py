@@ -61,6 +61,13 @@ def test_shipped_zoo_loads_with_matching_names():
         assert len(zoo.dataset(task, "validation")) == zoo.config["split_sizes"]["validation"]
 
 
+def test_a_demo_build_opened_by_its_path_is_a_demo_zoo():
+    """A folder holding a demo-zoo build (config.json + heads.safetensors) opens through the demo loader, like
+    "demo" itself; the zoo registry finds that loader by name (explorer/zoo/local.py no longer imports it)."""
+    zoo = ex.load_zoo(str(DEFAULT_DIR))
+    assert isinstance(zoo, DemoZoo) and zoo.root == DEFAULT_DIR and zoo.tasks == data.TASKS
+
+
 def _card_rows() -> dict[str, list[float]]:
     text = (DEFAULT_DIR / "README.md").read_text()
     rows = re.findall(r"^\| (\w+)" + r" \| ([\d.]+)" * 6 + r" \|$", text, re.M)
