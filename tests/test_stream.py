@@ -13,6 +13,8 @@ from explorer.methods.engine import kernels
 from explorer.runs import merged_state_dict
 from explorer.stream import SafetensorsReader, SafetensorsWriter, merge_folder, merged_deltas
 from explorer.weights import read_weights, write_weights
+from explorer.zoo.formats import openclip_to_hf
+from tests.conftest import write_zoo_folder
 
 SHAPES = {"a.weight": (37, 29), "b.bias": (300,), "c.weight": (5, 64), "d": (3,), "e": ()}
 CASES = [("task_arithmetic", {"scale": 0.3}), ("average", {}),
@@ -104,3 +106,19 @@ def test_the_streamable_methods_are_those_that_declare_a_hook(folder):
                           {"t0": SafetensorsReader(folder / "task0.safetensors")})
     with pytest.raises(ValueError, match="support average, task_arithmetic, ties, magnitude, breadcrumbs"):
         merged_deltas(deltas, "dare", {})
+
+
+def test_a_folder_in_hf_names_merges_in_memory_with_open_clip_names(tmp_path, capsys, monkeypatch):
+    """A streamed merge keeps the files' names and an in-memory one writes open_clip names, so a folder in another
+    name format never streams: `--stream on` says why, `--stream auto` (even above the threshold) merges in memory."""
+    _, base, experts = write_zoo_folder(tmp_path / "src")
+    hf = tmp_path / "hf"
+    for name, sd in {"base": base, **experts}.items():
+        write_weights(openclip_to_hf(sd), hf / f"{name}.safetensors")
+    args = ["merge", "--zoo", str(hf), "--method", "task_arithmetic", "--out", str(tmp_path / "m.safetensors")]
+    assert main([*args, "--stream", "on"]) != 0
+    assert "its names are in the hf format" in capsys.readouterr().err
+    monkeypatch.setattr("explorer.stream.STREAM_ABOVE", 0)
+    assert main([*args, "--stream", "auto"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["merge_path"] == "in-memory"
+    assert set(read_weights(tmp_path / "m.safetensors")) == set(base)

@@ -97,11 +97,11 @@ def streamed_files(args, zoo) -> tuple[Path, dict[str, Path]] | None:
     from ..stream import should_stream
     from ..zoo.folder import FolderZoo
 
-    plain = isinstance(zoo, FolderZoo) and zoo.streamable()
-    if args.stream == "off" or not plain:
+    refusal = zoo.stream_refusal() if isinstance(zoo, FolderZoo) else "it is not a folder of checkpoints"
+    if args.stream == "off" or refusal:
         if args.stream == "on":
-            raise ValueError(f"--stream on reads a plain folder of safetensors (base.safetensors + "
-                             f"<task>.safetensors); {args.zoo!r} is not one")
+            raise ValueError(f"--stream on reads a plain folder of safetensors in open_clip names (base.safetensors "
+                             f"+ <task>.safetensors); {args.zoo!r} is not one: {refusal}")
         return None
     experts = {t: zoo.files[f"expert {t}"] for t in zoo.tasks}
     if args.stream == "on" and (not args.out or args.eval):

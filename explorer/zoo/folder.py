@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from ..weights import file_sha256
-from .formats import checkpoint_suffixes
+from .formats import CheckpointError, checkpoint_suffixes, detect_format
 from .openclip import OpenClipZoo
 
 BASE_NAMES = ("base", "pretrained", "zeroshot")
@@ -80,7 +82,20 @@ class FolderZoo(OpenClipZoo):
         """{file (relative to the folder): sha256} of the base and the experts: a run record's inputs."""
         return {p.relative_to(self.root).as_posix(): file_sha256(p) for p in self.paths()}
 
-    def streamable(self) -> bool:
-        """Whether every checkpoint is a safetensors file, which a merge can read parameter by parameter."""
-        return all(p.suffix == ".safetensors" for p in self.paths())
-
+    def stream_refusal(self) -> str | None:
+        """Why a merge cannot read this folder parameter by parameter with the in-memory merge's names, or None:
+        every checkpoint must be safetensors, its names open_clip's without a prefix (or of no known format),
+        since a streamed merge writes the files' own names and an in-memory one writes open_clip names."""
+        others = [p.name for p in self.paths() if p.suffix != ".safetensors"]
+        if others:
+            return f"{', '.join(others[:4])} {'is' if len(others) == 1 else 'are'} not safetensors"
+        with safe_open(str(self.files["base"]), framework="pt") as f:
+            keys = dict.fromkeys(f.keys())
+        try:
+            name, prefix = detect_format(keys)
+        except CheckpointError:
+            return None  # names of no known format: kept as they are on both paths
+        if (name, prefix) != ("openclip", ""):
+            return (f"its names are in the {name} format{f' under {prefix!r}' if prefix else ''}, which an in-memory "
+                    f"merge maps to open_clip names (explorer zoo convert writes them once)")
+        return None
