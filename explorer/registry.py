@@ -1,5 +1,5 @@
-"""One name -> entry table for everything that declares itself once: zoo loaders, checkpoint formats, demo tasks
-and add-ons."""
+"""One name -> entry table for everything that declares itself once: merge methods, zoo loaders, checkpoint
+formats, demo tasks and add-ons."""
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar

@@ -23,6 +23,7 @@ def test_an_unknown_name_lists_the_known_ones_in_order():
 
 
 def test_zoo_loaders_and_demo_tasks_share_it():
+    import explorer.demozoo.zoo  # noqa: F401  (registers "demo", as load_zoo's first call does)
     from explorer.demozoo.data import TASKS
     from explorer.zoo import register_zoo
 

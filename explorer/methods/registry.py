@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
+from ..registry import Registry
+
 # Arguments the harness supplies: never user parameters.
 INJECTED = frozenset({"zoo", "callback", "cancel", "device"})
 # What a method's result needs at inference beyond one state dict: nothing, the task id, or a router per input.
@@ -146,7 +148,7 @@ class Method:
         return f"{self.title}. {self.summary} Formula: {self.formula} Paper: {self.paper}."
 
 
-_REGISTRY: dict[str, Method] = {}
+_REGISTRY: Registry[Method] = Registry("method")
 
 
 def register(name: str, *params: Param, title: str, paper: str, formula: str, summary: str,
@@ -169,12 +171,10 @@ def register(name: str, *params: Param, title: str, paper: str, formula: str, su
         if kwonly - injected != declared:
             raise TypeError(f"method {name!r}: declared params {sorted(declared)} do not match the "
                             f"function's keyword arguments {sorted(kwonly - injected)}")
-        if name in _REGISTRY:
-            raise ValueError(f"method {name!r} is registered twice")
         if inference not in INFERENCE:
             raise ValueError(f"method {name!r}: inference must be one of {sorted(INFERENCE)}, got {inference!r}")
-        _REGISTRY[name] = Method(name, fn, tuple(params), title, paper, formula, summary,
-                                 needs_data, per_task, frozenset(injected), inference, stream)
+        _REGISTRY.add(name, Method(name, fn, tuple(params), title, paper, formula, summary,
+                                   needs_data, per_task, frozenset(injected), inference, stream))
         return fn
 
     return wrap
@@ -184,13 +184,11 @@ def get(name: str) -> Method:
     """The method registered under `name`, or a ValueError listing the known ones."""
     if not isinstance(name, str):
         raise TypeError(f"a method is named by a string (see ex.list_methods()), got {type(name).__name__}")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def all_methods() -> list[Method]:
-    return list(_REGISTRY.values())
+    return _REGISTRY.values()
 
 
 def streamable() -> list[str]:
