@@ -99,8 +99,9 @@ def test_card_matches_evaluation():
 
 @pytest.mark.slow
 def test_quick_card_equals_the_committed_quick_card():
-    """`explorer zoo card demo` in quick mode (EXPLORER_QUICK=1: 64 images per split, a few steps per learned merge;
-    in a child process, so no cache of this one is shared) prints exactly tests/demozoo/data/card_quick.md: every grid
+    """`explorer zoo card demo` in quick mode (EXPLORER_QUICK=1: 64 images per split, a few steps per learned merge,
+    the first, middle and last value of each swept grid; in a child process, so no cache of this one is shared)
+    prints exactly tests/demozoo/data/card_quick.md: every grid
     search, learned merge, finding and section of the card runs end to end and gives the numbers it gave when
     `make card` last wrote both cards. The full card takes ~8 minutes, too long for the suite: its accuracy table is
     checked above on the full test split, and `make card` rewrites it (git diff shows any drift). Both cards have
