@@ -1,6 +1,7 @@
 """Hub sources: parsing, the local cache, and a fast, explicit failure when the hub cannot be reached."""
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -43,10 +44,22 @@ def test_cached_hub_files_resolve_offline(tmp_path, monkeypatch):
     assert paths == {"expert a": hit}  # the first candidate name the cache holds
 
 
+@pytest.fixture
+def silent_endpoint():
+    """An endpoint that accepts connections and never answers (a local socket that listens, never accepts): what a
+    dead network looks like. An unroutable address is no stand-in, as some networks' gateways answer it."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
 @pytest.mark.parametrize("endpoint, offline", [("https://huggingface.co", "1"),   # HF_HUB_OFFLINE set
                                                ("http://127.0.0.1:9", "0"),      # connection refused
-                                               ("http://10.255.255.1:443", "0")])  # no answer at all
-def test_offline_hub_ids_fail_fast_naming_every_missing_file(tmp_path, monkeypatch, endpoint, offline):
+                                               ("silent", "0")])                 # no answer at all
+def test_offline_hub_ids_fail_fast_naming_every_missing_file(tmp_path, monkeypatch, endpoint, offline,
+                                                             silent_endpoint):
+    endpoint = silent_endpoint if endpoint == "silent" else endpoint
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.delenv("HTTPS_PROXY", raising=False)
