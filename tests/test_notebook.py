@@ -7,7 +7,8 @@ import shutil
 import plotly.graph_objects as go
 import pytest
 
-from explorer.notebook import PLOTLY_MIME, PortableFigure, check_browser, portable
+from explorer.notebook import PLOTLY_MIME, PortableFigure, portable
+from explorer.plots.static import check_browser
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..plots.static import png
 from ..runs import save
 from . import cache, views
 from .handlers import find, result_of
@@ -38,7 +39,7 @@ def run_and_zoo_figures(record: dict) -> dict[str, go.Figure]:
 
 def export_figures(state: dict, run_id: str | None, fmt: str, folder: str | Path) -> Path:
     """All figures of a run as one self-contained HTML page (plotly.js embedded, works offline) or a zip of
-    PNGs (rendered by kaleido with the system Chromium)."""
+    PNGs (rendered by kaleido in the system Chromium, one browser for the process: `plots.static`)."""
     if fmt not in FORMATS:
         raise ValueError(f"figure format {fmt!r} is not supported; use one of {FORMATS}")
     record = find(state, run_id or state["current"])
@@ -54,5 +55,5 @@ def export_figures(state: dict, run_id: str | None, fmt: str, folder: str | Path
     path = folder / f"{_stem(record)}-figures.zip"
     with zipfile.ZipFile(path, "w") as archive:
         for name, fig in figures.items():
-            archive.writestr(f"{name}.png", fig.to_image(format="png", scale=2))
+            archive.writestr(f"{name}.png", png(fig, scale=2))  # one shared browser for every figure
     return path
