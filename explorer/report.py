@@ -55,6 +55,7 @@ def commands(merge: str, out: str = "merged.safetensors") -> list[str]:
 
 
 def _table(frame: pd.DataFrame) -> str:
+    """A table as HTML with every cell escaped (task names and zoo paths are the user's)."""
     return frame.to_html(index=False, escape=True, na_rep="—", border=0)
 
 

@@ -1,8 +1,10 @@
 """`explorer report`: a saved run's record -> one offline HTML page; bad records and zoos give one error line."""
 from __future__ import annotations
 
+import html
 import json
 import re
+import shlex
 
 import pytest
 
@@ -67,3 +69,20 @@ def test_bad_inputs_give_one_line(tmp_path, capsys):
     assert "cannot be opened" in gone and "--zoo" in gone
     (tmp_path / "nozoo.json").write_text(json.dumps({**record, "zoo": None}))
     assert "names no zoo" in one_error(capsys, ["report", str(tmp_path / "nozoo.json")])
+    learned = {**record, "method": "adamerging", "zoo": "demo", "tasks": ["digits", "signs"],
+               "weights": {"x.safetensors": "0"}}
+    (tmp_path / "learned.json").write_text(json.dumps(learned))
+    lost = one_error(capsys, ["report", str(tmp_path / "learned.json")])
+    assert "x.safetensors" in lost and "are missing; pass them with --weights" in lost
+
+
+def test_the_reproduce_command_gives_the_same_run(demo_run, tmp_path):
+    out = tmp_path / "r.html"
+    assert main(["report", str(demo_run), "-o", str(out)]) == 0
+    merge = html.unescape(out.read_text().split("<pre id='reproduce'>")[1].split("</pre>")[0]).splitlines()[0]
+    argv = shlex.split(merge)
+    argv[argv.index("--out") + 1] = str(tmp_path / "again.safetensors")
+    assert argv[:2] == ["explorer", "merge"] and main([*argv[1:], "--device", "cpu"]) == 0
+    first, again = json.loads(demo_run.read_text()), json.loads((tmp_path / "again.json").read_text())
+    assert again["params"] == first["params"] and again["tasks"] == first["tasks"]
+    assert again["scores"] == first["scores"] and again["evaluation"] == first["evaluation"]
