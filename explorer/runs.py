@@ -38,6 +38,7 @@ class RunRecord:
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> sha256 or fingerprint
     seconds: float | None = None
     scores: list[dict] | None = None
+    evaluation: dict[str, Any] = field(default_factory=dict)  # split and limit the scores used (empty: not scored)
     attack: list[dict] | None = None  # attack success rate per backdoored task (task, base, expert, merged)
     weights: dict[str, str] = field(default_factory=dict)  # written file -> sha256
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
@@ -60,8 +61,10 @@ class RunRecord:
         table = getattr(scores, "table", scores)
         rows = table.to_dict(orient="records") if table is not None else None
         attack = getattr(scores, "attack", None)
+        evaluation = {"split": scores.split, "limit": scores.limit} if hasattr(scores, "split") else {}
         return cls(result.method, dict(result.params), list(result.tasks), zoo, dict(inputs or {}),
-                   result.info.get("seconds"), rows, attack.to_dict(orient="records") if attack is not None else None,
+                   result.info.get("seconds"), rows, evaluation,
+                   attack.to_dict(orient="records") if attack is not None else None,
                    layout="per_task" if result.per_task else "merged",
                    data=dict(result.info.get("data") or {}))
 

@@ -1,4 +1,5 @@
-"""Downloads: a run's merged weights (safetensors) with its JSON run record, and its figures as HTML or PNG."""
+"""Downloads: a run's merged weights (safetensors) with its JSON run record, its figures as HTML or PNG, and its
+report (one offline HTML page: parameters, accuracy, figures, the commands that reproduce it)."""
 from __future__ import annotations
 
 import zipfile
@@ -7,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from .. import report
 from ..plots.static import png
 from ..runs import save
 from . import cache, views
@@ -57,3 +59,26 @@ def export_figures(state: dict, run_id: str | None, fmt: str, folder: str | Path
         for name, fig in figures.items():
             archive.writestr(f"{name}.png", png(fig, scale=2))  # one shared browser for every figure
     return path
+
+
+def run_report(record: dict) -> report.Report:
+    """The report of one dashboard run: its parameters, its scores (on the images it was scored on), every figure
+    the dashboard shows for it, and the `explorer merge` command that merges and scores it again."""
+    scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
+    merge = report.merge_command(record["zoo"], record["method"], record["params"], record["tasks"],
+                                 evaluate=scores is not None, limit=record["limit"])
+    scored = ("—" if scores is None else "the full test split" if record["limit"] is None
+              else f"the first {record['limit']} test images per task")
+    facts = {"zoo": record["zoo"], "tasks": record["tasks"], "merge time (s)": f"{record['seconds']:.3f}",
+             "scored on": scored, "run": record["label"]}
+    missing = "; ".join(record.get("missing") or []) or "the run was not scored"
+    return report.Report(f"Model Merging Explorer: run {record['label']}", record["method"], record["params"],
+                         facts, scores, run_and_zoo_figures(record), report.commands(merge),
+                         no_scores=f"zoo {record['zoo']!r} cannot evaluate ({missing})",
+                         notes=["Open the dashboard with `explorer app`, or run the commands below."])
+
+
+def export_report(state: dict, run_id: str | None, folder: str | Path) -> Path:
+    """The run's report as one self-contained HTML file in `folder` (plotly.js inlined, nothing fetched)."""
+    record = find(state, run_id or state["current"])
+    return run_report(record).write(Path(folder) / f"{_stem(record)}-report.html")

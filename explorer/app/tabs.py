@@ -55,7 +55,7 @@ def history_tab(ui: UI, b: dict) -> None:
 
 
 def export_tab(ui: UI, b: dict) -> None:
-    """Buttons that write the current run's weights + record, or its figures, and the files to download."""
+    """Buttons that write the current run's weights + record, its figures or its report, and the files to download."""
     e = ui.extra
     gr.Markdown("Export the current run: merged weights (safetensors) with its JSON run record, or all "
                 "of its figures (one offline HTML page, or PNGs in a zip).")
@@ -65,3 +65,7 @@ def export_tab(ui: UI, b: dict) -> None:
     e["format"] = gr.Radio(list(export.FORMATS), value="html", label="Figure format", elem_id="fig-format")
     b["figures"] = gr.Button("Export figures", elem_id="export-figures")
     e["figure_file"] = gr.File(label="Figures", elem_id="figure-file", interactive=False, height=100)
+    gr.Markdown("The report: one HTML file anyone can open offline, with the run's parameters, per-task accuracy "
+                "against base and experts, every figure (interactive) and the commands that reproduce it.")
+    b["report"] = gr.Button("Download report", elem_id="export-report", variant="primary")
+    e["report_file"] = gr.File(label="Report", elem_id="report-file", interactive=False, height=100)

@@ -260,6 +260,11 @@ def on_export_figures(state: dict, fmt: str) -> tuple:
     return f"Exported the figures as {path.name}.", str(path)
 
 
+def on_export_report(state: dict) -> tuple:
+    path = export.export_report(state, None, tempfile.mkdtemp(prefix="explorer-report-"))
+    return f"Exported the report as {path.name}: one HTML file that opens offline.", str(path)
+
+
 def on_compare(state: dict, a: str, b: str) -> tuple:
     figure, table = history.compare(state, a, b)
     return gr.skip(), table, figure
@@ -315,6 +320,7 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     b["weights"].click(guarded(2)(on_export_weights), ui.state, [ui.status, e["weights_files"]], **merge)
     b["figures"].click(guarded(2)(on_export_figures), [ui.state, e["format"]], [ui.status, e["figure_file"]],
                        **merge)
+    b["report"].click(guarded(2)(on_export_report), ui.state, [ui.status, e["report_file"]], **merge)
 
 
 def build_demo(zoo: str = "demo") -> gr.Blocks:
