@@ -1,6 +1,4 @@
-"""Static PNGs of Plotly figures, drawn by kaleido in the local Chromium with plotly.py's own plotly.js (offline):
-one shared browser per process, so the first figure takes a few seconds and later ones a fraction of a second
-(the notebooks' portable figures and the dashboard's PNG export both draw here)."""
+"""Static PNGs of figures (notebooks, PNG export), drawn offline by kaleido in one shared Chromium per process."""
 from __future__ import annotations
 
 import functools
