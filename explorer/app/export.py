@@ -2,6 +2,7 @@
 report (one offline HTML page: parameters, accuracy, figures, the commands that reproduce it)."""
 from __future__ import annotations
 
+import html
 import zipfile
 from pathlib import Path
 
@@ -51,8 +52,9 @@ def export_figures(state: dict, run_id: str | None, fmt: str, folder: str | Path
     if fmt == "html":
         path = folder / f"{_stem(record)}-figures.html"
         parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures.values())]
-        path.write_text(f"<html><head><meta charset='utf-8'><title>{record['label']}</title></head><body>"
-                        f"<h1>{record['label']}</h1>{''.join(parts)}</body></html>")
+        label = html.escape(record["label"])  # a label names the user's zoo and parameters
+        path.write_text(f"<html><head><meta charset='utf-8'><title>{label}</title></head><body>"
+                        f"<h1>{label}</h1>{''.join(parts)}</body></html>")
         return path
     path = folder / f"{_stem(record)}-figures.zip"
     with zipfile.ZipFile(path, "w") as archive:

@@ -97,8 +97,10 @@ def streamed_files(args, zoo) -> tuple[Path, dict[str, Path]] | None:
     from ..stream import should_stream
     from ..zoo.folder import FolderZoo
 
+    if args.stream == "off":
+        return None
     refusal = zoo.stream_refusal() if isinstance(zoo, FolderZoo) else "it is not a folder of checkpoints"
-    if args.stream == "off" or refusal:
+    if refusal:
         if args.stream == "on":
             raise ValueError(f"--stream on reads a plain folder of safetensors in open_clip names (base.safetensors "
                              f"+ <task>.safetensors); {args.zoo!r} is not one: {refusal}")
