@@ -54,3 +54,16 @@ def test_the_dashboard_and_the_cli_share_the_sections_and_names():
     shown = [n for names in views.TABS.values() for n in names]
     assert sorted(shown) == sorted(views.ZOO_FIGURES + views.RUN_FIGURES)
     assert sorted(shown) == sorted(f.name for f in F.FIGURES if f.dashboard)
+
+
+def test_every_figure_is_styled_by_the_shared_template(tiny_tv):
+    """The template keeps plotly_white's look only for the trace types drawn here: a figure with another trace type
+    would silently lose it, so every figure of the table uses those types and carries the template."""
+    from explorer.plots.style import TRACES, template
+
+    made = {**F.make(F.select(needs_merge=False), F.Inputs(tiny_tv, topk=0.2)),
+            **F.make(F.select(needs_merge=True), inputs(tiny_tv, "ties"))}
+    figures = [m.figure for m in made.values() if m is not None]
+    assert {trace.type for fig in figures for trace in fig.data} <= set(TRACES)
+    assert all(fig.layout.template == template() for fig in figures)
+    assert template().layout.plot_bgcolor == "white"  # plotly_white's layout, whole
