@@ -1,15 +1,18 @@
 """Top-1 accuracy of encoder weights on a zoo's task: the primitive under `evaluate` and under the methods that
 tune on data (TALL masks' lambda, AdaMerging, aTLAS), so neither imports the other.
 
-One encoder module per zoo and device runs every model through `torch.func.functional_call`, so a merge is never
-copied into a module; evaluation images are preprocessed once per zoo and device, and the base and expert
-accuracies once per (zoo, split, limit, device).
+Encoder modules per zoo and device run every model through `torch.func.functional_call`, so a merge is never
+copied into a module; functional_call swaps a module's parameters while it runs, so each concurrent evaluation
+borrows a module of its own from a small pool (as many as evaluations ever ran at once). Evaluation images are
+preprocessed once per zoo and device, and the base and expert accuracies once per (zoo, split, limit, device).
 """
 from __future__ import annotations
 
+import threading
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +30,7 @@ BATCH = 512
 class _ZooCache:
     """What evaluation keeps per zoo: modules and images per device, reference accuracies per setting."""
 
-    models: dict[str, nn.Module] = field(default_factory=dict)
+    models: dict[str, list[nn.Module]] = field(default_factory=dict)  # idle modules per device
     heads: dict[tuple[str, str], nn.Module] = field(default_factory=dict)
     data: dict[tuple[str, str, str], tuple[Tensor, Tensor]] = field(default_factory=dict)
     reference: dict[tuple[str, str, int | None, str], tuple[float, float]] = field(default_factory=dict)
@@ -42,11 +45,22 @@ def _cache(zoo: Zoo) -> _ZooCache:
     return _CACHES[zoo]
 
 
-def _model(zoo: Zoo, dev: torch.device) -> nn.Module:
-    cache = _cache(zoo)
-    if str(dev) not in cache.models:
-        cache.models[str(dev)] = zoo.build_model().to(dev).eval().requires_grad_(False)
-    return cache.models[str(dev)]
+_POOL = threading.Lock()
+
+
+@contextmanager
+def _model(zoo: Zoo, dev: torch.device) -> Iterator[nn.Module]:
+    """An encoder module of `zoo` on `dev` that no other thread uses until the block ends."""
+    with _POOL:
+        idle = _cache(zoo).models.setdefault(str(dev), [])
+        model = idle.pop() if idle else None
+    if model is None:
+        model = zoo.build_model().to(dev).eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        with _POOL:
+            idle.append(model)
 
 
 def _head(zoo: Zoo, task: str, dev: torch.device) -> nn.Module:
@@ -98,9 +112,9 @@ def task_accuracy(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str
     extras) computes the features from the weights, with the task id where it needs it.
     """
     dev = resolve_device(device)
-    model = _model(zoo, dev)
-    _check_keys(model, weights)
-    return _accuracy(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
+    with _model(zoo, dev) as model:
+        _check_keys(model, weights)
+        return _accuracy(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
 
 
 @torch.no_grad()  # not inference_mode: the zoo caches the data and heads made here, and training reuses them
@@ -127,9 +141,9 @@ def task_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, split: str =
     """(logits [N, C], labels [N]) of the encoder `weights` (a full state dict) through `task`'s frozen head:
     what calibration analyses (prediction entropy against error) read."""
     dev = resolve_device(device)
-    model = _model(zoo, dev)
-    _check_keys(model, weights)
-    return _logits(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
+    with _model(zoo, dev) as model:
+        _check_keys(model, weights)
+        return _logits(zoo, model, _on(weights, dev), task, split, limit, dev, addon)
 
 
 @torch.no_grad()
@@ -137,11 +151,11 @@ def image_logits(zoo: Zoo, weights: Mapping[str, Tensor], task: str, images: Ten
                  device: str | torch.device = "auto") -> Tensor:
     """Logits [N, C] of the encoder `weights` through `task`'s frozen head on given images (e.g. triggered ones)."""
     dev = resolve_device(device)
-    model = _model(zoo, dev)
-    _check_keys(model, weights)
-    weights, head, images = _on(weights, dev), _head(zoo, task, dev), images.to(dev)
-    return torch.cat([head(functional_call(model, weights, (images[i:i + BATCH],)))
-                      for i in range(0, max(1, len(images)), BATCH)])
+    with _model(zoo, dev) as model:
+        _check_keys(model, weights)
+        weights, head, images = _on(weights, dev), _head(zoo, task, dev), images.to(dev)
+        return torch.cat([head(functional_call(model, weights, (images[i:i + BATCH],)))
+                          for i in range(0, max(1, len(images)), BATCH)])
 
 
 def reference_accuracies(zoo: Zoo, task: str, split: str = "test", limit: int | None = None,

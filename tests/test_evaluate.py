@@ -112,3 +112,20 @@ def test_select_passes_fixed_params_and_checks_the_grid(tiny_zoo):
     with pytest.raises(ValueError, match="needs a zoo"):
         ex.select(ex.task_vectors(tiny_zoo.base_state_dict(), {"a": tiny_zoo.expert_state_dict("a")}),
                   "task_arithmetic", {"scale": [1.0]})
+
+
+def test_concurrent_evaluations_each_borrow_a_module_and_agree_with_one_at_a_time(tiny_zoo):
+    """functional_call swaps a module's parameters while it runs: threads evaluating at once must not share one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from explorer import inference
+
+    tv = ex.task_vectors(tiny_zoo)
+    merges = [ex.merge(tv, "task_arithmetic", scale=s) for s in (0.1, 0.4, 0.7, 1.0)] * 3
+    alone = [ex.evaluate(tiny_zoo, m).table for m in merges]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda m: ex.evaluate(tiny_zoo, m).table, merges))
+    for a, b in zip(alone, together):
+        pd.testing.assert_frame_equal(a, b)
+    idle = inference._cache(tiny_zoo).models["cpu"]
+    assert 1 <= len(idle) <= 4 and len({id(m) for m in idle}) == len(idle)  # all returned, none twice

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..methods.spectral import is_matrix, map_threads, polar, task_blocks, task_svd
+from ..methods.spectral import cached_factor, is_matrix, map_threads, polar, task_blocks, task_svd
 from ..result import MergeResult
 from ..taskvec import TaskVectors
 from ._common import check_by, groups, square, tidy_pairs
@@ -58,21 +58,34 @@ def effective_rank(s: Tensor) -> float:
 
 def spectral_summary(tv: TaskVectors, result: MergeResult | None = None, top: float | None = None) -> pd.DataFrame:
     """Per matrix and task (and the merge): `param, layer, task, rank, effective_rank, top_k, energy_top` where
-    energy_top is the share of squared singular values in the top k (k = top * r, default r / T)."""
+    energy_top is the share of squared singular values in the top k (k = top * r, default r / T). The tasks' rows
+    are computed once per task vectors (a slider moves only the merge's)."""
+    tasks = cached_factor(tv, ("spectral_summary", top), lambda: _summary_rows(tv, top))
     rows = []
-    _with_svds(tv, matrix_names(tv))
-    for name in matrix_names(tv):
-        factors = task_svd(tv, name)
-        r = factors.S.shape[-1]
-        k = default_k(tv, r) if top is None else max(1, int(top * r))
-        spectra = dict(zip(tv.tasks, factors.S))
+    for name, (layer, r, k, task_rows) in tasks.items():
+        rows += task_rows
         if result is not None:
-            spectra["merged"] = torch.linalg.svdvals(result.delta[name].float())
-        for task, s in spectra.items():
-            energy = s.double().pow(2)
-            share = float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else math.nan
-            rows.append((name, tv.info[name].layer, task, r, effective_rank(s), k, share))
+            rows.append(_summary_row(name, layer, "merged", r, k, torch.linalg.svdvals(result.delta[name].float())))
     return pd.DataFrame(rows, columns=["param", "layer", "task", "rank", "effective_rank", "top_k", "energy_top"])
+
+
+def _summary_rows(tv: TaskVectors, top: float | None) -> dict[str, tuple]:
+    """{matrix: (layer, rank, top k, the tasks' rows)} for `spectral_summary`."""
+    _with_svds(tv, matrix_names(tv))
+    out = {}
+    for name in matrix_names(tv):
+        S = task_svd(tv, name).S
+        r = S.shape[-1]
+        k = default_k(tv, r) if top is None else max(1, int(top * r))
+        layer = tv.info[name].layer
+        out[name] = (layer, r, k, [_summary_row(name, layer, task, r, k, s) for task, s in zip(tv.tasks, S)])
+    return out
+
+
+def _summary_row(name: str, layer: str, task: str, r: int, k: int, s: Tensor) -> tuple:
+    energy = s.double().pow(2)
+    share = float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else math.nan
+    return (name, layer, task, r, effective_rank(s), k, share)
 
 
 def _with_svds(tv: TaskVectors, names: list[str]) -> None:

@@ -3,6 +3,7 @@ results and cancel flags. Heavy tensors live here, never in per-session `gr.Stat
 (zoo name, tasks, device), so two sessions looking at the same zoo share one copy."""
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import threading
@@ -17,27 +18,45 @@ from ..zoo import Zoo, load_zoo
 
 
 class LRU:
-    """A small thread-safe least-recently-used map; `get(key, make)` computes a missing value once."""
+    """A small thread-safe least-recently-used map. `get(key, make)` computes a missing value once: callers asking
+    for the same key meanwhile wait for it, callers of other keys do not. With `weigh`, the map holds values up to a
+    total weight `budget` (e.g. bytes) instead of `size` entries."""
 
-    def __init__(self, size: int):
-        self.size, self._items, self._lock = size, OrderedDict(), threading.RLock()
+    def __init__(self, size: int, weigh: Callable[[Any], float] | None = None, budget: float = math.inf):
+        self.size, self.weigh, self.budget = size, weigh, budget
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
+        self._making: dict[Hashable, threading.Event] = {}
 
     def get(self, key: Hashable, make: Callable[[], Any] | None = None) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            if make is None:
-                return None
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                if make is None:
+                    return None
+                making = self._making.get(key)
+                if making is None:
+                    self._making[key] = threading.Event()
+                    break
+            making.wait()  # another caller makes it: take theirs (or make it ourselves if theirs failed)
+        try:
             return self.put(key, make())
+        finally:
+            with self._lock:
+                self._making.pop(key).set()
 
     def put(self, key: Hashable, value: Any) -> Any:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
-            while len(self._items) > self.size:
+            while len(self._items) > 1 and (len(self._items) > self.size or self._weight() > self.budget):
                 self._items.popitem(last=False)
             return value
+
+    def _weight(self) -> float:
+        return 0.0 if self.weigh is None else sum(self.weigh(v) for v in self._items.values())
 
     def clear(self) -> None:
         with self._lock:
@@ -48,12 +67,13 @@ ZOOS = LRU(4)            # zoo name -> Zoo
 TASK_VECTORS = LRU(4)    # (zoo, tasks, device) -> TaskVectors
 ZOO_FIGURES = LRU(16)    # (zoo, tasks, device) -> {figure name: go.Figure}
 RESULTS = LRU(12)        # run id -> MergeResult (older runs are merged again on export)
+# (zoo, tasks, device, method, params, limit) -> a data-free run's result, scores and figures, shared by every
+# session (students move the same sliders): up to RUN_BYTES of merged weights and masks.
+RUN_BYTES = 1e9
+RUNS = LRU(256, weigh=lambda computed: computed.nbytes, budget=RUN_BYTES)
 FINGERPRINTS = LRU(8)    # zoo name -> weight fingerprint (for run records)
 PROBLEMS = LRU(16)       # (zoo, tasks) -> what evaluation lacks (asked once: the text-tower lookup can probe the hub)
 CANCEL: dict[str, threading.Event] = {}  # session id -> set when its user pressed Cancel
-# Evaluation runs models through one shared module per zoo with torch.func.functional_call, which swaps its
-# parameters in place: merges and evaluations therefore run one at a time.
-COMPUTE = threading.RLock()
 
 
 def zoo(name: str) -> Zoo:

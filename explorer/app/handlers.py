@@ -17,7 +17,7 @@ from ..evaluate import Scores, evaluate, percent, reference_accuracies
 from ..merging import merge
 from ..methods import registry
 from ..result import MergeResult
-from . import cache, views
+from . import cache, scheduler, views
 
 LIVE_LIMIT = 32        # test images per task in the live view (the first ones, the same every time): 0.5 s budget
 MAX_UNPINNED = 20      # older unpinned runs drop out of the history
@@ -54,9 +54,10 @@ class RunView:
                     f"Accuracy tab says what and how to add it); every weight-space view and the export work.")
         where = "the full test split" if r["limit"] is None else f"the first {r['limit']} test images per task"
         stopped = " Cancelled: these are the coefficients learned until then." if r["cancelled"] else ""
+        took = ("the same settings as an earlier run: its merge reused" if r.get("reused")
+                else f"merge took {r['seconds']:.2f} s")
         return (f"**Run {r['label']}** on {len(r['tasks'])} experts of `{r['zoo']}`: mean accuracy "
-                f"{r['mean_merged']:.1%}, normalized {r['mean_normalized']:.1%} (on {where}; "
-                f"merge took {r['seconds']:.2f} s).{stopped}")
+                f"{r['mean_merged']:.1%}, normalized {r['mean_normalized']:.1%} (on {where}; {took}).{stopped}")
 
 
 def accuracy_note(record: dict[str, Any]) -> str:
@@ -105,25 +106,58 @@ def label(n: int, method: str, params: dict[str, Any]) -> str:
     return f"#{n} {method}({shown})"
 
 
+@dataclass(frozen=True)
+class Computed:
+    """What a run computes from its settings alone, the same for every session: a data-free run's is shared."""
+
+    result: MergeResult
+    scores: pd.DataFrame | None
+    figures: dict[str, go.Figure | None]
+
+    @property
+    def nbytes(self) -> int:
+        """About what it holds in memory: the merged delta and the masks (one byte per entry for 8 tasks)."""
+        tv, masks = self.result.tv, self.result.masks or {}
+        return tv.numel() * (tv.dtype.itemsize + -(-len(masks) // 8))
+
+
 def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any], *,
-        limit: int | None = LIVE_LIMIT, callback: Callable | None = None,
-        cancel: Callable[[], bool] | None = None) -> tuple[dict, RunView]:
+        limit: int | None = LIVE_LIMIT, callback: Callable | None = None, cancel: Callable[[], bool] | None = None,
+        session: str | None = None, waiting: Callable[[int], None] | None = None) -> tuple[dict, RunView]:
     """Merge `tasks` of zoo `zoo_name` with `method` and `params`, score it on `limit` test images per task,
-    and add the run to the session's history."""
+    and add the run to the session's history. The work waits its turn in the fair queue (`waiting(n)` hears how
+    many runs are ahead); a data-free run with the settings of an earlier one (any session's) reuses its work."""
     tasks = check_tasks(tasks)
     if note := data_note(zoo_name, tasks, method):
         raise ValueError(note)
     missing = cache.problems(zoo_name, tasks)
-    with cache.COMPUTE:
-        result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **params)
+    resolved = registry.get(method).resolve(params)
+    made = []
+
+    def work() -> Computed:
+        result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **resolved)
         scores = None if missing else scored(evaluate(cache.zoo(zoo_name), result, split="test", limit=limit))
+        made.append(True)
+        return Computed(result, scores, views.run_figures(result, scores))
+
+    def compute() -> Computed:
+        return scheduler.QUEUE.run(work, session, waiting)
+
+    if registry.get(method).reads_data:  # learns on the zoo's images, may be cancelled: never shared
+        computed = compute()
+    else:
+        key = (*cache.tv_key(zoo_name, tasks), method, tuple((k, repr(v)) for k, v in sorted(resolved.items())),
+               limit)
+        computed = cache.RUNS.get(key, compute)
+    result = computed.result
     n = 1 + max((r["n"] for r in state["runs"]), default=0)
     record = {"id": uuid.uuid4().hex[:12], "n": n, "label": label(n, method, result.params), "zoo": zoo_name,
               "tasks": tasks, "method": method, "params": dict(result.params), "limit": limit,
-              "seconds": float(result.info.get("seconds", 0.0)), "pinned": False, "missing": missing,
-              "cancelled": bool(result.info.get("cancelled", False)), **_score_fields(scores)}
+              "seconds": float(result.info.get("seconds", 0.0)), "reused": not made, "pinned": False,
+              "missing": missing, "cancelled": bool(result.info.get("cancelled", False)),
+              **_score_fields(computed.scores)}
     cache.remember(record["id"], result)
-    return _with_run(state, record), view(record, result)
+    return _with_run(state, record), view(record, result, computed.figures)
 
 
 def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any]) -> bool:
@@ -181,18 +215,20 @@ def result_of(record: dict[str, Any]) -> MergeResult:
         return result
     if registry.get(record["method"]).reads_data:
         raise ValueError(f"Run {record['label']} learned from data and is no longer in memory: run it again.")
-    with cache.COMPUTE:
-        result = merge(cache.vectors(record["zoo"], record["tasks"]), record["method"], **record["params"])
+    result = scheduler.QUEUE.run(lambda: merge(cache.vectors(record["zoo"], record["tasks"]), record["method"],
+                                               **record["params"]))
     cache.remember(record["id"], result)
     return result
 
 
-def view(record: dict[str, Any], result: MergeResult) -> RunView:
+def view(record: dict[str, Any], result: MergeResult, figures: dict[str, go.Figure | None] | None = None) -> RunView:
+    """What the page shows for a run; its figures are drawn (in a turn of the queue) unless given."""
     scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
     table = pd.DataFrame(columns=["task"]) if scores is None else shown(scores)
+    if figures is None:
+        figures = scheduler.QUEUE.run(lambda: views.run_figures(result, scores))
     losses = result.info.get("loss")
-    return RunView(record, table, views.run_figures(result, scores), views.mask_note(result),
-                   [float(v) for v in losses] if losses else None)
+    return RunView(record, table, figures, views.mask_note(result), [float(v) for v in losses] if losses else None)
 
 
 def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView]:
@@ -202,8 +238,7 @@ def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView
         raise ValueError(f"Run {record['label']} cannot be scored: zoo `{record['zoo']}` lacks "
                          + "; ".join(record["missing"]))
     result = result_of(record)
-    with cache.COMPUTE:
-        scores = scored(evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None))
+    scores = scheduler.QUEUE.run(lambda: scored(evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None)))
     record = {**record, "limit": None, **_score_fields(scores)}
     return _with_run(state, record), view(record, result)
 
@@ -214,6 +249,18 @@ def show(state: dict, run_id: str) -> tuple[dict, RunView]:
     return {**state, "current": record["id"]}, view(record, result_of(record))
 
 
+KERNEL_METHODS = ("ties", "dare", "magnitude", "breadcrumbs", "consensus", "emr")  # merges with compiled kernels
+
+
+def warm_worker(zoo_name: str) -> None:
+    """Run each merge with compiled kernels once on this thread (torch.compile traces them again in every thread),
+    so no user waits for a worker's first compile; a large zoo's merges are too slow to run for this."""
+    tv = cache.vectors(zoo_name, list(cache.zoo(zoo_name).tasks))
+    if tv.numel() * tv.num_tasks < views.LARGE:
+        for method in KERNEL_METHODS:
+            merge(tv, method)
+
+
 def warm(zoo_name: str, tasks: list[str] | None = None, limit: int | None = LIVE_LIMIT) -> None:
     """Fill the shared caches for a zoo (task vectors, zoo figures, test images, base and expert accuracies),
     so that the first page view and the first slider release are fast."""
@@ -222,6 +269,4 @@ def warm(zoo_name: str, tasks: list[str] | None = None, limit: int | None = LIVE
     views.zoo_figures(zoo_name, tasks)
     if cache.problems(zoo_name, tasks):
         return  # nothing to score: the accuracy view explains why
-    with cache.COMPUTE:
-        for task in tasks:
-            reference_accuracies(z, task, "test", limit)
+    scheduler.QUEUE.run(lambda: [reference_accuracies(z, task, "test", limit) for task in tasks])

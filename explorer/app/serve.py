@@ -1,10 +1,11 @@
 """Start the dashboard: `explorer app`, `python app.py` and `make app` all come here.
 
-    explorer app [--host 127.0.0.1] [--port 7860] [--zoo demo] [--threads N] [--share]
+    explorer app [--host 127.0.0.1] [--port 7860] [--zoo demo] [--workers N] [--threads N] [--share]
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ..methods.engine import jit
-from . import handlers
+from . import handlers, scheduler
 from .ui import CSS, HEAD, build_demo
 
 
@@ -26,9 +27,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "folder of checkpoints (base + one per task), a zoo file (JSON/YAML) or a demo-zoo build")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the "
                         "internet; off by default)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; "
-                        "on a CPU shared with other jobs, 1 is often fastest)")
+    parser.add_argument("--workers", type=int, default=None, help="runs computed at once; the others wait their "
+                        "turn, first come first served, and see how many are ahead (default: one per CPU core, "
+                        "at most 4)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU cores "
+                        "shared out between the workers, at least 1)")
     return parser.parse_args(argv)
+
+
+def warm_worker(zoo: str) -> None:
+    """What each worker thread of the fair queue runs first: the numba loops and the compiled merge kernels."""
+    try:
+        jit.warm()
+        handlers.warm_worker(zoo)
+    except Exception as err:  # noqa: BLE001 - a zoo that does not load says so on the page
+        logging.getLogger(__name__).warning("warming a worker on zoo %r failed (%s: %s)", zoo, type(err).__name__,
+                                            err)
 
 
 def warm(zoo: str) -> None:
@@ -48,7 +62,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     local = "localhost,127.0.0.1"
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = ",".join(filter(None, [os.environ.get("NO_PROXY"), local]))
     return demo.launch(server_name=host, server_port=port, share=share, css=CSS, head=HEAD,
-                       footer_links=["gradio", "settings"], **kwargs)
+                       footer_links=["gradio", "settings"], max_threads=scheduler.QUEUE.limit + 16, **kwargs)
 
 
 def start(demo: gr.Blocks, host: str, port: int, share: bool, tries: int = 3) -> None:
@@ -73,10 +87,11 @@ def port_taken(host: str, port: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, start serving and block until interrupted; 2 when the port is taken."""
     args = parse_args(argv)
-    if args.threads:
-        import torch
+    workers = args.workers or scheduler.default_workers()
+    scheduler.QUEUE.configure(workers, initializer=functools.partial(warm_worker, args.zoo))
+    import torch
 
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // workers))
     demo = build_demo(args.zoo)
     try:
         start(demo, args.host, args.port, args.share)

@@ -17,7 +17,7 @@ import gradio as gr
 from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
-from . import cache, controls, export, handlers, history, security_handlers, tabs, views
+from . import cache, controls, export, handlers, history, scheduler, security_handlers, tabs, views
 from .background import loss_figure, progress_text, stream
 from .components import UI
 from .widgets import guarded, widget
@@ -148,7 +148,15 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
                 return
             if note := handlers.merge_note(data[ui.zoo], data[ui.experts], method):
                 yield (note, *[gr.skip()] * (n - 1))  # a large zoo: say so before the merge starts
-            yield run_values(ui, *handlers.run(*args))
+            try:
+                for kind, payload in stream(lambda ahead: handlers.run(*args, session=request.session_hash,
+                                                                       waiting=ahead)):
+                    if kind == "done":
+                        yield run_values(ui, *payload)
+                    else:  # the fair queue: how many runs are ahead of this one
+                        yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
+            except scheduler.Superseded:  # the same session asked for a newer run meanwhile: that one answers
+                yield (gr.skip(),) * n
             return
         if note := handlers.data_note(data[ui.zoo], data[ui.experts], method):
             yield (note, *[gr.skip()] * (n - 1))  # said in the page, not raised: the zoo simply has no data
@@ -160,11 +168,16 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         flag.clear()
         reports: list = []
         shown = 0.0
-        for kind, payload in stream(lambda report: handlers.run(*args, callback=report, cancel=flag.is_set)):
+        work = lambda report: handlers.run(*args, callback=report, cancel=flag.is_set,  # noqa: E731
+                                           session=request.session_hash, waiting=report)
+        for kind, payload in stream(work):
             if kind == "done":
                 losses = payload[1].losses
                 yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None)  # every step
                 return
+            if isinstance(payload, int):  # still waiting in the fair queue: this many runs ahead
+                yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
+                continue
             reports.append(payload)
             if time.monotonic() - shown >= UPDATE_EVERY:  # the page gets at most a few updates a second
                 shown = time.monotonic()
@@ -276,12 +289,23 @@ def on_pin(state: dict, run_id: str) -> tuple:
 
 
 # --- wiring ----------------------------------------------------------------------------------------
+def queued(fn: Callable) -> Callable:
+    """`fn` run in a turn of the fair queue (the Security and Export buttons' computations)."""
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        return scheduler.QUEUE.run(lambda: fn(*args))
+    return call
+
+
 def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.Button, b: dict) -> None:
     e, outs = ui.extra, ui.run_outputs()
-    merge = {"concurrency_id": "merge", "concurrency_limit": 1}
+    # Runs all enter at once and wait in the fair queue, which says how many are ahead; the other heavy buttons
+    # run one at a time and also take a turn in that queue.
+    runs = {"concurrency_id": "runs", "concurrency_limit": scheduler.QUEUE.limit}
+    merge = {"concurrency_id": "heavy", "concurrency_limit": 1}
     run_inputs = {ui.state, ui.zoo, ui.experts, ui.method, *ui.widgets}
     live = {"inputs": run_inputs, "outputs": outs, "preprocess": False, "trigger_mode": "always_last",
-            "show_progress": "minimal", **merge}  # preprocess=False: our validation names the parameter
+            "show_progress": "minimal", **runs}  # preprocess=False: our validation names the parameter
     zoo_outs = [ui.status, *[ui.plots[n] for n in views.ZOO_FIGURES]]
     zoo_figures = guarded(len(zoo_outs), toast=False)(on_zoo_figures)
     follow_up = make_run(ui, live=True, toast=False)  # a live run after a zoo, expert or method change
@@ -303,7 +327,7 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
                 getattr(w, event)(make_run(ui, live=True), **live)
         elif c.kind == "number":  # methods that read data run on Run only: Enter checks the value now
             w.submit(guarded(1)(functools.partial(controls.value_note, c)), w, ui.status, preprocess=False)
-    run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, api_name="run", **merge)
+    run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, api_name="run", **runs)
     cancel.click(on_cancel, None, ui.status, concurrency_limit=None)
     full.click(guarded(len(outs))(lambda s: run_values(ui, *handlers.evaluate_full(s))), ui.state, outs, **merge)
     b["show"].click(guarded(len(outs))(lambda s, r: run_values(ui, *handlers.show(s, r))), [ui.state, e["pick"]],
@@ -311,16 +335,16 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     b["pin"].click(guarded(3)(on_pin), [ui.state, e["pick"]], [ui.status, ui.state, e["history"]])
     b["compare"].click(guarded(3)(on_compare), [ui.state, e["compare_a"], e["compare_b"]],
                        [ui.status, e["compare_table"], ui.plots["compare_plot"]])
-    b["backdoor"].click(guarded(3)(lambda: (gr.skip(), *security_handlers.backdoor_view())), None,
+    b["backdoor"].click(guarded(3)(queued(lambda: (gr.skip(), *security_handlers.backdoor_view()))), None,
                         [ui.status, e["backdoor_table"], ui.plots["backdoor_plot"]], **merge)
-    b["lock"].click(guarded(5)(lambda t, on, u: (gr.skip(), *security_handlers.mergelock_view(t, on, u))),
+    b["lock"].click(guarded(5)(queued(lambda t, on, u: (gr.skip(), *security_handlers.mergelock_view(t, on, u)))),
                     [e["lock_task"], e["lock_on"], e["lock_unlock"]],
                     [ui.status, e["lock_table"], *[ui.plots[n] for n in ("lock_plot", "lock_cosine", "lock_norms")]],
                     **merge)
-    b["weights"].click(guarded(2)(on_export_weights), ui.state, [ui.status, e["weights_files"]], **merge)
-    b["figures"].click(guarded(2)(on_export_figures), [ui.state, e["format"]], [ui.status, e["figure_file"]],
+    b["weights"].click(guarded(2)(queued(on_export_weights)), ui.state, [ui.status, e["weights_files"]], **merge)
+    b["figures"].click(guarded(2)(queued(on_export_figures)), [ui.state, e["format"]], [ui.status, e["figure_file"]],
                        **merge)
-    b["report"].click(guarded(2)(on_export_report), ui.state, [ui.status, e["report_file"]], **merge)
+    b["report"].click(guarded(2)(queued(on_export_report)), ui.state, [ui.status, e["report_file"]], **merge)
 
 
 def build_demo(zoo: str = "demo") -> gr.Blocks:

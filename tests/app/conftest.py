@@ -15,5 +15,6 @@ def zoo() -> TinyZoo:
     z = TinyZoo()
     cache.register_zoo(ZOO, z)
     yield z
-    for store in (cache.ZOOS, cache.TASK_VECTORS, cache.ZOO_FIGURES, cache.RESULTS, cache.FINGERPRINTS, cache.PROBLEMS):
+    for store in (cache.ZOOS, cache.TASK_VECTORS, cache.ZOO_FIGURES, cache.RESULTS, cache.RUNS, cache.FINGERPRINTS,
+                  cache.PROBLEMS):
         store.clear()

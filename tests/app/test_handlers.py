@@ -1,6 +1,8 @@
 """Handlers merge and evaluate exactly what the library does, keep sessions apart and explain bad input."""
 from __future__ import annotations
 
+import threading
+
 import pandas as pd
 import pytest
 import torch
@@ -131,3 +133,36 @@ def test_a_repeated_event_with_the_current_settings_is_recognised(zoo):
     assert not handlers.repeats_current(state, ZOO, zoo.tasks, "ties", {**TIES, "density": 0.4})
     assert not handlers.repeats_current(state, ZOO, zoo.tasks[:2], "ties", TIES)
     assert not handlers.repeats_current(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES)
+
+
+def test_sessions_with_the_same_settings_share_one_merge(zoo):
+    _, first = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=8)
+    _, again = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", dict(TIES), limit=8)
+    _, other = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", {**TIES, "density": 0.5}, limit=8)
+    assert not first.record["reused"] and again.record["reused"] and not other.record["reused"]
+    assert handlers.result_of(again.record) is handlers.result_of(first.record)
+    assert again.record["id"] != first.record["id"] and again.record["scores"] == first.record["scores"]
+    assert "its merge reused" in again.status and "merge took" in first.status
+    assert handlers.result_of(other.record) is not handlers.result_of(first.record)
+    _, fewer = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=4)  # another live subset
+    assert not fewer.record["reused"]
+
+
+def test_the_shared_cache_makes_a_value_once_and_keeps_to_its_budget():
+    calls, gate = [], threading.Event()
+
+    def slow() -> str:
+        calls.append(1)
+        gate.wait(10)
+        return "made"
+    lru = cache.LRU(8, weigh=len, budget=10)
+    waiters = [threading.Thread(target=lambda: lru.get("k", slow)) for _ in range(3)]
+    for t in waiters:
+        t.start()
+    assert lru.get("other", lambda: "x") == "x"  # another key is not held up by the one being made
+    gate.set()
+    for t in waiters:
+        t.join(10)
+    assert calls == [1] and lru.get("k") == "made"
+    lru.put("big", "123456789")  # 9 + 4 + 1 > 10: the oldest go first
+    assert lru.get("other") is None and lru.get("k") is None and lru.get("big") == "123456789"
