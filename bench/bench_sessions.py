@@ -1,21 +1,32 @@
-"""Concurrent sessions: 8 gradio_client sessions move sliders of different methods on one dashboard for a minute.
+"""Many users on one dashboard: back-to-back sessions, and a classroom whose users read the plots between moves.
 
-Run: .venv/bin/python bench/bench_sessions.py [--sessions 8] [--seconds 60] [--zoo demo] [--threads 1]
-The dashboard runs as its own process on 127.0.0.1 (loopback only). Each session presses Run with its method and a
-new slider value, again and again until the time is up. Afterwards every reply is checked: its accuracy table must
-equal the library's for that session's own settings (merge + evaluate on the same live subset), and its history must
-hold only its own runs (no state leaking between sessions). Prints sessions, requests, errors, mismatches, leaks and
-the p50/p95 latency; exits 1 when anything failed.
+Run: .venv/bin/python bench/bench_sessions.py [--scenario backtoback|think|all] [--users 16 32] [--seconds 120]
+         [--compare ecbcdd8] [--zoo demo] [--out bench/sessions]
+
+Each scenario starts the dashboard as its own process on 127.0.0.1 (loopback only), with its default settings.
+- backtoback: `--sessions` (8) gradio_client sessions press Run with their own method and the next slider value,
+  again and again, for `--seconds` (60).
+- think: for each count in `--users`, users each move one slider of Task Arithmetic, TIES, DARE, magnitude,
+  Breadcrumbs or Consensus to a random value of the slider's grid, wait for the reply, read for a random 2-6 s
+  (`--think`), and move again, for `--seconds` (120). Whether a reply first said "N ahead of you" is recorded.
+`--compare REV` runs the back-to-back scenario on the code of git revision REV first (a temporary worktree, with
+`--threads 1`, how it was measured before), so before and after come from one run of the bench.
+Afterwards every reply is checked: its accuracy table must equal the library's for that user's own settings (merge +
+evaluate on the same live subset), and its history must hold only its own runs (no state leaking between sessions).
+Prints requests, errors, mismatches, leaks and p50/p95/max latency per scenario, writes them to `<out>.json` and
+draws latency against users to `<out>.png` (and .html); exits 1 when anything failed.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -27,11 +38,15 @@ sys.path.insert(0, str(ROOT))
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "localhost,127.0.0.1"
 
-# One slider per session's method, and the values it is moved through (cycled).
+# Back to back: one slider per session's method, and the values it is moved through (cycled).
 SLIDERS = [("task_arithmetic", "scale", [0.1, 0.2, 0.3, 0.4, 0.5]), ("ties", "density", [0.1, 0.2, 0.3, 0.5]),
            ("dare", "drop", [0.1, 0.3, 0.5, 0.7]), ("magnitude", "density", [0.1, 0.2, 0.4]),
            ("breadcrumbs", "keep", [0.1, 0.15, 0.2]), ("consensus", "k", [1, 2, 3]),
            ("lines", "beta", [0.0, 0.5, 1.0]), ("emr", None, [None])]
+# A classroom: the slider each user moves, to random values of its grid.
+CLASS = [("task_arithmetic", "scale"), ("ties", "density"), ("dare", "drop"), ("magnitude", "density"),
+         ("breadcrumbs", "keep"), ("consensus", "k")]
+BUSY = "ahead of you"
 
 
 @dataclass
@@ -39,7 +54,7 @@ class Session:
     method: str
     param: str | None
     values: list
-    calls: list = field(default_factory=list)   # (params, seconds, table, history labels)
+    calls: list = field(default_factory=list)   # (params, seconds, table, history labels, said busy)
     errors: list = field(default_factory=list)
 
 
@@ -49,12 +64,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(zoo: str, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(zoo: str, root: Path = ROOT, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """The dashboard of checkout `root` on a free loopback port; returns once its page answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                             "--zoo", zoo, "--threads", str(threads)], stdout=subprocess.DEVNULL,
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                             "--zoo", zoo, *extra], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
@@ -62,7 +79,7 @@ def start_server(zoo: str, threads: int) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError("the dashboard did not answer within 120 s")
+    raise RuntimeError("the dashboard did not answer within 180 s")
 
 
 def run_args(zoo: str, tasks: list[str], method: str, params: dict) -> list:
@@ -74,39 +91,61 @@ def run_args(zoo: str, tasks: list[str], method: str, params: dict) -> list:
     return [zoo, tasks, method, *values]
 
 
+def grid(method: str, param: str) -> list:
+    """Every value the slider of `method`'s `param` can take."""
+    from explorer.methods import registry
+
+    p = next(p for p in registry.get(method).params if p.name == param)
+    steps = round((p.high - p.low) / p.step)
+    return [p.type(round(p.low + i * p.step, 6)) for i in range(steps + 1)]
+
+
 def connect(url: str, tries: int = 5):
     """A gradio_client session (its first request reads the API description: slow on a loaded machine)."""
     from gradio_client import Client
 
     for attempt in range(tries):
         try:
-            return Client(url, verbose=False, httpx_kwargs={"timeout": 60})
+            return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
         except Exception:  # a timeout while the server is busy: try again
             if attempt == tries - 1:
                 raise
             time.sleep(2)
 
 
-def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float) -> None:
-    """Press Run with the next slider value until `until`; record each reply (or the error)."""
+def press(client, session: Session, zoo: str, tasks: list[str], params: dict) -> None:
+    """One Run with `params`; the reply (or the error) is recorded with its latency."""
+    start = time.perf_counter()
+    try:
+        job = client.submit(*run_args(zoo, tasks, session.method, params), api_name="/run")
+        out = job.result(timeout=300)
+        seconds = time.perf_counter() - start
+        notes = [i for i, o in enumerate(out) if isinstance(o, str)]  # status, then the mask note, then ...
+        status, table, history = out[0], out[1], out[notes[1] + 1]  # ... the history table follows the mask note
+        if str(status).startswith("⚠️"):
+            raise RuntimeError(status)
+        busy = any(BUSY in str(o[0]) for o in job.outputs()[:-1])
+        session.calls.append((params, seconds, table, [row[0] for row in history["data"]], busy))
+    except Exception as err:  # a failed request is what this benchmark counts
+        session.errors.append(f"{type(err).__name__}: {err}")
+
+
+def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float, think: tuple[float, float] | None,
+          rng: random.Random) -> None:
+    """Move the session's slider until `until`: the next value at once (back to back), or a random value after
+    reading for a random `think` seconds."""
     try:
         client = connect(url)
     except Exception as err:  # a session that cannot connect counts as an error
         session.errors.append(f"connect: {type(err).__name__}: {err}")
         return
-    for value in itertools.cycle(session.values):
-        if time.monotonic() >= until:
-            return
-        params = {} if session.param is None else {session.param: value}
-        start = time.perf_counter()
-        try:
-            out = client.predict(*run_args(zoo, tasks, session.method, params), api_name="/run")
-            status, table, history = out[0], out[1], out[7]
-            if str(status).startswith("⚠️"):
-                raise RuntimeError(status)
-            session.calls.append((params, time.perf_counter() - start, table, [row[0] for row in history["data"]]))
-        except Exception as err:  # a failed request is what this benchmark counts
-            session.errors.append(f"{type(err).__name__}: {err}")
+    i = 0
+    while time.monotonic() < until:
+        value = session.values[i % len(session.values)] if think is None else rng.choice(session.values)
+        press(client, session, zoo, tasks, {} if session.param is None else {session.param: value})
+        i += 1
+        if think is not None:
+            time.sleep(rng.uniform(*think))
 
 
 def check(sessions: list[Session], zoo_name: str) -> tuple[int, int]:
@@ -119,55 +158,111 @@ def check(sessions: list[Session], zoo_name: str) -> tuple[int, int]:
     zoo = ex.load_zoo(zoo_name)
     tv, expected, mismatches, leaks = ex.task_vectors(zoo), {}, 0, 0
     for s in sessions:
-        for i, (params, _, table, labels) in enumerate(s.calls):
+        for i, (params, _, table, labels, _) in enumerate(s.calls):
             key = (s.method, tuple(sorted(params.items())))
             if key not in expected:
                 scores = ex.evaluate(zoo, ex.merge(tv, s.method, **params), split="test", limit=LIVE_LIMIT).table
-                expected[key] = percent(scores).values.tolist()
-            got = [[str(v) for v in row] for row in table["data"]]
-            mismatches += got != [[str(v) for v in row] for row in expected[key]]
+                expected[key] = [[str(v) for v in row] for row in percent(scores).values.tolist()]
+            mismatches += [[str(v) for v in row] for row in table["data"]] != expected[key]
             leaks += any(f" {s.method}(" not in label for label in labels) or len(labels) > i + 1
     return mismatches, leaks
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--zoo", default="demo")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the dashboard process")
-    args = parser.parse_args()
+def scenario(name: str, sessions: list[Session], zoo: str, seconds: float, think: tuple[float, float] | None,
+             root: Path = ROOT, extra: tuple[str, ...] = ()) -> dict:
+    """Start a dashboard, drive `sessions` at it for `seconds`, check every reply; the figures as a dict."""
     import explorer as ex
 
-    tasks = ex.load_zoo(args.zoo).tasks
+    tasks = ex.load_zoo(zoo).tasks
     began = time.monotonic()
-    proc, url = start_server(args.zoo, args.threads)
-    connect(url)  # the first client fills the server's caches of the page and the API description
-    print(f"dashboard up on {url} after {time.monotonic() - began:.1f} s", flush=True)
+    proc, url = start_server(zoo, root, extra)
+    connect(url).predict(*run_args(zoo, tasks, "task_arithmetic", {}), api_name="/run")  # warm: workers compiled
+    print(f"[{name}] dashboard of {root} up and warm on {url} after {time.monotonic() - began:.1f} s", flush=True)
     try:
-        sessions = [Session(*SLIDERS[i % len(SLIDERS)]) for i in range(args.sessions)]
-        until = time.monotonic() + args.seconds
-        workers = [threading.Thread(target=drive, args=(s, url, args.zoo, tasks, until)) for s in sessions]
+        until, rng = time.monotonic() + seconds, random.Random(0)
+        workers = [threading.Thread(target=drive, args=(s, url, zoo, tasks, until, think,
+                                                        random.Random(rng.random()))) for s in sessions]
         for w in workers:
             w.start()
         for w in workers:
-            w.join(timeout=args.seconds + 300)
+            w.join(timeout=seconds + 600)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"load phase done: {sum(len(s.calls) for s in sessions)} replies; checking them against the library",
-          flush=True)
-    mismatches, leaks = check(sessions, args.zoo)
-    times = sorted(t for s in sessions for _, t, _, _ in s.calls)
+    mismatches, leaks = check(sessions, zoo)
+    times = sorted(t for s in sessions for _, t, _, _, _ in s.calls)
     errors = [e for s in sessions for e in s.errors]
-    p50, p95 = (statistics.quantiles(times, n=100)[k] for k in (49, 94)) if len(times) > 1 else (float("nan"),) * 2
-    print(f"sessions {len(sessions)} ({', '.join(s.method for s in sessions)}), {args.seconds:.0f} s, "
-          f"zoo {args.zoo}, loopback {url}")
-    print(f"requests {len(times)}, errors {len(errors)}, mismatches vs library {mismatches}, leaks {leaks}")
-    print(f"latency p50 {p50:.2f} s, p95 {p95:.2f} s (queueing included: merges run one at a time)")
+    q = statistics.quantiles(times, n=100) if len(times) > 1 else [float("nan")] * 99
+    figures = {"scenario": name, "users": len(sessions), "seconds": seconds, "think": think, "requests": len(times),
+               "errors": len(errors), "mismatches": mismatches, "leaks": leaks, "p50": q[49], "p95": q[94],
+               "max": max(times, default=float("nan")),
+               "said_busy": sum(b for s in sessions for *_, b in s.calls), "code": str(root)}
+    print(f"[{name}] users {len(sessions)}, {seconds:.0f} s: requests {len(times)}, errors {len(errors)}, "
+          f"mismatches {mismatches}, leaks {leaks}; latency p50 {q[49]:.2f} s, p95 {q[94]:.2f} s, "
+          f"max {figures['max']:.2f} s; replies that first said '{BUSY}': {figures['said_busy']}", flush=True)
     for e in errors[:5]:
         print("  error:", e)
-    return 1 if errors or mismatches or leaks or not times else 0
+    return figures
+
+
+def worktree(rev: str) -> Path:
+    """A temporary checkout of git revision `rev` (removed by git worktree prune once deleted)."""
+    path = Path(tempfile.mkdtemp(prefix="bench-before-")) / "code"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path), rev], check=True)
+    return path
+
+
+def draw(results: list[dict], out: Path) -> None:
+    """Latency (p50, p95, max) against users for the classroom runs, back to back before/after as points."""
+    import plotly.graph_objects as go
+
+    from explorer.plots.static import png
+
+    fig = go.Figure()
+    think = [r for r in results if r["think"]]
+    for stat, dash in (("p50", "solid"), ("p95", "dash"), ("max", "dot")):
+        fig.add_trace(go.Scatter(x=[r["users"] for r in think], y=[r[stat] for r in think], mode="lines+markers",
+                                 name=f"{stat}, users reading 2-6 s", line={"dash": dash}))
+    for r in (r for r in results if not r["think"]):
+        fig.add_trace(go.Scatter(x=[r["users"]], y=[r["p95"]], mode="markers", marker={"size": 12, "symbol": "x"},
+                                 name=f"p95 back to back ({r['scenario']})"))
+    fig.update_layout(title="Dashboard latency against users (demo zoo, 2-core CPU)", xaxis_title="users",
+                      yaxis_title="seconds from Run to reply", template="plotly_white", width=900, height=520)
+    fig.write_html(out.with_suffix(".html"), include_plotlyjs=True)
+    out.with_suffix(".png").write_bytes(png(fig))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=("backtoback", "think", "all"), default="all")
+    parser.add_argument("--sessions", type=int, default=8, help="back-to-back sessions")
+    parser.add_argument("--users", type=int, nargs="+", default=[16, 32], help="classroom sizes")
+    parser.add_argument("--seconds", type=float, default=120.0, help="classroom duration per size")
+    parser.add_argument("--backtoback-seconds", type=float, default=60.0)
+    parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0), help="reading time range, seconds")
+    parser.add_argument("--compare", metavar="REV", help="also run back to back on the code of git revision REV")
+    parser.add_argument("--zoo", default="demo")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
+    args = parser.parse_args()
+    results = []
+    if args.scenario in ("backtoback", "all"):
+        runs = [("after", ROOT, ())]
+        if args.compare:
+            runs.insert(0, (f"before ({args.compare})", worktree(args.compare), ("--threads", "1")))
+        for name, root, extra in runs:
+            sessions = [Session(*SLIDERS[i % len(SLIDERS)]) for i in range(args.sessions)]
+            results.append(scenario(name, sessions, args.zoo, args.backtoback_seconds, None, root, extra))
+            if root != ROOT:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(root)], check=False)
+    if args.scenario in ("think", "all"):
+        for n in args.users:
+            sessions = [Session(m, p, grid(m, p)) for m, p in (CLASS[i % len(CLASS)] for i in range(n))]
+            results.append(scenario(f"{n} users reading", sessions, args.zoo, args.seconds, tuple(args.think)))
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    if any(r["think"] for r in results):
+        draw(results, args.out)
+    print(f"figures: {args.out.with_suffix('.json')}", flush=True)
+    return 1 if any(r["errors"] or r["mismatches"] or r["leaks"] or not r["requests"] for r in results) else 0
 
 
 if __name__ == "__main__":

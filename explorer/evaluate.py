@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .checks import check_finite
 from .device import resolve_device
-from .inference import eval_data, reference_accuracies, task_accuracy, task_logits
+from .inference import eval_data, reference_accuracies, task_accuracies, task_accuracy, task_logits
 from .result import MergeResult
 from .security.attack import attack_table
 from .zoo.base import Zoo
@@ -76,11 +76,13 @@ def evaluate(zoo: Zoo, result_or_state_dict: MergeResult | Mapping[str, Tensor],
     zoo.check_evaluable(tasks, split)  # one error naming all that is missing (heads, data, model definition)
     dev = resolve_device(device)
     shared = None if is_result and result.per_task else (result.state_dict() if is_result else result)
+    addon = result.addon if is_result else None
+    together = task_accuracies(zoo, shared, tasks, split, limit, dev) if shared is not None and addon is None else {}
     rows = []
     for task in tasks:
         weights = shared if shared is not None else result.state_dict(task=task)
         base, expert = reference_accuracies(zoo, task, split, limit, dev)
-        merged = task_accuracy(zoo, weights, task, split, limit, dev, result.addon if is_result else None)
+        merged = together[task] if task in together else task_accuracy(zoo, weights, task, split, limit, dev, addon)
         rows.append((task, base, expert, merged, merged / expert if expert > 0 else float("nan")))
     attack = attack_table(zoo, tasks, lambda t: shared if shared is not None else result.state_dict(task=t), split,
                           limit, dev)

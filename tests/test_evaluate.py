@@ -129,3 +129,14 @@ def test_concurrent_evaluations_each_borrow_a_module_and_agree_with_one_at_a_tim
         pd.testing.assert_frame_equal(a, b)
     idle = inference._cache(tiny_zoo).models["cpu"]
     assert 1 <= len(idle) <= 4 and len({id(m) for m in idle}) == len(idle)  # all returned, none twice
+
+
+def test_one_forward_pass_for_all_tasks_gives_each_tasks_accuracy(tiny_zoo):
+    """The live subset's images of every task go through the encoder together: each task's accuracy is the one
+    its own pass gives."""
+    from explorer.inference import task_accuracies
+
+    weights = ex.merge(ex.task_vectors(tiny_zoo), "ties", density=0.3).state_dict()
+    for limit in (4, 16, None):
+        together = task_accuracies(tiny_zoo, weights, tiny_zoo.tasks, limit=limit)
+        assert together == {t: task_accuracy(tiny_zoo, weights, t, limit=limit) for t in tiny_zoo.tasks}
