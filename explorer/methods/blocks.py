@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .engine.fused import global_threshold, masked_sum_fused, tall_one, ties_fused
+from .engine.fused import Ordered, global_threshold, masked_sum_fused, tall_one, ties_fused
 from .engine.kernels import PackedMask, applies, fused
 from .engine.thresholds import topk_rows
 
@@ -93,11 +93,12 @@ def apply_masks(deltas: Stacked, masks: Mapping[str, Tensor]) -> dict[str, Tenso
 
 
 def ties_vector(deltas: Stacked, density: float, sign: str = "mass", aggregate: str = "mean",
-                scope: str = "global") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+                scope: str = "global", ordered: Ordered | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Trim (top-k), elect sign, disjoint merge. Returns (merged name -> tensor, kept masks name -> [T, ...]).
-    Big CPU float32 task vectors take the fused path (`fused.ties_fused`, same bits, a few read passes)."""
+    Big CPU float32 task vectors take the fused path (`fused.ties_fused`, same bits, a few read passes; `ordered`:
+    the sorted magnitudes that give its global threshold at once)."""
     if applies(list(deltas.values())):
-        return ties_fused(deltas, density, sign, aggregate, scope)
+        return ties_fused(deltas, density, sign, aggregate, scope, ordered=ordered)
     trimmed = apply_masks(deltas, keep_topk(deltas, density, scope))
     signs = elect_sign(trimmed, sign, scope)
     merged, kept = {}, {}
@@ -130,11 +131,11 @@ def ties_split(deltas: Stacked, density: float, sign: str = "mass",
     return {n: x * agree_mask(x, signs[n]).to(x.dtype) for n, x in trimmed.items()}
 
 
-def masked_task_sum(deltas: Stacked, density: float, scope: str = "global") -> tuple[dict[str, Tensor],
-                                                                                   dict[str, Tensor]]:
+def masked_task_sum(deltas: Stacked, density: float, scope: str = "global",
+                    ordered: Ordered | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """sum_t topk(tau_t) and the `keep_topk` masks (magnitude pruning + task arithmetic, unscaled)."""
     if applies(list(deltas.values())):
-        return masked_sum_fused(deltas, density, scope)
+        return masked_sum_fused(deltas, density, scope, ordered)
     masks = keep_topk(deltas, density, scope)
     return task_sum(apply_masks(deltas, masks)), masks
 

@@ -1,7 +1,7 @@
 """Sparsifying merges: TIES, DARE, magnitude pruning and Model Breadcrumbs."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -15,6 +15,7 @@ from .engine import jit, kernels
 from .engine.fused import Drop, band_sum_one, drop_one, masked_sums, ties_fused, ties_streamed
 from .engine.kernels import PackedMask, Scratch, applies, fused
 from .registry import Param, register
+from .spectral import cached_factor
 
 
 def _ties_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterator[tuple[str, Tensor]]:
@@ -31,8 +32,24 @@ def _ties_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterator[tu
           summary="Trim each task vector to its largest entries, elect one sign per weight, and merge only the "
                   "entries that agree (aggregate=sum wants lambda around 0.3, mean around 1).")
 def ties(tv: TaskVectors, *, density: float, scale: float, sign: str, aggregate: str, scope: str) -> MergeResult:
-    merged, kept = ties_vector(tv.deltas, density, sign, aggregate, scope)
+    merged, kept = ties_vector(tv.deltas, density, sign, aggregate, scope, ordered_magnitudes(tv))
     return MergeResult(tv, rescale(merged, scale), masks=per_task(kept, tv.tasks))
+
+
+ORDERED_MAX = 1 << 26  # task-vector entries (tasks x parameters) up to which the sorted magnitudes are kept (256 MB)
+
+
+def ordered_magnitudes(tv: TaskVectors) -> Callable[[], Tensor] | None:
+    """Each task's |tau| over the whole task vector, sorted once per task vectors and kept (float32 [T, D]), so
+    that TIES' and magnitude pruning's global threshold for any density is a look-up; None for zoos too big to
+    keep a sorted copy (the selection pass then runs each time)."""
+    if tv.numel() * tv.num_tasks > ORDERED_MAX:
+        return None
+
+    def ordered() -> Tensor:
+        return cached_factor(tv, "ordered magnitudes", lambda: torch.cat(
+            [d.reshape(tv.num_tasks, -1).float().abs() for d in tv.deltas.values()], dim=1).sort(dim=1).values)
+    return ordered
 
 
 def _drop(tv: TaskVectors, drop: float, rescale: str, seed: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -113,7 +130,7 @@ def _magnitude_stream(deltas: Mapping[str, Tensor], p: dict[str, Any]) -> Iterat
           formula="theta = theta_0 + lambda * sum_t topk(tau_t, k)",
           summary="Keep each task vector's largest entries by magnitude, then add the pruned vectors.")
 def magnitude(tv: TaskVectors, *, density: float, scope: str, scale: float) -> MergeResult:
-    total, masks = masked_task_sum(tv.deltas, density, scope)
+    total, masks = masked_task_sum(tv.deltas, density, scope, ordered_magnitudes(tv))
     return MergeResult(tv, rescale(total, scale), masks=per_task(masks, tv.tasks))
 
 

@@ -47,15 +47,22 @@ class Drop:
         return Dropped(_rows(d), [k.reshape(-1) for k in self.keep[name]], torch.tensor(self.factor, dtype=d.dtype))
 
 
-def global_threshold(deltas: Stacked, density: float, drop: Drop | None = None) -> Tensor:
+Ordered = Callable[[], Tensor]  # [T, D]: each task's |tau| over the whole task vector, sorted (NaN last)
+
+
+def global_threshold(deltas: Stacked, density: float, drop: Drop | None = None,
+                     ordered: Ordered | None = None) -> Tensor:
     """Per task, TIES' global magnitude threshold: the (D - floor(density*D))-th smallest |tau| over the whole
     task vector (0 when everything is kept), as `blocks._kth_threshold` on the concatenation (of the dropped task
-    vectors, given a `drop`)."""
+    vectors, given a `drop`). `ordered` gives the magnitudes sorted once for these deltas: the threshold of any
+    density is then one look-up (a slider moving the density re-merges without a selection pass)."""
     first = next(iter(deltas.values()))
     total = sum(d[0].numel() for d in deltas.values())
     k = total - int(total * density)
     if k <= 0:
         return torch.zeros(first.shape[0], dtype=first.dtype)
+    if ordered is not None and drop is None:
+        return ordered()[:, k - 1].to(first.dtype)
 
     def parts() -> Iterable[Tensor | Dropped]:
         return (drop.rows(n, d) if drop is not None else _rows(d) for n, d in deltas.items())
@@ -156,13 +163,13 @@ def ties_one(d: Tensor, density: float, sign: str, aggregate: str, scope: str, t
 
 
 def ties_fused(deltas: Stacked, density: float, sign: str, aggregate: str, scope: str,
-               drop: Drop | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+               drop: Drop | None = None, ordered: Ordered | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """`blocks.ties_vector` tensor by tensor (of the dropped task vectors, given a `drop`: scope "global" only):
     trim, elect, disjoint merge in one pass per tensor. The global scope's zero votes take the model's majority
     sign, known only at the end: the few tensors where it matters are merged again."""
     if drop is not None and scope != "global":
         raise ValueError("TIES over dropped task vectors takes scope 'global' (DARE's TIES base)")
-    thresh = global_threshold(deltas, density, drop) if scope == "global" and density > 0 else None
+    thresh = global_threshold(deltas, density, drop, ordered) if scope == "global" and density > 0 else None
     plus, scratch = torch.ones(()), Scratch(list(deltas.values()))
 
     def dropped(name: str, d: Tensor) -> Dropped | None:
@@ -252,19 +259,20 @@ def band_sum_one(d: Tensor, low: Tensor, high: Tensor | None) -> tuple[Tensor, P
     return s.reshape(d.shape[1:]), _stacked_mask(keep, d.shape)
 
 
-def masked_sum_fused(deltas: Stacked, density: float, scope: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def masked_sum_fused(deltas: Stacked, density: float, scope: str,
+                     ordered: Ordered | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """sum_t topk(tau_t) and the masks (`keep_topk` then `task_sum`), one fused pass per tensor."""
     total, masks = {}, {}
-    for name, s, mask in masked_sums(deltas, density, scope, held=True):
+    for name, s, mask in masked_sums(deltas, density, scope, held=True, ordered=ordered):
         total[name], masks[name] = s, mask
     return total, masks
 
 
-def masked_sums(deltas: Stacked, density: float, scope: str,
-                held: bool = False) -> Iterator[tuple[str, Tensor, Tensor | PackedMask]]:
+def masked_sums(deltas: Stacked, density: float, scope: str, held: bool = False,
+                ordered: Ordered | None = None) -> Iterator[tuple[str, Tensor, Tensor | PackedMask]]:
     """(name, sum_t topk(tau_t), mask) tensor by tensor after the global threshold's passes. `held`: the deltas
     are in memory, so temporaries share one buffer and per-row thresholds start ahead (else each is read once)."""
-    thresh = global_threshold(deltas, density) if scope == "global" and density > 0 else None
+    thresh = global_threshold(deltas, density, ordered=ordered) if scope == "global" and density > 0 else None
     scratch = Scratch(list(deltas.values())) if held else None
     with ThreadPoolExecutor(1) as pool:
         ahead = thresholds_ahead(deltas, density, pool) if held and scope == "tensor" and density > 0 else {}

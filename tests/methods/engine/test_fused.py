@@ -240,3 +240,38 @@ def test_topk_rows_keeps_the_entries_a_sorted_topk_keeps_among_ties(n, density):
     k = int(density * n)
     expected = torch.zeros_like(x, dtype=torch.bool).scatter_(1, x.abs().topk(k, dim=1).indices, True)
     assert torch.equal(topk_rows(x, density), expected)
+
+
+def sorted_magnitudes(d: dict[str, torch.Tensor]):
+    tasks = next(iter(d.values())).shape[0]
+    return lambda: torch.cat([x.reshape(tasks, -1).abs() for x in d.values()], dim=1).sort(dim=1).values
+
+
+@pytest.mark.parametrize("tasks,ties,zero", CASES)
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.2, 0.5, 0.99, 1.0])
+def test_the_threshold_from_sorted_magnitudes_is_the_selected_one(tasks, ties, zero, density):
+    """A slider re-merge looks the global threshold up in magnitudes sorted once: TIES and magnitude pruning get
+    the bits of the selection pass, ties at the threshold included."""
+    d = deltas(tasks, seed=tasks + 2, ties=ties, zero=zero)
+    ordered = sorted_magnitudes(d)
+    for sign, aggregate in (("mass", "mean"), ("count", "sum")):
+        got, want = ties_fused(d, density, sign, aggregate, "global", ordered=ordered), \
+            ties_fused(d, density, sign, aggregate, "global")
+        same(got[0], want[0])
+        same(got[1], {n: kernels.as_bool(m) for n, m in want[1].items()})
+    total, masks = masked_sum_fused(d, density, "global", ordered)
+    ref_total, ref_masks = masked_sum_fused(d, density, "global")
+    same(total, ref_total)
+    same(masks, {n: kernels.as_bool(m) for n, m in ref_masks.items()})
+
+
+def test_ties_and_magnitude_keep_the_sorted_magnitudes_of_small_zoos_only(tiny_tv, monkeypatch):
+    import explorer as ex
+    from explorer.methods import sparse
+
+    assert sparse.ordered_magnitudes(tiny_tv) is not None
+    first = ex.merge(tiny_tv, "ties", density=0.3)
+    monkeypatch.setattr(sparse, "ORDERED_MAX", 0)
+    assert sparse.ordered_magnitudes(tiny_tv) is None
+    again = ex.merge(tiny_tv, "ties", density=0.3)
+    assert all(torch.equal(first.delta[n], again.delta[n]) for n in first.delta)
