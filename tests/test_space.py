@@ -119,3 +119,10 @@ def test_a_zoo_file_pointing_outside_its_folder_is_refused_in_one_line(tmp_path,
     assert not out.exists()  # refused before anything was written
     assert main(["space", str(out), "--zoo", str(tmp_path / "nothing-here")]) == 2
     assert "no such folder or zoo file" in capsys.readouterr().err and not out.exists()
+
+
+def test_an_installed_package_reads_its_dependencies_from_its_metadata(monkeypatch, tmp_path):
+    wanted = space.dependencies()
+    monkeypatch.setattr(space, "PKG", tmp_path / "site-packages" / "explorer")  # no pyproject.toml beside it
+    assert space.dependencies() == wanted
+    assert space.requirement_name('numpy>=1.24; python_version >= "3.10"') == "numpy"
