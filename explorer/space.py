@@ -166,6 +166,8 @@ def copy_zoo(src: Path, dest: Path) -> str:
 
 def check_target(out: Path, force: bool) -> None:
     """Refuse a non-empty folder without `force` (and anything that is not a folder)."""
+    if out.resolve().is_relative_to(PKG):
+        raise ValueError(f"{str(out)!r} lies inside the explorer package it would copy; write the Space elsewhere")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{str(out)!r} is a file, not a folder for the Space")
     if out.is_dir() and any(out.iterdir()):

@@ -126,3 +126,9 @@ def test_an_installed_package_reads_its_dependencies_from_its_metadata(monkeypat
     monkeypatch.setattr(space, "PKG", tmp_path / "site-packages" / "explorer")  # no pyproject.toml beside it
     assert space.dependencies() == wanted
     assert space.requirement_name('numpy>=1.24; python_version >= "3.10"') == "numpy"
+
+
+def test_a_space_inside_the_package_it_copies_is_refused(capsys):
+    assert main(["space", str(ROOT / "explorer" / "my-space")]) == 2
+    assert "inside the explorer package" in capsys.readouterr().err
+    assert not (ROOT / "explorer" / "my-space").exists()
