@@ -107,7 +107,7 @@ def zoo_references(zoo_file: Path) -> list[Path]:
                  {"experts": experts})
     if str(spec.get("arch") or "").endswith(".json"):
         named["arch"] = spec["arch"]
-    if spec.get("text") and (here / str(spec["text"])).expanduser().exists():
+    if spec.get("text") and (here / Path(str(spec["text"])).expanduser()).exists():  # a file, not a tag ("openai")
         named["text"] = spec["text"]
     if spec.get("data_root"):
         named["data_root"] = spec["data_root"]
