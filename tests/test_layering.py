@@ -15,7 +15,7 @@ LAYERS = [("checks", "device", "weights", "engines", "quick", "registry"),
           ("zoo", "demozoo.__init__", "demozoo.zoo", "demozoo.data"), ("taskvec", "result"),
           ("inference",),
           ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("tuning", "analysis", "runs"),
-          ("demozoo",), ("plots", "figure_catalog", "notebook", "report"), ("app",),
+          ("demozoo",), ("plots", "figure_catalog", "notebook", "report", "space"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -1,6 +1,8 @@
 """Start the dashboard: `explorer app`, `python app.py` and `make app` all come here.
 
     explorer app [--host 127.0.0.1] [--port 7860] [--zoo demo] [--workers N] [--threads N] [--share]
+
+Without --host / --port it listens where GRADIO_SERVER_NAME / GRADIO_SERVER_PORT say (Hugging Face Spaces set them).
 """
 from __future__ import annotations
 
@@ -21,8 +23,11 @@ from .ui import CSS, HEAD, build_demo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Model Merging Explorer dashboard (offline by default).")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to "
+                        "listen on (0.0.0.0: every interface; default $GRADIO_SERVER_NAME, as Spaces set it, else "
+                        "127.0.0.1)")
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT") or "7860", help="port "
+                        "(default $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--zoo", default="demo", help="zoo to open: demo, a named zoo (explorer zoos), a "
                         "folder of checkpoints (base + one per task), a zoo file (JSON/YAML) or a demo-zoo build")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the "

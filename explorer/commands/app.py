@@ -1,11 +1,15 @@
 """`explorer app`: start the dashboard (`explorer.app.serve`) on the demo zoo, offline."""
 from __future__ import annotations
 
+import os
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("app", help="start the dashboard (http://127.0.0.1:7860 by default)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to "
+                        "listen on (0.0.0.0: every interface; default $GRADIO_SERVER_NAME, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=os.environ.get("GRADIO_SERVER_PORT") or "7860", help="port "
+                        "(default $GRADIO_SERVER_PORT, else 7860)")
     parser.add_argument("--zoo", default="demo", help="zoo to open (default: demo): a named zoo, a "
                         "folder of checkpoints (base + one per task: open_clip, Hugging Face CLIP, TALL) or a zoo file "
                         "(JSON/YAML)")
