@@ -9,10 +9,12 @@ the page with performance.now(): the keydown; Gradio's queue traffic (the /queue
 on /queue/data, read through a wrapped fetch); each `plotly_afterplot` of every Plotly figure (visible or in a
 hidden tab) and the animation frame after it; each change of the status text and of the accuracy table. A repeat
 ends when the status shows the new run's label (`#N ties(density=...`) and nothing has repainted for --quiet
-seconds. Latency = last repaint (plot frame, status or table) minus the keydown. Prints per case the median, min
-and max latency and the medians of the breakdown; exits 1 when any repeat did not show its new result (skipped,
-exit 0, without playwright or /usr/bin/chromium). --visit-tabs opens every result tab once first: a tab once
-opened stays mounted, and its figures are then redrawn by every run.
+seconds. Latency = last repaint (plot frame, status or table) minus the keydown. Beside it, per repeat: CPU seconds
+of the dashboard process and of Chromium (from /proc), and Chromium's page metrics (script, layout and style time;
+DOM nodes, listeners and JS heap, to see what a run leaves behind). Prints per case the median, min and max latency
+and the medians of the breakdown; exits 1 when any repeat did not show its new result (its label in the status,
+a plot redrawn). Skipped (exit 0) without playwright or /usr/bin/chromium. --visit-tabs opens every result tab
+once first: a tab once opened stays mounted, and its figures are then redrawn by every run.
 """
 from __future__ import annotations
 
@@ -145,6 +147,41 @@ TABS = ["Accuracy", "Cosine conflicts", "Sign conflicts", "Mask overlaps", "Laye
 PAINTS = ("frame", "status", "table")  # what counts as a repaint (afterplot is followed by its frame)
 
 
+def cpu_seconds(server: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of the dashboard process tree and of this process's other descendants
+    (Playwright's driver and Chromium): what each side spent, whatever else the shared machine runs."""
+    parents, times = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], times[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+
+    def tree(root: int) -> set[int]:
+        found, grew = {root}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in found} - found
+            found |= more
+            grew = bool(more)
+        return found
+
+    tick = os.sysconf("SC_CLK_TCK")
+    served = tree(server)
+    browser = tree(os.getpid()) - served - {os.getpid()}
+    return sum(times.get(p, 0) for p in served) / tick, sum(times.get(p, 0) for p in browser) / tick
+
+
+METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")  # seconds, cumulative
+COUNTS = ("Nodes", "JSEventListeners", "JSHeapUsedSize")  # now
+
+
+def metrics(cdp) -> dict:
+    """Chromium's own counters for the page (DevTools Performance domain)."""
+    return {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+
+
 def quiet(page, label: str, seconds: float, timeout: float) -> bool:
     """Wait until the status shows `label` and nothing repainted for `seconds`; False on timeout."""
     try:
@@ -248,6 +285,16 @@ def report(name: str, rows: list[dict], failed: int) -> None:
     print(f"  server: handler (gradio's duration) {fmt(med(rows, 'handler_s'), 's')}, of which the merge "
           f"('merge took') {fmt(med(rows, 'merge_took_s'), 's')}; reply {med(rows, 'reply_bytes') / 1e3:.0f} kB of "
           f"SSE in {med(rows, 'data_messages'):.0f} data messages; {med(rows, 'joins'):.0f} queue join(s) per input")
+    print(f"  CPU per run (medians, the 1 s quiet wait included): dashboard process "
+          f"{fmt(med(rows, 'server_cpu_s'), 's')}, Chromium + Playwright {fmt(med(rows, 'browser_cpu_s'), 's')}; "
+          f"load average {med(rows, 'load'):.1f}")
+    page = {m: med(rows, f"page_{m}_s") for m in METRICS}
+    print(f"  renderer main thread per run (Chromium's metrics, medians): tasks {fmt(page['TaskDuration'], 's')}, "
+          f"script {fmt(page['ScriptDuration'], 's')}, layout {fmt(page['LayoutDuration'], 's')}, style "
+          f"{fmt(page['RecalcStyleDuration'], 's')}; after the last repeat {rows[-1]['page_Nodes']:.0f} DOM nodes, "
+          f"{rows[-1]['page_JSEventListeners']:.0f} listeners, JS heap {rows[-1]['page_JSHeapUsedSize'] / 1e6:.0f} MB "
+          f"(first repeat {rows[0]['page_Nodes']:.0f}, {rows[0]['page_JSEventListeners']:.0f}, "
+          f"{rows[0]['page_JSHeapUsedSize'] / 1e6:.0f} MB)")
     plots = sorted({p for r in rows for p in r["plots_repainted"]})
     print(f"  plot repaints per run: median {med(rows, 'plot_repaints'):.0f} (not on screen: hidden tab or a "
           f"replaced div {med(rows, 'hidden_repaints'):.0f}, of which into a div already removed from the page "
@@ -255,11 +302,13 @@ def report(name: str, rows: list[dict], failed: int) -> None:
           f"figures repainted: {', '.join(plots) or 'none'}")
 
 
-def case(page, title: str, method: str, elem_id: str, param: str, values, repeats: int, args) -> tuple:
+def case(page, cdp, server: int, title: str, method: str, elem_id: str, param: str, values, repeats: int,
+         args) -> tuple:
     n = run_number(page) + 1
-    pick_method(page, title)
-    if not quiet(page, f"#{n} {method}(", args.quiet, args.timeout):
-        raise RuntimeError(f"picking {title} did not show run #{n}: {status_text(page)!r}")
+    if not page.locator("#method input").input_value().startswith(title):  # picking it runs it live
+        pick_method(page, title)
+        if not quiet(page, f"#{n} {method}(", args.quiet, args.timeout):
+            raise RuntimeError(f"picking {title} did not show run #{n}: {status_text(page)!r}")
     box = page.locator(f"#{elem_id} input[type=number]")
     rows, failed = [], 0
     for i in range(repeats):
@@ -267,13 +316,26 @@ def case(page, title: str, method: str, elem_id: str, param: str, values, repeat
         label = f"#{n} {method}({param}={value:g}"
         box.fill(str(value))
         page.evaluate("() => { window.__bb.log = []; window.__bb.scan(); }")
+        cpu, before = cpu_seconds(server), metrics(cdp)
         box.press("Enter")
-        if not quiet(page, label, args.quiet, args.timeout):
+        shown = quiet(page, label, args.quiet, args.timeout)
+        cpu, after = [b - a for a, b in zip(cpu, cpu_seconds(server))], metrics(cdp)
+        if not shown:
             failed += 1
             print(f"  repeat {i + 1}: {label!r} never showed; status {status_text(page)[:120]!r}", flush=True)
             continue
-        row = analyse(page.evaluate("() => window.__bb.log"), label)
-        row.update(value=value, label=label)
+        log = page.evaluate("() => window.__bb.log")
+        if not any(e["kind"] == "input" for e in log):
+            failed += 1
+            print(f"  repeat {i + 1}: the page saw no Enter keydown in the number box", flush=True)
+            continue
+        row = analyse(log, label)
+        if not row["plot_repaints"]:
+            failed += 1
+            print(f"  repeat {i + 1}: {label!r} showed, but no plot was redrawn", flush=True)
+            continue
+        row.update(value=value, label=label, server_cpu_s=cpu[0], browser_cpu_s=cpu[1], load=os.getloadavg()[0],
+                   **{f"page_{m}_s": after[m] - before[m] for m in METRICS}, **{f"page_{c}": after[c] for c in COUNTS})
         rows.append(row)
         print(f"  repeat {i + 1}: {param}={value:g} latency {fmt(row['latency_ms'])} (status "
               f"{fmt(row['status_ms'])}, {row['plot_repaints']} plot repaints, {row['hidden_repaints']} hidden)",
@@ -310,6 +372,8 @@ def main() -> int:
             chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             page = chromium.new_page(viewport={"width": 1500, "height": 1100})
             page.add_init_script(HOOKS)
+            cdp = page.context.new_cdp_session(page)
+            cdp.send("Performance.enable")
             page.goto(url, wait_until="load", timeout=120_000)
             if not quiet(page, "Run #1 ", args.quiet, 300):
                 raise RuntimeError(f"the first result never showed: {status_text(page)!r}")
@@ -321,7 +385,7 @@ def main() -> int:
                 print(f"visited the tabs {', '.join(TABS)}, back on {TABS[0]}", flush=True)
             for title, method, elem_id, param, values in CASES:
                 print(f"{title} {param}:", flush=True)
-                rows, failed = case(page, title, method, elem_id, param, values, args.repeats, args)
+                rows, failed = case(page, cdp, proc.pid, title, method, elem_id, param, values, args.repeats, args)
                 results[f"{method} {param}"] = (rows, failed)
                 failures += failed
             chromium.close()
