@@ -1,6 +1,7 @@
 """In the browser: from pressing Enter in a slider's number box to the last repaint of what the live run updates.
 
-Run: .venv/bin/python bench/bench_browser.py [--repeats 10] [--zoo demo] [--threads 1] [--json out.json]
+Run: .venv/bin/python bench/bench_browser.py [--repeats 10] [--zoo demo] [--threads N] [--compare REV]
+         [--json out.json]
 The dashboard (app.py) runs as its own process on 127.0.0.1; headless Debian Chromium (/usr/bin/chromium) opens
 it through Playwright. For TIES `density` and Task Arithmetic `scale` (the method picked in the Method dropdown
 first, its run waited for) each repeat types a new value into the slider's number box and presses Enter (the
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "localhost,127.0.0.1"
 
-from bench.bench_sessions import start_server  # noqa: E402  (after the environment is set)
+from bench.bench_sessions import start_server, worktree  # noqa: E402  (after the environment is set)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -343,29 +345,14 @@ def case(page, cdp, server: int, title: str, method: str, elem_id: str, param: s
     return rows, failed
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--zoo", default="demo")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the dashboard process")
-    parser.add_argument("--quiet", type=float, default=1.0, help="seconds without a repaint that end a repeat")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one result")
-    parser.add_argument("--visit-tabs", action="store_true", help="open every result tab once before measuring "
-                        "(are the figures of hidden tabs repainted once mounted?)")
-    parser.add_argument("--json", type=Path, help="write every repeat's timeline here")
-    args = parser.parse_args()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    if not Path(CHROMIUM).exists() or sync_playwright is None:  # skipped, as `make bench` runs every bench
-        print(f"skipped: needs playwright and Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
-        return 0
-
+def measure(name: str, root: Path, extra: tuple[str, ...], args: argparse.Namespace) -> tuple[dict, int]:
+    """Start the dashboard of checkout `root` (flags `extra`), run every case in Chromium; (results, failures)."""
     began = time.monotonic()
-    proc, url = start_server(args.zoo, args.threads)
-    print(f"dashboard up on {url} after {time.monotonic() - began:.1f} s (zoo {args.zoo}, {args.threads} "
-          f"thread(s)); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    proc, url = start_server(args.zoo, root, extra)
+    print(f"[{name}] dashboard of {root} {' '.join(extra)} up on {url} after {time.monotonic() - began:.1f} s "
+          f"(zoo {args.zoo}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    from playwright.sync_api import sync_playwright
+
     results, failures = {}, 0
     try:
         with sync_playwright() as p:
@@ -392,14 +379,51 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    print(f"\nzoo {args.zoo}, {args.threads} thread(s), {args.repeats} repeats, load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    for name, (rows, failed) in results.items():
-        report(name, rows, failed)
+    return results, failures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--zoo", default="demo")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of the dashboard process "
+                        "(default: its own default)")
+    parser.add_argument("--compare", metavar="REV", help="first measure the code of git revision REV (a temporary "
+                        "worktree, --threads 1), then this checkout: before and after in one run")
+    parser.add_argument("--quiet", type=float, default=1.0, help="seconds without a repaint that end a repeat")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one result")
+    parser.add_argument("--visit-tabs", action="store_true", help="open every result tab once before measuring "
+                        "(are the figures of hidden tabs repainted once mounted?)")
+    parser.add_argument("--json", type=Path, help="write every repeat's timeline here")
+    args = parser.parse_args()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if not Path(CHROMIUM).exists() or sync_playwright is None:  # skipped, as `make bench` runs every bench
+        print(f"skipped: needs playwright and Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
+        return 0
+
+    runs = [("after", ROOT, () if args.threads is None else ("--threads", str(args.threads)))]
+    if args.compare:
+        runs.insert(0, (f"before ({args.compare})", worktree(args.compare), ("--threads", "1")))
+    failures, summary = 0, {}
+    for name, root, extra in runs:
+        results, failed = measure(name, root, extra, args)
+        if root != ROOT:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(root)], check=False)
+        failures += failed
+        print(f"\n[{name}] zoo {args.zoo}, {' '.join(extra) or 'default settings'}, {args.repeats} repeats, "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        for case_name, (rows, failed_rows) in results.items():
+            report(case_name, rows, failed_rows)
+        summary[name] = {k: {"rows": r, "failed": f} for k, (r, f) in results.items()}
+        if len(results) < len(CASES):
+            failures += 1
     if args.json:
-        args.json.write_text(json.dumps({k: {"rows": r, "failed": f} for k, (r, f) in results.items()}, indent=1))
+        args.json.write_text(json.dumps(summary, indent=1))
         print(f"timelines written to {args.json}")
-    return 1 if failures or len(results) < len(CASES) else 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

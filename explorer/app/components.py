@@ -21,6 +21,7 @@ class UI:
     widgets: list = field(default_factory=list)
     groups: dict = field(default_factory=dict)
     plots: dict = field(default_factory=dict)
+    tabs: dict = field(default_factory=dict)  # result section -> its gr.Tab
     extra: dict = field(default_factory=dict)
 
     def run_outputs(self) -> list:

@@ -6,7 +6,7 @@ returns a new one, so sessions never share runs. Heavy results stay in `cache`, 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
@@ -106,13 +106,21 @@ def label(n: int, method: str, params: dict[str, Any]) -> str:
     return f"#{n} {method}({shown})"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Computed:
-    """What a run computes from its settings alone, the same for every session: a data-free run's is shared."""
+    """What a run computes from its settings alone, the same for every session: a data-free run's is shared. Its
+    figures are drawn when a page first shows them (the open tab's), then kept."""
 
     result: MergeResult
     scores: pd.DataFrame | None
-    figures: dict[str, go.Figure | None]
+    drawn: dict[str, go.Figure | None] = field(default_factory=dict)
+
+    def figures(self, names: tuple[str, ...]) -> dict[str, go.Figure | None]:
+        """The figures `names`, drawing (on a worker of the fair queue) those not drawn yet."""
+        missing = tuple(n for n in names if n not in self.drawn)
+        if missing:
+            self.drawn.update(scheduler.QUEUE.run(lambda: views.run_figures(self.result, self.scores, missing)))
+        return {n: self.drawn[n] for n in names}
 
     @property
     def nbytes(self) -> int:
@@ -123,22 +131,26 @@ class Computed:
 
 def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any], *,
         limit: int | None = LIVE_LIMIT, callback: Callable | None = None, cancel: Callable[[], bool] | None = None,
-        session: str | None = None, waiting: Callable[[int], None] | None = None) -> tuple[dict, RunView]:
+        session: str | None = None, waiting: Callable[[int], None] | None = None,
+        tab: str | None = None) -> tuple[dict, RunView]:
     """Merge `tasks` of zoo `zoo_name` with `method` and `params`, score it on `limit` test images per task,
     and add the run to the session's history. The work waits its turn in the fair queue (`waiting(n)` hears how
-    many runs are ahead); a data-free run with the settings of an earlier one (any session's) reuses its work."""
+    many runs are ahead); a data-free run with the settings of an earlier one (any session's) reuses its work.
+    Only the figures of the open `tab` are drawn (all of them for None)."""
     tasks = check_tasks(tasks)
     if note := data_note(zoo_name, tasks, method):
         raise ValueError(note)
     missing = cache.problems(zoo_name, tasks)
     resolved = registry.get(method).resolve(params)
-    made = []
+    names, made = views.shown(tab), []
 
     def work() -> Computed:
         result = merge(cache.vectors(zoo_name, tasks), method, callback=callback, cancel=cancel, **resolved)
         scores = None if missing else scored(evaluate(cache.zoo(zoo_name), result, split="test", limit=limit))
         made.append(True)
-        return Computed(result, scores, views.run_figures(result, scores))
+        computed = Computed(result, scores)
+        computed.figures(names)  # drawn in this turn: a worker is held already
+        return computed
 
     def compute() -> Computed:
         return scheduler.QUEUE.run(work, session, waiting)
@@ -157,7 +169,7 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
               "missing": missing, "cancelled": bool(result.info.get("cancelled", False)),
               **_score_fields(computed.scores)}
     cache.remember(record["id"], result)
-    return _with_run(state, record), view(record, result, computed.figures)
+    return _with_run(state, record), view(record, result, computed.figures(names))
 
 
 def repeats_current(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params: dict[str, Any]) -> bool:
@@ -241,6 +253,17 @@ def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView
     scores = scheduler.QUEUE.run(lambda: scored(evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None)))
     record = {**record, "limit": None, **_score_fields(scores)}
     return _with_run(state, record), view(record, result)
+
+
+def tab_figures(state: dict, tab: str) -> dict[str, go.Figure | None]:
+    """The current run's figures of `tab`, when the page opens that tab (runs draw only the open tab's)."""
+    names = views.shown(tab)
+    if not names or state["current"] is None:
+        return {}
+    record = find(state, state["current"])
+    scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
+    result = result_of(record)
+    return scheduler.QUEUE.run(lambda: views.run_figures(result, scores, names))
 
 
 def show(state: dict, run_id: str) -> tuple[dict, RunView]:

@@ -50,7 +50,8 @@ def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) ->
     labels = history.run_labels(state)
     current = view.record["label"]
     second = labels[1] if len(labels) > 1 else current
-    figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) for n in views.RUN_FIGURES]
+    figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) if n in view.figures
+               else gr.skip() for n in views.RUN_FIGURES]  # a closed tab's figures: drawn when it opens
     return (view.status, state, view.table, *figures, view.mask_note,
             history.history_table(state), gr.update(choices=labels, value=current),
             gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
@@ -99,24 +100,24 @@ def _tabs(ui: UI) -> dict:
     """The result tabs; returns the buttons the wiring needs."""
     e, b = ui.extra, {}
     with gr.Tabs(elem_id="tabs"):
-        with gr.Tab("Accuracy", id="accuracy"):
+        with gr.Tab("Accuracy", id="accuracy") as ui.tabs["accuracy"]:
             e["accuracy_note"] = gr.Markdown(elem_id="accuracy-note")
             e["table"] = gr.Dataframe(label="Accuracy per task (%)", elem_id="accuracy-table", interactive=False)
             _plots(ui, *views.TABS["accuracy"])
             e["loss"] = gr.Plot(elem_id="loss-curve", show_label=False, visible=False)
-        with gr.Tab("Cosine conflicts", id="cosine"):
+        with gr.Tab("Cosine conflicts", id="cosine") as ui.tabs["cosine"]:
             e["zoom"] = gr.Checkbox(False, label="Zoom the colour scales to the values shown (cosine and sign maps; "
                                     "off: the natural ranges, cosine −1 … 1 and sign conflict 0 … 1)",
                                     elem_id="zoom")
             _plots(ui, *views.TABS["cosine"])
-        with gr.Tab("Sign conflicts", id="signs"):
+        with gr.Tab("Sign conflicts", id="signs") as ui.tabs["signs"]:
             _plots(ui, *views.TABS["signs"])
-        with gr.Tab("Mask overlaps", id="masks"):
+        with gr.Tab("Mask overlaps", id="masks") as ui.tabs["masks"]:
             e["mask_note"] = gr.Markdown(elem_id="mask-note")
             _plots(ui, *views.TABS["masks"])
-        with gr.Tab("Layer-wise scaling", id="layers"):
+        with gr.Tab("Layer-wise scaling", id="layers") as ui.tabs["layers"]:
             _plots(ui, *views.TABS["layers"])
-        with gr.Tab("Spectra", id="spectra"):
+        with gr.Tab("Spectra", id="spectra") as ui.tabs["spectra"]:
             gr.Markdown("Each layer's task matrices through their singular vectors: tasks whose weights are almost "
                         "orthogonal (cosine ≈ 0) can still share their top singular directions, and that overlap is "
                         "what the subspace merges (TSV, Iso-C/CTS, CART) remove. The spectrum and effective ranks "
@@ -142,6 +143,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         method = data[ui.method]
         params = controls.params_from_values(method, [data[w] for w in ui.widgets])
         args = (data[ui.state], data[ui.zoo], data[ui.experts], method, params)
+        tab = data[ui.extra["tab"]]
         if controls.is_live(method):
             if live and handlers.repeats_current(*args):  # e.g. Enter, then Tab out of the same box
                 yield (gr.skip(),) * n
@@ -150,7 +152,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
                 yield (note, *[gr.skip()] * (n - 1))  # a large zoo: say so before the merge starts
             try:
                 for kind, payload in stream(lambda ahead: handlers.run(*args, session=request.session_hash,
-                                                                       waiting=ahead)):
+                                                                       waiting=ahead, tab=tab)):
                     if kind == "done":
                         yield run_values(ui, *payload)
                     else:  # the fair queue: how many runs are ahead of this one
@@ -169,7 +171,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         reports: list = []
         shown = 0.0
         work = lambda report: handlers.run(*args, callback=report, cancel=flag.is_set,  # noqa: E731
-                                           session=request.session_hash, waiting=report)
+                                           session=request.session_hash, waiting=report, tab=tab)
         for kind, payload in stream(work):
             if kind == "done":
                 losses = payload[1].losses
@@ -184,6 +186,17 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
                 progress((payload.step, payload.total), desc=progress_text(payload))
                 yield (progress_text(payload), *[gr.skip()] * (n - 2), loss_figure(reports))
     return on_run
+
+
+def on_tab(section: str) -> Callable:
+    """When a result tab opens: remember it (runs draw only the open tab's figures) and draw the current run's."""
+    names = views.SHOWN[section]
+
+    def opened(state: dict) -> tuple:
+        figures = handlers.tab_figures(state, section)
+        return (gr.skip(), section, *[gr.update(value=figures[n], visible=figures[n] is not None) if n in figures
+                                      else gr.skip() for n in names])
+    return opened
 
 
 def on_cancel(request: gr.Request) -> str:
@@ -303,7 +316,10 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     # run one at a time and also take a turn in that queue.
     runs = {"concurrency_id": "runs", "concurrency_limit": scheduler.QUEUE.limit}
     merge = {"concurrency_id": "heavy", "concurrency_limit": 1}
-    run_inputs = {ui.state, ui.zoo, ui.experts, ui.method, *ui.widgets}
+    run_inputs = {ui.state, ui.zoo, ui.experts, ui.method, e["tab"], *ui.widgets}
+    for section, tab in ui.tabs.items():
+        tab.select(guarded(2 + len(views.SHOWN[section]))(on_tab(section)), ui.state,
+                   [ui.status, e["tab"], *[ui.plots[n] for n in views.SHOWN[section]]], **runs)
     live = {"inputs": run_inputs, "outputs": outs, "preprocess": False, "trigger_mode": "always_last",
             "show_progress": "minimal", **runs}  # preprocess=False: our validation names the parameter
     zoo_outs = [ui.status, *[ui.plots[n] for n in views.ZOO_FIGURES]]
@@ -352,6 +368,7 @@ def build_demo(zoo: str = "demo") -> gr.Blocks:
     ui = UI()
     with gr.Blocks(title="Model Merging Explorer", fill_width=True) as demo:
         ui.state = gr.State(handlers.new_state())
+        ui.extra["tab"] = gr.State("accuracy")  # the open result tab: a run draws its figures only
         gr.Markdown(HEADER)
         with gr.Row():
             with gr.Column(scale=1, min_width=360):

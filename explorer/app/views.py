@@ -14,6 +14,7 @@ from . import cache
 ZOO_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=False))
 RUN_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=True))
 TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=True)) for section in F.SECTIONS}
+SHOWN = {section: tuple(n for n in names if n in RUN_FIGURES) for section, names in TABS.items()}  # a run's, by tab
 
 
 LARGE = 200_000_000  # task-vector entries (tasks x parameters) from which the page warns that views take a while
@@ -67,13 +68,24 @@ def size_note(zoo_name: str, tasks: list[str]) -> str:
             f"busy 2-core CPU (less with more cores or a GPU); the status shows each view, Cancel stops between views.")
 
 
-def run_figures(result: MergeResult, scores: pd.DataFrame | None) -> dict[str, go.Figure | None]:
-    """Every figure of one merge (accuracy bars, masks, layer-wise scaling); None where it does not apply (the
-    accuracy figures of a run without scores: its zoo cannot evaluate)."""
+def run_figures(result: MergeResult, scores: pd.DataFrame | None,
+                names: tuple[str, ...] = RUN_FIGURES) -> dict[str, go.Figure | None]:
+    """The figures `names` (default: every one) of one merge (accuracy bars, masks, layer-wise scaling); None where
+    it does not apply (the accuracy figures of a run without scores: its zoo cannot evaluate)."""
     inputs = F.Inputs(result.tv, merge=lambda _: result, scores=lambda _: scores)
-    figures = [f for f in F.select(dashboard=True, needs_merge=True) if scores is not None or f.section != "accuracy"]
+    figures = [f for f in F.select(dashboard=True, needs_merge=True)
+               if f.name in names and (scores is not None or f.section != "accuracy")]
     made = F.make(figures, inputs)
-    return {name: None if made.get(name) is None else made[name].figure for name in RUN_FIGURES}
+    return {name: None if made.get(name) is None else made[name].figure for name in names}
+
+
+def shown(tab: str | None) -> tuple[str, ...]:
+    """The run figures the page draws now: those of the open tab (every one for `None`: exports, notebooks)."""
+    if tab is None:
+        return RUN_FIGURES
+    if tab not in SHOWN:
+        raise ValueError(f"unknown tab {tab!r}; the tabs with figures are {sorted(SHOWN)}")
+    return SHOWN[tab]
 
 
 def mask_note(result: MergeResult) -> str:

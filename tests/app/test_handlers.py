@@ -166,3 +166,15 @@ def test_the_shared_cache_makes_a_value_once_and_keeps_to_its_budget():
     assert calls == [1] and lru.get("k") == "made"
     lru.put("big", "123456789")  # 9 + 4 + 1 > 10: the oldest go first
     assert lru.get("other") is None and lru.get("k") is None and lru.get("big") == "123456789"
+
+
+def test_a_run_draws_only_the_open_tabs_figures_and_a_tab_draws_its_own_when_opened(zoo):
+    state, on_masks = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=8, tab="masks")
+    assert tuple(on_masks.figures) == views.SHOWN["masks"] == ("usage", "overlap")
+    _, everything = handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=8)
+    assert tuple(everything.figures) == views.RUN_FIGURES  # tab None: every figure (exports, notebooks)
+    spectra = handlers.tab_figures(state, "spectra")
+    assert set(spectra) == {"spectrum", "effective_ranks"} and all(f is not None for f in spectra.values())
+    assert handlers.tab_figures(state, "cosine") == {}  # the task vectors' tab: no figure of a run
+    with pytest.raises(ValueError, match="unknown tab 'nope'"):
+        handlers.run(handlers.new_state(), ZOO, zoo.tasks, "ties", TIES, limit=8, tab="nope")

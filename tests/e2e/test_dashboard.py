@@ -212,3 +212,9 @@ def test_tsv_scale_slider_and_the_spectra_tab(page, tiny_zoo):
     names = page.locator("#spectrum .js-plotly-plot").evaluate("el => el._fullData.map(t => t.name)")
     assert names[-1] == "merged" and len(names) == len(tiny_zoo.tasks) + 1  # the current TSV merge beside the tasks
     assert "Error" not in status(page).inner_text()
+    first = page.locator("#spectrum .js-plotly-plot").evaluate("el => el._fullData.at(-1).y[0]")
+    page.locator("#param-tsv-scale input[type=number]").fill("0.5")
+    page.locator("#param-tsv-scale input[type=number]").press("Enter")
+    expect(status(page)).to_contain_text("#4 tsv(scale=0.5,", timeout=WAIT)  # a run redraws the open tab's figures
+    page.wait_for_function(f"() => document.querySelector('#spectrum .js-plotly-plot')._fullData.at(-1).y[0] "
+                           f"!= {first}", timeout=WAIT)
