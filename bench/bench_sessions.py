@@ -12,7 +12,8 @@ Each scenario starts the dashboard as its own process on 127.0.0.1 (loopback onl
 `--compare REV` runs the back-to-back scenario on the code of git revision REV first (a temporary worktree, with
 `--threads 1`, how it was measured before), so before and after come from one run of the bench.
 Afterwards every reply is checked: its accuracy table must equal the library's for that user's own settings (merge +
-evaluate on the same live subset), and its history must hold only its own runs (no state leaking between sessions).
+evaluate on the same live subset), and its run label must be the session's own next run (no state leaking between
+sessions: a run of another session in its history would change the numbering).
 Prints requests, errors, mismatches, leaks and p50/p95/max latency per scenario, writes them to `<out>.json` and
 draws latency against users to `<out>.png` (and .html); exits 1 when anything failed.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -47,6 +49,7 @@ SLIDERS = [("task_arithmetic", "scale", [0.1, 0.2, 0.3, 0.4, 0.5]), ("ties", "de
 CLASS = [("task_arithmetic", "scale"), ("ties", "density"), ("dare", "drop"), ("magnitude", "density"),
          ("breadcrumbs", "keep"), ("consensus", "k")]
 BUSY = "ahead of you"
+RUN = re.compile(r"Run #(\d+) (\w+)\(")  # the status line's run label
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Session:
     method: str
     param: str | None
     values: list
-    calls: list = field(default_factory=list)   # (params, seconds, table, history labels, said busy)
+    calls: list = field(default_factory=list)   # (params, seconds, table, (run number, method), said busy)
     errors: list = field(default_factory=list)
 
 
@@ -120,12 +123,14 @@ def press(client, session: Session, zoo: str, tasks: list[str], params: dict) ->
         job = client.submit(*run_args(zoo, tasks, session.method, params), api_name="/run")
         out = job.result(timeout=300)
         seconds = time.perf_counter() - start
-        notes = [i for i, o in enumerate(out) if isinstance(o, str)]  # status, then the mask note, then ...
-        status, table, history = out[0], out[1], out[notes[1] + 1]  # ... the history table follows the mask note
-        if str(status).startswith("⚠️"):
+        status, table = str(out[0]), out[1]
+        if status.startswith("⚠️"):
             raise RuntimeError(status)
+        run = RUN.search(status)
+        if run is None:
+            raise RuntimeError(f"no run label in the status: {status[:120]!r}")
         busy = any(BUSY in str(o[0]) for o in job.outputs()[:-1])
-        session.calls.append((params, seconds, table, [row[0] for row in history["data"]], busy))
+        session.calls.append((params, seconds, table, (int(run[1]), run[2]), busy))
     except Exception as err:  # a failed request is what this benchmark counts
         session.errors.append(f"{type(err).__name__}: {err}")
 
@@ -150,7 +155,8 @@ def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float, 
 
 def check(sessions: list[Session], zoo_name: str) -> tuple[int, int]:
     """(mismatches, leaks): replies whose table differs from the library's for that session's settings, and
-    histories holding a run of another method (or more runs than the session made)."""
+    replies whose run is not the session's own next one (`#N method(`: another method, or a number that counts
+    runs of other sessions)."""
     import explorer as ex
     from explorer.app.handlers import LIVE_LIMIT
     from explorer.evaluate import percent
@@ -164,7 +170,7 @@ def check(sessions: list[Session], zoo_name: str) -> tuple[int, int]:
                 scores = ex.evaluate(zoo, ex.merge(tv, s.method, **params), split="test", limit=LIVE_LIMIT).table
                 expected[key] = [[str(v) for v in row] for row in percent(scores).values.tolist()]
             mismatches += [[str(v) for v in row] for row in table["data"]] != expected[key]
-            leaks += any(f" {s.method}(" not in label for label in labels) or len(labels) > i + 1
+            leaks += labels != (i + 1, s.method)  # its own method, numbered in this session's history alone
     return mismatches, leaks
 
 

@@ -35,8 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="runs computed at once; the others wait their "
                         "turn, first come first served, and see how many are ahead (default: one per CPU core, "
                         "at most 4)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the CPU cores "
-                        "shared out between the workers, at least 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of each computation "
+                        "(default: torch's, one per core: a lone user's run then uses every core, and two workers "
+                        "sharing 2 cores lose almost nothing to it)")
     return parser.parse_args(argv)
 
 
@@ -94,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workers = args.workers or scheduler.default_workers()
     scheduler.QUEUE.configure(workers, initializer=functools.partial(warm_worker, args.zoo))
-    import torch
+    if args.threads:
+        import torch
 
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(args.threads)
     demo = build_demo(args.zoo)
     try:
         start(demo, args.host, args.port, args.share)

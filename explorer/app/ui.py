@@ -45,17 +45,23 @@ def zoo_choices(default: str) -> list[str]:
     return names if default in names else [default, *names]
 
 
-def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None) -> tuple:
-    """The values of `ui.run_outputs()` after a run."""
-    labels = history.run_labels(state)
-    current = view.record["label"]
-    second = labels[1] if len(labels) > 1 else current
+def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None, tab: str | None = None) -> tuple:
+    """The values of `ui.run_outputs()` after a run; the History tab's table and pickers only while it is open
+    (`tab`: the open tab, None for the History tab's own buttons), else when it opens."""
     figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) if n in view.figures
                else gr.skip() for n in views.RUN_FIGURES]  # a closed tab's figures: drawn when it opens
-    return (view.status, state, view.table, *figures, view.mask_note,
-            history.history_table(state), gr.update(choices=labels, value=current),
-            gr.update(choices=labels, value=current), gr.update(choices=labels, value=second),
-            view.accuracy_note, gr.skip() if loss is None else loss)
+    shown = history_values(state) if tab in (None, "history") else (gr.skip(),) * 4
+    return (view.status, state, view.table, *figures, view.mask_note, *shown, view.accuracy_note,
+            gr.skip() if loss is None else loss)
+
+
+def history_values(state: dict) -> tuple:
+    """The History tab's table and its three run pickers (current run; A = current, B = the one before)."""
+    labels = history.run_labels(state)
+    current = labels[0] if labels else None
+    second = labels[1] if len(labels) > 1 else current
+    return (history.history_table(state), gr.update(choices=labels, value=current),
+            gr.update(choices=labels, value=current), gr.update(choices=labels, value=second))
 
 
 # --- layout ---------------------------------------------------------------------------------------------------
@@ -123,11 +129,11 @@ def _tabs(ui: UI) -> dict:
                         "what the subspace merges (TSV, Iso-C/CTS, CART) remove. The spectrum and effective ranks "
                         "show the current run's merge beside the tasks.", elem_id="spectra-note")
             _plots(ui, *views.TABS["spectra"])
-        with gr.Tab("Security", id="security"):
+        with gr.Tab("Security", id="security") as e["tab_security"]:
             tabs.security_tab(ui, b)
-        with gr.Tab("History & compare", id="history"):
+        with gr.Tab("History & compare", id="history") as e["tab_history"]:
             tabs.history_tab(ui, b)
-        with gr.Tab("Export", id="export"):
+        with gr.Tab("Export", id="export") as e["tab_export"]:
             tabs.export_tab(ui, b)
     return b
 
@@ -154,7 +160,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
                 for kind, payload in stream(lambda ahead: handlers.run(*args, session=request.session_hash,
                                                                        waiting=ahead, tab=tab)):
                     if kind == "done":
-                        yield run_values(ui, *payload)
+                        yield run_values(ui, *payload, tab=tab)
                     else:  # the fair queue: how many runs are ahead of this one
                         yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
             except scheduler.Superseded:  # the same session asked for a newer run meanwhile: that one answers
@@ -175,7 +181,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         for kind, payload in stream(work):
             if kind == "done":
                 losses = payload[1].losses
-                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None)  # every step
+                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None, tab=tab)
                 return
             if isinstance(payload, int):  # still waiting in the fair queue: this many runs ahead
                 yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
@@ -320,6 +326,10 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     for section, tab in ui.tabs.items():
         tab.select(guarded(2 + len(views.SHOWN[section]))(on_tab(section)), ui.state,
                    [ui.status, e["tab"], *[ui.plots[n] for n in views.SHOWN[section]]], **runs)
+    history_outs = [e["history"], e["pick"], e["compare_a"], e["compare_b"]]
+    e["tab_history"].select(lambda s: ("history", *history_values(s)), ui.state, [e["tab"], *history_outs])
+    for name in ("security", "export"):
+        e[f"tab_{name}"].select(functools.partial(lambda n: n, name), None, e["tab"])
     live = {"inputs": run_inputs, "outputs": outs, "preprocess": False, "trigger_mode": "always_last",
             "show_progress": "minimal", **runs}  # preprocess=False: our validation names the parameter
     zoo_outs = [ui.status, *[ui.plots[n] for n in views.ZOO_FIGURES]]

@@ -15,6 +15,7 @@ ZOO_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=False))
 RUN_FIGURES = tuple(f.name for f in F.select(dashboard=True, needs_merge=True))
 TABS = {section: tuple(f.name for f in F.select(sections=(section,), dashboard=True)) for section in F.SECTIONS}
 SHOWN = {section: tuple(n for n in names if n in RUN_FIGURES) for section, names in TABS.items()}  # a run's, by tab
+OTHER_TABS = ("security", "history", "export")  # the page's tabs that show no figure of a run
 
 
 LARGE = 200_000_000  # task-vector entries (tasks x parameters) from which the page warns that views take a while
@@ -83,9 +84,9 @@ def shown(tab: str | None) -> tuple[str, ...]:
     """The run figures the page draws now: those of the open tab (every one for `None`: exports, notebooks)."""
     if tab is None:
         return RUN_FIGURES
-    if tab not in SHOWN:
-        raise ValueError(f"unknown tab {tab!r}; the tabs with figures are {sorted(SHOWN)}")
-    return SHOWN[tab]
+    if tab not in SHOWN and tab not in OTHER_TABS:
+        raise ValueError(f"unknown tab {tab!r}; the tabs are {sorted([*SHOWN, *OTHER_TABS])}")
+    return SHOWN.get(tab, ())
 
 
 def mask_note(result: MergeResult) -> str:
