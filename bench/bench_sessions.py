@@ -57,7 +57,7 @@ class Session:
     method: str
     param: str | None
     values: list
-    calls: list = field(default_factory=list)   # (params, seconds, table, (run number, method), said busy)
+    calls: list = field(default_factory=list)   # (params, seconds, table, (run, method), said busy, started)
     errors: list = field(default_factory=list)
 
 
@@ -130,7 +130,7 @@ def press(client, session: Session, zoo: str, tasks: list[str], params: dict) ->
         if run is None:
             raise RuntimeError(f"no run label in the status: {status[:120]!r}")
         busy = any(BUSY in str(o[0]) for o in job.outputs()[:-1])
-        session.calls.append((params, seconds, table, (int(run[1]), run[2]), busy))
+        session.calls.append((params, seconds, table, (int(run[1]), run[2]), busy, start))
     except Exception as err:  # a failed request is what this benchmark counts
         session.errors.append(f"{type(err).__name__}: {err}")
 
@@ -164,7 +164,7 @@ def check(sessions: list[Session], zoo_name: str) -> tuple[int, int]:
     zoo = ex.load_zoo(zoo_name)
     tv, expected, mismatches, leaks = ex.task_vectors(zoo), {}, 0, 0
     for s in sessions:
-        for i, (params, _, table, labels, _) in enumerate(s.calls):
+        for i, (params, _, table, labels, *_) in enumerate(s.calls):
             key = (s.method, tuple(sorted(params.items())))
             if key not in expected:
                 scores = ex.evaluate(zoo, ex.merge(tv, s.method, **params), split="test", limit=LIVE_LIMIT).table
@@ -185,7 +185,7 @@ def scenario(name: str, sessions: list[Session], zoo: str, seconds: float, think
     connect(url).predict(*run_args(zoo, tasks, "task_arithmetic", {}), api_name="/run")  # warm: workers compiled
     print(f"[{name}] dashboard of {root} up and warm on {url} after {time.monotonic() - began:.1f} s", flush=True)
     try:
-        until, rng = time.monotonic() + seconds, random.Random(0)
+        until, rng, t0 = time.monotonic() + seconds, random.Random(0), time.perf_counter()
         workers = [threading.Thread(target=drive, args=(s, url, zoo, tasks, until, think,
                                                         random.Random(rng.random()))) for s in sessions]
         for w in workers:
@@ -196,19 +196,28 @@ def scenario(name: str, sessions: list[Session], zoo: str, seconds: float, think
         proc.terminate()
         proc.wait(timeout=30)
     mismatches, leaks = check(sessions, zoo)
-    times = sorted(t for s in sessions for _, t, _, _, _ in s.calls)
+    times = sorted(t for s in sessions for _, t, *_ in s.calls)
     errors = [e for s in sessions for e in s.errors]
     q = statistics.quantiles(times, n=100) if len(times) > 1 else [float("nan")] * 99
     figures = {"scenario": name, "users": len(sessions), "seconds": seconds, "think": think, "requests": len(times),
                "errors": len(errors), "mismatches": mismatches, "leaks": leaks, "p50": q[49], "p95": q[94],
                "max": max(times, default=float("nan")),
-               "said_busy": sum(b for s in sessions for *_, b in s.calls), "code": str(root)}
+               "said_busy": sum(c[4] for s in sessions for c in s.calls), "code": str(root),
+               "by_method": {m: p95(sorted(c[1] for s in sessions if s.method == m for c in s.calls))
+                             for m in dict.fromkeys(s.method for s in sessions)},
+               "by_third": [p95(sorted(c[1] for s in sessions for c in s.calls if int(3 * (c[5] - t0) / seconds) == k))
+                            for k in range(3)]}
     print(f"[{name}] users {len(sessions)}, {seconds:.0f} s: requests {len(times)}, errors {len(errors)}, "
           f"mismatches {mismatches}, leaks {leaks}; latency p50 {q[49]:.2f} s, p95 {q[94]:.2f} s, "
           f"max {figures['max']:.2f} s; replies that first said '{BUSY}': {figures['said_busy']}", flush=True)
+    print(f"[{name}] p95 by method {figures['by_method']}; by third of the run {figures['by_third']}")
     for e in errors[:5]:
         print("  error:", e)
     return figures
+
+
+def p95(times: list[float]) -> float:
+    return round(statistics.quantiles(times, n=100)[94], 3) if len(times) > 1 else float("nan")
 
 
 def worktree(rev: str) -> Path:

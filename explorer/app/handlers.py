@@ -5,6 +5,7 @@ returns a new one, so sessions never share runs. Heavy results stay in `cache`, 
 """
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -275,13 +276,21 @@ def show(state: dict, run_id: str) -> tuple[dict, RunView]:
 KERNEL_METHODS = ("ties", "dare", "magnitude", "breadcrumbs", "consensus", "emr")  # merges with compiled kernels
 
 
-def warm_worker(zoo_name: str) -> None:
-    """Run each merge with compiled kernels once on this thread (torch.compile traces them again in every thread),
-    so no user waits for a worker's first compile; a large zoo's merges are too slow to run for this."""
-    tv = cache.vectors(zoo_name, list(cache.zoo(zoo_name).tasks))
-    if tv.numel() * tv.num_tasks < views.LARGE:
-        for method in KERNEL_METHODS:
-            merge(tv, method)
+def warm_steps(zoo_name: str) -> list[Callable[[], Any]]:
+    """What each worker runs while idle: every merge with compiled kernels at each slider's lowest, default and
+    highest value (torch.compile traces its kernels again in every thread and for each branch a value takes), so
+    the first students do not wait for a compile; none for a large zoo (its merges are too slow to run for this)."""
+    z = cache.zoo(zoo_name)
+    tv = cache.vectors(zoo_name, list(z.tasks))
+    if tv.numel() * tv.num_tasks >= views.LARGE:
+        return []
+    steps = []
+    for method in KERNEL_METHODS:
+        sliders = [p for p in registry.get(method).params if p.type in (int, float) and p.low is not None
+                   and p.high is not None and p.high - p.low <= 100]
+        steps.append(functools.partial(merge, tv, method))
+        steps += [functools.partial(merge, tv, method, **{p.name: v}) for p in sliders for v in (p.low, p.high)]
+    return steps
 
 
 def warm(zoo_name: str, tasks: list[str] | None = None, limit: int | None = LIVE_LIMIT) -> None:

@@ -10,6 +10,7 @@ for a turn (nested) runs at once on its worker.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -44,23 +45,29 @@ def default_workers() -> int:
 
 class FairQueue:
     """`run(fn)` computes `fn()` on one of `workers` worker threads, first come first served, at most `limit`
-    waiting; `initializer()` runs once on each worker thread before its first job (e.g. compile the kernels)."""
+    waiting. `warmup()` gives the steps each worker runs while no job waits (e.g. compile the kernels on that
+    thread): a user's job never waits behind a warm-up step that has not started."""
 
-    def __init__(self, workers: int | None = None, limit: int = 64, initializer: Callable[[], None] | None = None):
-        self.workers, self.limit, self.initializer = workers or default_workers(), limit, initializer
+    def __init__(self, workers: int | None = None, limit: int = 64,
+                 warmup: Callable[[], list[Callable[[], Any]]] | None = None):
+        self.workers, self.limit, self.warmup = workers or default_workers(), limit, warmup
         self._cond = threading.Condition()
         self._waiting: list[Job] = []
         self._running = 0
         self._threads: list[threading.Thread] = []
         self._local = threading.local()
 
-    def configure(self, workers: int | None = None, initializer: Callable[[], None] | None = None) -> None:
-        """Set how many jobs run at once (the dashboard's --workers) and what each new worker runs first."""
+    def configure(self, workers: int | None = None, warmup: Callable[[], list[Callable[[], Any]]] | None = None,
+                  start: bool = False) -> None:
+        """Set how many jobs run at once (the dashboard's --workers) and the warm-up steps of each worker; `start`
+        starts the workers now (else with the first job)."""
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         with self._cond:
             self.workers = workers or self.workers
-            self.initializer = initializer or self.initializer
+            self.warmup = warmup or self.warmup
+            if start:
+                self._start_workers()
             self._cond.notify_all()
 
     @property
@@ -100,13 +107,16 @@ class FairQueue:
                            "workers. Try again in a few seconds.")
             job = Job(fn, session)
             self._waiting.append(job)
-            while len(self._threads) < self.workers:
-                worker = threading.Thread(target=self._serve, args=(len(self._threads),), daemon=True,
-                                          name=f"explorer-worker-{len(self._threads)}")
-                self._threads.append(worker)
-                worker.start()
+            self._start_workers()
             self._cond.notify_all()
             return job
+
+    def _start_workers(self) -> None:
+        while len(self._threads) < self.workers:
+            worker = threading.Thread(target=self._serve, args=(len(self._threads),), daemon=True,
+                                      name=f"explorer-worker-{len(self._threads)}")
+            self._threads.append(worker)
+            worker.start()
 
     def _ahead(self, job: Job) -> int | None:
         """Jobs computing plus jobs waiting before `job`; None once it computes."""
@@ -115,15 +125,18 @@ class FairQueue:
 
     def _serve(self, index: int) -> None:
         self._local.worker = True
-        if self.initializer is not None:
-            self.initializer()
+        steps = list(self.warmup()) if self.warmup is not None else []
         while True:
             with self._cond:
-                while not self._waiting or index >= self.workers:
+                while (not self._waiting or index >= self.workers) and not steps:
                     self._cond.wait()
-                job = self._waiting.pop(0)
-                job.started = True
-                self._running += 1
+                job = self._waiting.pop(0) if self._waiting and index < self.workers else None
+                if job is not None:
+                    job.started = True
+                    self._running += 1
+            if job is None:
+                _warm(steps.pop(0))
+                continue
             try:
                 job.value = job.fn()
             except BaseException as err:  # handed to the caller, which raises it in its own thread
@@ -133,6 +146,13 @@ class FairQueue:
                     self._running -= 1
                     self._cond.notify_all()
                 job.done.set()
+
+
+def _warm(step: Callable[[], Any]) -> None:
+    try:
+        step()
+    except Exception as err:  # noqa: BLE001 - a failed warm-up costs its user a slower first run, nothing more
+        logging.getLogger(__name__).warning("a warm-up step failed (%s: %s)", type(err).__name__, err)
 
 
 # The one queue of the dashboard process: every merge, evaluation and heavy view computes on its workers.

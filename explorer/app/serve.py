@@ -41,14 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def warm_worker(zoo: str) -> None:
-    """What each worker thread of the fair queue runs first: the numba loops and the compiled merge kernels."""
+def worker_warmup(zoo: str) -> list:
+    """The steps each worker runs while idle: the numba loops, then the compiled merge kernels on this zoo."""
     try:
-        jit.warm()
-        handlers.warm_worker(zoo)
+        return [jit.warm, *handlers.warm_steps(zoo)]
     except Exception as err:  # noqa: BLE001 - a zoo that does not load says so on the page
-        logging.getLogger(__name__).warning("warming a worker on zoo %r failed (%s: %s)", zoo, type(err).__name__,
-                                            err)
+        logging.getLogger(__name__).warning("no warm-up for zoo %r (%s: %s)", zoo, type(err).__name__, err)
+        return [jit.warm]
 
 
 def warm(zoo: str) -> None:
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the flags, start serving and block until interrupted; 2 when the port is taken."""
     args = parse_args(argv)
     workers = args.workers or scheduler.default_workers()
-    scheduler.QUEUE.configure(workers, initializer=functools.partial(warm_worker, args.zoo))
+    scheduler.QUEUE.configure(workers, warmup=functools.partial(worker_warmup, args.zoo))
     if args.threads:
         import torch
 

@@ -95,12 +95,30 @@ def test_errors_are_raised_in_the_caller_and_nested_jobs_run_inline():
     assert queue.run(lambda: queue.run(lambda: 41) + 1) == 42  # one worker: a nested turn must not wait for itself
 
 
-def test_work_runs_on_the_same_long_lived_workers_each_initialised_once():
-    started = []
-    queue = FairQueue(workers=2, initializer=lambda: started.append(threading.current_thread().name))
-    names = {queue.run(lambda: threading.current_thread().name) for _ in range(20)}
-    assert names <= {"explorer-worker-0", "explorer-worker-1"}
-    assert sorted(started) == ["explorer-worker-0", "explorer-worker-1"]
+def test_work_runs_on_the_same_long_lived_workers_which_warm_up_only_while_no_job_waits():
+    order, gate, entered = [], threading.Event(), threading.Event()
+
+    def step(name: str, wait: bool = False):
+        def run() -> None:
+            if wait:
+                entered.set()
+                gate.wait(10)
+            order.append((name, threading.current_thread().name))
+        return run
+    queue = FairQueue(workers=1, warmup=lambda: [step("warm 1", wait=True), step("warm 2"), step("warm 3")])
+    queue.configure(start=True)
+    assert entered.wait(10)  # the worker is in its first warm-up step
+    job = threading.Thread(target=queue.run, args=(step("job"),))
+    job.start()
+    until(lambda: queue.busy == (0, 1))
+    gate.set()
+    job.join(10)
+    until(lambda: len(order) == 4)
+    assert [name for name, _ in order] == ["warm 1", "job", "warm 2", "warm 3"]  # the job went first
+    assert {thread for _, thread in order} == {"explorer-worker-0"}
+    two = FairQueue(workers=2)
+    assert {two.run(lambda: threading.current_thread().name) for _ in range(20)} <= {"explorer-worker-0",
+                                                                                     "explorer-worker-1"}
     with pytest.raises(ValueError, match="at least 1"):
         queue.configure(0)
 
