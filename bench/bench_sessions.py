@@ -3,7 +3,8 @@
 Run: .venv/bin/python bench/bench_sessions.py [--scenario backtoback|think|all] [--users 16 32] [--seconds 120]
          [--compare ecbcdd8] [--zoo demo] [--out bench/sessions]
 
-Each scenario starts the dashboard as its own process on 127.0.0.1 (loopback only), with its default settings.
+Each scenario starts the dashboard as its own process on 127.0.0.1 (loopback only), with its default settings, and
+begins once the dashboard says its workers are warm (the merge kernels compiled, as before a class).
 - backtoback: `--sessions` (8) gradio_client sessions press Run with their own method and the next slider value,
   again and again, for `--seconds` (60).
 - think: for each count in `--users`, users each move one slider of Task Arithmetic, TIES, DARE, magnitude,
@@ -67,22 +68,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(zoo: str, root: Path = ROOT, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
-    """The dashboard of checkout `root` on a free loopback port; returns once its page answers."""
+def start_server(zoo: str, root: Path = ROOT, extra: tuple[str, ...] = (),
+                 warm: bool = False) -> tuple[subprocess.Popen, str]:
+    """The dashboard of checkout `root` on a free loopback port; returns once its page answers (with `warm`: once
+    it also says its workers are warm, as a teacher starts it before the class comes in)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--host", "127.0.0.1", "--port", str(port),
-                             "--zoo", zoo, *extra], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+                             "--zoo", zoo, *extra], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    said: list[str] = []
+    threading.Thread(target=lambda: said.extend(proc.stdout), daemon=True).start()  # readline until it exits
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
-                return proc, url
+                pass
         except OSError:
             time.sleep(0.2)
+            continue
+        if not warm or any(line.startswith("Workers warm") for line in said):
+            return proc, url
+        time.sleep(0.5)
     proc.terminate()
-    raise RuntimeError("the dashboard did not answer within 180 s")
+    raise RuntimeError("the dashboard did not answer (or warm up) within 300 s")
 
 
 def run_args(zoo: str, tasks: list[str], method: str, params: dict) -> list:
@@ -181,8 +190,8 @@ def scenario(name: str, sessions: list[Session], zoo: str, seconds: float, think
 
     tasks = ex.load_zoo(zoo).tasks
     began = time.monotonic()
-    proc, url = start_server(zoo, root, extra)
-    connect(url).predict(*run_args(zoo, tasks, "task_arithmetic", {}), api_name="/run")  # warm: workers compiled
+    proc, url = start_server(zoo, root, extra, warm=root == ROOT)  # this checkout says when its workers are warm
+    connect(url).predict(*run_args(zoo, tasks, "task_arithmetic", {}), api_name="/run")  # the API read once
     print(f"[{name}] dashboard of {root} up and warm on {url} after {time.monotonic() - began:.1f} s", flush=True)
     try:
         until, rng, t0 = time.monotonic() + seconds, random.Random(0), time.perf_counter()

@@ -55,6 +55,7 @@ class FairQueue:
         self._waiting: list[Job] = []
         self._running = 0
         self._threads: list[threading.Thread] = []
+        self._warming = 0  # workers with warm-up steps left
         self._local = threading.local()
 
     def configure(self, workers: int | None = None, warmup: Callable[[], list[Callable[[], Any]]] | None = None,
@@ -69,6 +70,11 @@ class FairQueue:
             if start:
                 self._start_workers()
             self._cond.notify_all()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Block until every started worker has run its warm-up steps (True), or `timeout` seconds passed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._threads and not self._warming, timeout)
 
     @property
     def busy(self) -> tuple[int, int]:
@@ -116,6 +122,7 @@ class FairQueue:
             worker = threading.Thread(target=self._serve, args=(len(self._threads),), daemon=True,
                                       name=f"explorer-worker-{len(self._threads)}")
             self._threads.append(worker)
+            self._warming += 1
             worker.start()
 
     def _ahead(self, job: Job) -> int | None:
@@ -126,7 +133,13 @@ class FairQueue:
     def _serve(self, index: int) -> None:
         self._local.worker = True
         steps = list(self.warmup()) if self.warmup is not None else []
+        warming = True
         while True:
+            if warming and not steps:
+                with self._cond:
+                    self._warming -= 1
+                    self._cond.notify_all()
+                warming = False
             with self._cond:
                 while (not self._waiting or index >= self.workers) and not steps:
                     self._cond.wait()

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import gradio as gr
@@ -53,12 +54,16 @@ def worker_warmup(zoo: str) -> list:
 def warm(zoo: str) -> None:
     """Fill the shared caches in the background, so the first page view is fast; errors show on page load. The
     merges' numba loops compile (or load from numba's cache) here too, not on the first slider release."""
+    start = time.monotonic()
     try:
         jit.warm()
         handlers.warm(zoo)
     except Exception as err:  # noqa: BLE001 - the page reports a zoo that does not load; the log says why here
         logging.getLogger(__name__).warning("warming the caches for zoo %r failed (%s: %s); the page shows the "
                                             "error when it loads", zoo, type(err).__name__, err)
+    if scheduler.QUEUE.wait_warm():
+        print(f"Workers warm (merge kernels compiled on {scheduler.QUEUE.workers} workers) after "
+              f"{time.monotonic() - start:.0f} s", flush=True)
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
