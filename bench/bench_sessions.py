@@ -25,6 +25,7 @@ import json
 import os
 import random
 import re
+import shlex
 import socket
 import statistics
 import subprocess
@@ -267,10 +268,12 @@ def main() -> int:
     parser.add_argument("--compare", metavar="REV", help="also run back to back on the code of git revision REV")
     parser.add_argument("--zoo", default="demo")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "sessions")
+    parser.add_argument("--server-args", default="", help="flags for this checkout's dashboard, e.g. '--threads 1'")
     args = parser.parse_args()
+    mine = tuple(shlex.split(args.server_args))
     results = []
     if args.scenario in ("backtoback", "all"):
-        runs = [("after", ROOT, ())]
+        runs = [("after", ROOT, mine)]
         if args.compare:
             runs.insert(0, (f"before ({args.compare})", worktree(args.compare), ("--threads", "1")))
         for name, root, extra in runs:
@@ -281,7 +284,8 @@ def main() -> int:
     if args.scenario in ("think", "all"):
         for n in args.users:
             sessions = [Session(m, p, grid(m, p)) for m, p in (CLASS[i % len(CLASS)] for i in range(n))]
-            results.append(scenario(f"{n} users reading", sessions, args.zoo, args.seconds, tuple(args.think)))
+            results.append(scenario(f"{n} users reading", sessions, args.zoo, args.seconds, tuple(args.think),
+                                    ROOT, mine))
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     if any(r["think"] for r in results):
         draw(results, args.out)

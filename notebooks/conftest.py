@@ -11,6 +11,8 @@ from explorer import quick
 
 def pytest_runtest_setup(item) -> None:
     os.environ[quick.ENV] = "1"  # the notebook's kernel starts from this environment
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"  # a kernel per core: two OpenMP teams on one core spin 5x slower
 
 
 def pytest_runtest_teardown(item, nextitem) -> None:

@@ -83,7 +83,11 @@ def pytest_runtest_makereport(item, call):
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)  # one torch thread per pytest-xdist worker: `make test` runs a worker per core
+    # One torch thread per pytest-xdist worker (`make test` runs a worker per core), and in every process a test
+    # starts (notebook kernels, CLI runs, the Space's app): two OpenMP teams spinning on one core made a notebook
+    # 5x slower (02_sparsify 182 s against 32 s beside one busy core).
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)

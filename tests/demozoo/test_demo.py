@@ -107,7 +107,7 @@ def test_quick_card_equals_the_committed_quick_card():
     checked above on the full test split, and `make card` rewrites it (git diff shows any drift). Both cards have
     the same rows."""
     env = {**os.environ, quick.ENV: "1"}
-    out = subprocess.run([sys.executable, "-m", "explorer", "zoo", "card", "demo", "--threads", "2"], env=env,
+    out = subprocess.run([sys.executable, "-m", "explorer", "zoo", "card", "demo", "--threads", "1"], env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "## Findings of the papers" in out.stdout and "| prediction entropy rises with error" in out.stdout
