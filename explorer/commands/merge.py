@@ -8,8 +8,10 @@ from pathlib import Path
 def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
-                            "data_root), or a folder with base.safetensors + <task>.safetensors.")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files")
+                            "data_root), a folder with base.safetensors + <task>.safetensors, or a decoder zoo "
+                            "(base/ + one save_pretrained folder per expert).")
+    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files "
+                        "| a decoder zoo folder")
     parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")

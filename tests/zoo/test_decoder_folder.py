@@ -248,6 +248,17 @@ def test_an_index_naming_a_missing_shard_is_named(llama):
         ex.load_zoo(llama)
 
 
+def test_an_index_placing_a_tensor_in_the_wrong_shard_is_named(llama):
+    index = llama / "base" / "model.safetensors.index.json"
+    spec = json.loads(index.read_text())
+    first, second = sorted(set(spec["weight_map"].values()))
+    name = next(n for n, f in spec["weight_map"].items() if f == first)
+    spec["weight_map"][name] = second
+    index.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=rf"shards that do not hold them: \['{name} \(.*{second}\)'\]"):
+        ex.load_zoo(llama)
+
+
 def test_an_hf_clip_folder_stays_a_folder_of_checkpoints(tmp_path):
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text('{"model_type": "clip_vision_model"}')
