@@ -122,6 +122,15 @@ def test_task_vectors_are_the_true_deltas(zoos, kind):
     assert tv.layers() == ["embed", "block.0", "block.1", "post"] and tv.num_blocks == 2
 
 
+def test_the_spectral_methods_find_a_llama_blocks_projections(zoos):
+    from explorer.methods.spectral import is_linear_weight
+
+    tv = ex.task_vectors(ex.load_zoo(zoos["llama"][0]), device="cpu")
+    found = sorted(n for n in tv.keys() if is_linear_weight(n))
+    assert len(found) == 2 * 7 and "model.layers.1.mlp.gate_proj.weight" in found  # q, k, v, o, gate, up, down
+    assert not any(is_linear_weight(n) for n in ("lm_head.weight", "model.embed_tokens.weight"))
+
+
 def test_a_task_arithmetic_folder_reloads_with_the_hand_merged_logits(zoos, tmp_path):
     root, sds = zoos["llama"]
     zoo = ex.load_zoo(root)
