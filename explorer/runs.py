@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import platform
+import resource
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -15,6 +17,12 @@ from .taskvec import TaskVectors
 from .weights import file_sha256, read_weights, write_weights
 
 _PACKAGES = ("model-merging-explorer", "torch", "open_clip_torch", "numpy", "safetensors")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
 def package_versions() -> dict[str, str]:
@@ -44,6 +52,7 @@ class RunRecord:
     layout: str = "merged"  # "merged": one model; "per_task": keys are "<task>/<name>"
     data: dict[str, Any] = field(default_factory=dict)  # what a data-reading method read: split, examples per task
     merge_path: str = "in-memory"  # "in-memory": stacked task vectors; "streamed": parameter by parameter from disk
+    peak_rss_mib: float | None = None  # the merging process's peak resident memory, where the CLI measured it
     addon: dict[str, Any] = field(default_factory=dict)  # trained extras: kind, config, file (see result.AddOn)
     versions: dict[str, str] = field(default_factory=package_versions)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -101,6 +110,28 @@ def save(result: MergeResult, path: str | Path, *, zoo: Any = None, inputs: dict
         record.addon = {"kind": result.addon.kind, "config": result.addon.config(), "file": addon_path.name,
                         "inference": result.inference}
     record.to_json(report or path.with_suffix(".json"))
+    return record
+
+
+def save_folder(result: MergeResult, folder: str | Path, zoo: Any, *, inputs: dict[str, str] | None = None,
+                scores: Any = None, report: str | Path | None = None) -> RunRecord:
+    """Write a decoder zoo's merge as a Hugging Face model folder that `AutoModelForCausalLM.from_pretrained` loads:
+    model.safetensors (each tensor in the base's dtype), the base's config and tokenizer files
+    (`zoo.copy_companions`), and the RunRecord as run.json (or at `report`)."""
+    folder = Path(folder)
+    if folder.suffix == ".safetensors" or folder.is_file():
+        raise ValueError(f"a decoder zoo's merge is a model folder (config.json, model.safetensors, tokenizer): "
+                         f"give a directory, not {folder.name!r}")
+    if result.per_task or result.addon is not None:
+        raise ValueError(f"{result.method} gives {'one model per task' if result.per_task else 'an add-on'}, which a "
+                         f"model folder cannot hold: use a method that gives one merged model")
+    record = RunRecord.of(result, zoo=zoo, inputs=inputs, scores=scores)
+    dtypes = zoo.base_dtypes()
+    weights = {n: v.to(dtypes[n]) for n, v in result.state_dict().items()}
+    write_weights(weights, folder / "model.safetensors", metadata={"format": "pt", "method": result.method})
+    zoo.copy_companions(folder)
+    record.weights = {"model.safetensors": file_sha256(folder / "model.safetensors")}
+    record.to_json(report or folder / "run.json")
     return record
 
 

@@ -7,50 +7,18 @@ import json
 import struct
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Union
 
 import torch
 from torch import Tensor
 
 from .checks import raise_nonfinite
 from .methods import registry
+from .weights import SAFETENSORS_DTYPES, SafetensorsReader, ShardedReader
 
 STREAM_ABOVE = 1 << 30  # bytes of expert checkpoints above which `explorer merge --stream auto` streams
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
-_NAMES = {v: k for k, v in _DTYPES.items()}
-
-
-class SafetensorsReader:
-    """One tensor at a time from a safetensors file, read at its offsets (no mmap of the whole file)."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        with open(self.path, "rb") as f:
-            size = struct.unpack("<Q", f.read(8))[0]
-            header = json.loads(f.read(size))
-        header.pop("__metadata__", None)
-        self.start = 8 + size
-        self.entries: dict[str, dict[str, Any]] = header
-
-    def keys(self) -> list[str]:
-        return list(self.entries)
-
-    def dtype(self, name: str) -> torch.dtype:
-        return _DTYPES[self.entries[name]["dtype"]]
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.entries[name]["shape"])
-
-    def read(self, name: str) -> Tensor:
-        entry = self.entries[name]
-        begin, end = entry["data_offsets"]
-        buf = torch.empty(end - begin, dtype=torch.uint8)
-        with open(self.path, "rb") as f:
-            f.seek(self.start + begin)
-            f.readinto(buf.numpy())
-        return buf.view(self.dtype(name)).reshape(self.shape(name))
+_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+Reader = Union[SafetensorsReader, ShardedReader]  # one model's tensors: a file, or shards
 
 
 class SafetensorsWriter:
@@ -83,7 +51,7 @@ class FolderDeltas(Mapping[str, Tensor]):
     """name -> stacked float32 task vectors `[T, ...]` of a folder's experts, read from disk on each access (the
     in-memory `task_vectors(base, experts)` computes the same values)."""
 
-    def __init__(self, base: SafetensorsReader, experts: dict[str, SafetensorsReader]):
+    def __init__(self, base: Reader, experts: dict[str, Reader]):
         self.base, self.experts = base, experts
         self.names = [n for n in base.keys() if torch.empty((), dtype=base.dtype(n)).is_floating_point()]
         problems = [f"expert {t!r}: {sorted(set(self.names) - set(r.keys()))[:8]} missing"
@@ -135,15 +103,24 @@ def merge_folder(base_file: Path, expert_files: dict[str, Path], method: str, pa
                  out: str | Path) -> tuple[dict[str, Any], float]:
     """Merge a folder's experts parameter by parameter into `out` (safetensors: theta_0 + delta as float32, the
     base's other entries as they are). Returns (the resolved parameters, seconds)."""
+    return merge_readers(SafetensorsReader(base_file), {t: SafetensorsReader(f) for t, f in expert_files.items()},
+                         method, params, out)
+
+
+def merge_readers(base: Reader, experts: dict[str, Reader], method: str, params: dict[str, Any], out: str | Path,
+                  *, base_dtypes: bool = False, metadata: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
+    """Merge the experts' tensors parameter by parameter into the safetensors file `out`: theta_0 + delta as float32
+    (or, with `base_dtypes`, in each base tensor's dtype, as a model folder keeps them), the base's other entries as
+    they are. Returns (the resolved parameters, seconds)."""
     start = time.perf_counter()
-    base = SafetensorsReader(base_file)
-    deltas = FolderDeltas(base, {t: SafetensorsReader(f) for t, f in expert_files.items()})
+    deltas = FolderDeltas(base, experts)
     merged = merged_deltas(deltas, method, params)  # a method that does not stream is refused before any write
-    layout = {n: (torch.float32 if n in deltas.names else base.dtype(n), base.shape(n)) for n in base.keys()}
-    writer = SafetensorsWriter(out, layout, metadata={"method": method, "layout": "merged"})
+    layout = {n: (base.dtype(n) if base_dtypes or n not in deltas.names else torch.float32, base.shape(n))
+              for n in base.keys()}
+    writer = SafetensorsWriter(out, layout, metadata={"method": method, "layout": "merged", **(metadata or {})})
     for name in base.keys():
         if name not in deltas.names:
             writer.write(name, base.read(name))
     for name, delta in merged:
-        writer.write(name, deltas.theta0(name) + delta)
+        writer.write(name, (deltas.theta0(name) + delta).to(layout[name][0]))
     return registry.get(method).resolve(params), time.perf_counter() - start

@@ -4,8 +4,6 @@ Every merge method reads this one structure, so methods are vectorised over task
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import torch
@@ -13,66 +11,10 @@ from torch import Tensor
 
 from .checks import nonfinite_problems, raise_nonfinite
 from .device import resolve_device, resolve_dtype
+from .layouts import ParamInfo, layer_order, param_info  # noqa: F401  (ParamInfo, param_info: imported from here too)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .zoo.base import Zoo
-
-_BLOCK_RE = re.compile(r"(?:^|\.)resblocks\.(\d+)\.")
-_POST_NAMES = ("ln_post", "proj")
-_EMBED_NAMES = ("conv1", "class_embedding", "positional_embedding", "ln_pre")
-
-
-@dataclass(frozen=True)
-class ParamInfo:
-    """Where a parameter sits: its layer group, block index (None outside the blocks) and kind."""
-
-    layer: str
-    block: int | None
-    kind: str
-
-
-def _leaf(name: str) -> str:
-    """The parameter name relative to the vision tower (drops `visual.`/`model.` prefixes)."""
-    for prefix in ("model.visual.", "visual.", "model."):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
-
-
-def param_info(name: str) -> ParamInfo:
-    """Classify an open_clip vision-tower parameter name into (layer, block, kind)."""
-    leaf = _leaf(name)
-    match = _BLOCK_RE.search(leaf)
-    block = int(match.group(1)) if match else None
-    if ".attn." in leaf:
-        kind = "attn"
-    elif ".mlp." in leaf:
-        kind = "mlp"
-    elif re.search(r"(^|\.)ln_", leaf) or "layer_norm" in leaf or "layernorm" in leaf:
-        kind = "ln"
-    elif leaf.split(".")[0] in ("conv1", "class_embedding", "positional_embedding"):
-        kind = "embedding"
-    elif leaf == "proj" or leaf.endswith(".proj"):
-        kind = "proj"
-    else:
-        kind = "other"
-    if block is not None:
-        layer = f"block.{block}"
-    elif leaf.split(".")[0] in _POST_NAMES:
-        layer = "post"
-    elif leaf.split(".")[0] in _EMBED_NAMES:
-        layer = "embed"
-    else:
-        layer = "other"
-    return ParamInfo(layer=layer, block=block, kind=kind)
-
-
-def _layer_order(layer: str) -> tuple[int, int]:
-    if layer == "embed":
-        return (0, 0)
-    if layer.startswith("block."):
-        return (1, int(layer.split(".")[1]))
-    return (2, 0) if layer == "post" else (3, 0)
 
 
 class TaskVectors:
@@ -134,7 +76,7 @@ class TaskVectors:
 
     def layers(self) -> list[str]:
         """Layer groups in model order: embed, block.0 ... block.{L-1}, post, other."""
-        return sorted({i.layer for i in self.info.values()}, key=_layer_order)
+        return sorted({i.layer for i in self.info.values()}, key=layer_order)
 
     def task_index(self, task: str) -> int:
         if task not in self.tasks:

@@ -11,7 +11,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "explorer"
 # Lowest first; a module may import its own layer and the ones below. The demo zoo's loader and data (and so its
 # package's __init__, which importing them runs) sit at the zoo layer, which registers them; its tools sit higher.
-LAYERS = [("checks", "device", "weights", "engines", "quick", "registry"),
+LAYERS = [("checks", "device", "weights", "engines", "quick", "registry", "layouts"),
           ("zoo", "demozoo.__init__", "demozoo.zoo", "demozoo.data"), ("taskvec", "result"),
           ("inference",),
           ("methods", "security"), ("merging", "evaluate", "sweep", "stream"), ("tuning", "analysis", "runs"),

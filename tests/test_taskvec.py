@@ -63,3 +63,30 @@ def test_half_precision_on_request_and_subset(tiny_tv):
         ex.task_vectors(base, experts, device="cpu", dtype="int8")
     with pytest.raises(KeyError, match="unknown task 'nope'"):
         tiny_tv.subset(["nope"])
+
+
+@pytest.mark.parametrize("name, info", [
+    ("model.layers.3.self_attn.q_proj.weight", ParamInfo("block.3", 3, "attn")),
+    ("model.layers.0.mlp.down_proj.weight", ParamInfo("block.0", 0, "mlp")),
+    ("model.layers.1.input_layernorm.weight", ParamInfo("block.1", 1, "ln")),
+    ("model.layers.1.post_attention_layernorm.weight", ParamInfo("block.1", 1, "ln")),
+    ("model.embed_tokens.weight", ParamInfo("embed", None, "embedding")),
+    ("model.norm.weight", ParamInfo("post", None, "ln")),
+    ("lm_head.weight", ParamInfo("post", None, "proj")),
+    ("transformer.h.11.attn.c_attn.weight", ParamInfo("block.11", 11, "attn")),
+    ("transformer.h.0.mlp.c_fc.bias", ParamInfo("block.0", 0, "mlp")),
+    ("transformer.h.0.ln_2.weight", ParamInfo("block.0", 0, "ln")),
+    ("transformer.wte.weight", ParamInfo("embed", None, "embedding")),
+    ("transformer.wpe.weight", ParamInfo("embed", None, "embedding")),
+    ("transformer.ln_f.bias", ParamInfo("post", None, "ln")),
+])
+def test_decoder_layer_and_kind_map(name, info):
+    assert param_info(name) == info
+
+
+def test_decoder_layers_are_in_model_order():
+    names = ["lm_head.weight", "model.layers.10.mlp.up_proj.weight", "model.norm.weight",
+             "model.layers.2.self_attn.o_proj.weight", "model.embed_tokens.weight"]
+    base = {n: torch.zeros(2) for n in names}
+    tv = ex.task_vectors(base, {"a": base}, device="cpu")
+    assert tv.layers() == ["embed", "block.2", "block.10", "post"] and tv.num_blocks == 11

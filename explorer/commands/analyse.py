@@ -14,8 +14,10 @@ DEFAULT_METHOD = {"masks": "ties", "layers": "task_arithmetic", "spectra": "tsv"
 def add_parser(sub) -> None:
     parser = sub.add_parser("analyse", aliases=["analyze"], help="conflict maps, masks, layer profiles, accuracy",
                             description="Analyse a zoo's task vectors (and a merge of them). --zoo is 'demo', a "
-                            "named zoo, or a folder with base.safetensors + <task>.safetensors.")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files")
+                            "named zoo, a folder with base.safetensors + <task>.safetensors, or a decoder zoo "
+                            "(base/ + one save_pretrained folder per expert).")
+    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a folder of safetensors files | a decoder "
+                        "zoo folder")
     parser.add_argument("--what", default="cosine", help=f"comma-separated, from {', '.join(WHAT)} (default cosine)")
     parser.add_argument("--matrix", help="spectra: the parameter whose singular values are drawn (default: the "
                         "middle one of the matrices, e.g. transformer.resblocks.2.mlp.c_fc.weight on the demo zoo)")

@@ -40,8 +40,9 @@ def _targets(tv: TaskVectors, method: str) -> list[str]:
     names = [n for n in tv.keys() if is_linear_weight(n) and tv[n].dim() == 3]
     if not names:
         raise ValueError(f"{method} optimises the transformer blocks' linear weights (attn.in_proj_weight, "
-                         f"attn.out_proj.weight, mlp.c_fc.weight, mlp.c_proj.weight) and these task vectors have "
-                         f"none: use an open_clip vision tower's state dict")
+                         f"attn.out_proj.weight, mlp.c_fc.weight, mlp.c_proj.weight; a Llama-family decoder's "
+                         f"q/k/v/o_proj and gate/up/down_proj) and these task vectors have none: use an open_clip "
+                         f"vision tower's or a decoder's state dict")
     return names
 
 

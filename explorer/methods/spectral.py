@@ -17,8 +17,11 @@ from torch import Tensor
 
 from ..taskvec import TaskVectors, param_info
 
-# The blocks' four linear weights (open_clip names): CART's low-rank set, WUDI's and DOGE-TA's targets.
-LINEAR_WEIGHTS = ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# The blocks' linear weights: CART's low-rank set, WUDI's and DOGE-TA's targets. open_clip's four, then the
+# [out, in] projections of Llama-family decoders (Llama, Qwen2, Gemma, Mistral) as Hugging Face names them.
+LINEAR_WEIGHTS = ("attn.in_proj_weight", "attn.out_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight",
+                  "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                  "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight")
 _MERGED_KEPT = 8  # unscaled merged vectors kept per TaskVectors (one per recent choice of rank/common)
 _THREADS_LOCK = threading.Lock()
 T_ = TypeVar("T_")

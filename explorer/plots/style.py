@@ -112,7 +112,8 @@ def _task_lines(frame: pd.DataFrame, x: str, y: str, hover: str, colors: Mapping
 
 
 def _short(param: str) -> str:
-    """A parameter name short enough for an axis: `transformer.resblocks.3.mlp.c_fc.weight` -> `3.mlp.c_fc`."""
-    for prefix in ("model.visual.", "visual.", "transformer.resblocks."):
+    """A parameter name short enough for an axis: `transformer.resblocks.3.mlp.c_fc.weight` -> `3.mlp.c_fc` (a
+    decoder's `model.layers.3.` and GPT-2's `transformer.h.3.` likewise)."""
+    for prefix in ("model.visual.", "visual.", "transformer.resblocks.", "model.layers.", "transformer.h."):
         param = param.replace(prefix, "")
     return param.removesuffix(".weight").removesuffix("_weight")

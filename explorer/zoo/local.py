@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import Zoo
+from .decoder import DecoderZoo, is_decoder_folder
 from .folder import LAYOUT, FolderZoo, checkpoints
 from .openclip import OpenClipZoo
 
@@ -23,8 +24,9 @@ DEFAULT_TEMPLATES = ["a photo of a {}."]
 
 
 def load_path(path: str | Path, **kwargs: Any) -> Zoo:
-    """The zoo at `path`: a zoo file, a folder with a zoo file, or a folder of checkpoints (a demo-zoo build is
-    opened by its registered loader: `is_demo_build`)."""
+    """The zoo at `path`: a zoo file, a folder with a zoo file, a decoder zoo (`base/config.json` of a Hugging Face
+    causal LM beside one save_pretrained folder per expert: `decoder.py`) or a folder of checkpoints (a demo-zoo
+    build is opened by its registered loader: `is_demo_build`)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"zoo folder {str(path)!r} not found: no such file or folder. Give the folder of your "
@@ -37,6 +39,8 @@ def load_path(path: str | Path, **kwargs: Any) -> Zoo:
     for name in ZOO_FILES:
         if (p / name).is_file():
             return load_zoo_file(p / name, **kwargs)
+    if is_decoder_folder(p):
+        return DecoderZoo(p, **kwargs)
     return FolderZoo(p, **kwargs)
 
 
