@@ -4,12 +4,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import lora_cli
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
                             "data_root), or a folder with base.safetensors + <task>.safetensors.")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files")
+    parser.add_argument("--zoo", help="demo | a named zoo | a zoo file | a folder of safetensors files")
     parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
@@ -23,6 +25,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
                         help="a plain folder of safetensors: merge parameter by parameter from disk, never holding "
                              "the experts in memory (auto: when their files exceed 1 GiB and --out is given)")
+    lora_cli.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -143,19 +146,28 @@ def run(args) -> int:
     from ..evaluate import percent
 
     params = parse_params(args.method, args.param)
-    variants = parse_variants(args.experts)
-    zoo = open_zoo(args.zoo, variants)
-    streamed = streamed_files(args, zoo)
-    if streamed is not None:
-        return run_streamed(args, params, *streamed)
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    tv, zoo, zoo_id, inputs = zoo_task_vectors(zoo, args.zoo, tasks, args.device)
-    if variants:
-        inputs["experts"] = args.experts
+    if lora_cli.wanted(args):
+        tv, zoo, zoo_id, inputs = lora_cli.lora_experts(args)
+    else:
+        if not args.zoo:
+            raise ValueError("give --zoo, or --base with two or more --lora TASK=ADAPTER_DIR")
+        variants = parse_variants(args.experts)
+        zoo = open_zoo(args.zoo, variants)
+        streamed = None if args.lora_out else streamed_files(args, zoo)  # --lora-out merges in memory
+        if streamed is not None:
+            return run_streamed(args, params, *streamed)
+        tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        tv, zoo, zoo_id, inputs = zoo_task_vectors(zoo, args.zoo, tasks, args.device)
+        if variants:
+            inputs["experts"] = args.experts
     result = ex.merge(tv, args.method, **params)
     print(f"{result!r} in {result.info['seconds']:.3f} s")
+    if args.lora_out:
+        lora_cli.write_lora_out(args, result, zoo_id)
     scores = None
     if args.eval:
+        if zoo is None:
+            raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); LoRA experts have neither")
         check_evaluable(zoo, tv.tasks, "test", "--eval needs a zoo with heads and data (e.g. --zoo demo)")
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
         images = "" if args.limit is None else f" (first {args.limit} images per task)"
