@@ -24,6 +24,11 @@ def check_deltas(read, truth):
         torch.testing.assert_close(read[name], delta, atol=1e-6, rtol=0)
 
 
+def reload_merged(cls, base_folder, adapter_folder) -> dict:
+    """The weights PEFT gives for `adapter_folder` on `base_folder` after merge_and_unload()."""
+    return PeftModel.from_pretrained(cls.from_pretrained(base_folder), adapter_folder).merge_and_unload().state_dict()
+
+
 @pytest.mark.parametrize("lora, scalings", [
     ({"target_modules": ["q_proj", "v_proj"]}, {Q0: 8 / 4, V0: 8 / 4}),
     ({"target_modules": ["q_proj", "v_proj"], "use_rslora": True}, {Q0: 8 / 2, V0: 8 / 2}),  # alpha / sqrt(r)
@@ -84,8 +89,7 @@ def test_full_rank_merge_reloads_in_peft_with_the_merged_weights(root, llama, tw
     assert export.fraction == pytest.approx(1.0, abs=1e-6) and not export.dropped
     config = json.loads((root / "out-full" / "adapter_config.json").read_text())
     assert (config["peft_type"], config["r"], config["lora_alpha"]) == ("LORA", 16, 16)
-    reloaded = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(llama[0]), root / "out-full")
-    merged = reloaded.merge_and_unload().state_dict()
+    merged = reload_merged(LlamaForCausalLM, llama[0], root / "out-full")
     want = tv.state_dict(res.delta)
     for name in llama[1]:
         torch.testing.assert_close(merged[name], want[name], atol=1e-5, rtol=0)
@@ -129,3 +133,25 @@ def test_write_refuses_bad_rank_and_empty_deltas(root):
         write_lora({Q0: torch.ones(4, 4)}, root / "bad", rank=0)
     with pytest.raises(ValueError, match=r"nothing to write .*dropped: \['model.norm.weight'\]"):
         write_lora({Q0: torch.zeros(4, 4), "model.norm.weight": torch.ones(4)}, root / "bad", rank=2)
+
+
+@pytest.mark.filterwarnings("ignore:Setting `save_embedding_layers`")
+def test_conv1d_and_embedding_deltas_are_written_in_peft_s_own_form(root, gpt2):
+    folder, truth = adapter(root, gpt2, "gpt2-write", cls=GPT2LMHeadModel, target_modules=["c_attn", "wte"],
+                            fan_in_fan_out=True)
+    assert truth["transformer.wte.weight"].shape == (64, 16)
+    export = write_lora(truth, root / "gpt2-out", rank=16, fan_in_fan_out=True)
+    assert export.fraction == pytest.approx(1.0, abs=1e-6)
+    merged = reload_merged(GPT2LMHeadModel, gpt2[0], root / "gpt2-out")
+    for name, delta in truth.items():
+        torch.testing.assert_close(merged[name], gpt2[1][name] + delta, atol=1e-5, rtol=0)
+
+
+def test_an_ia3_adapter_is_refused_naming_its_type(root, llama):
+    from peft import IA3Config, get_peft_model
+
+    model = get_peft_model(LlamaForCausalLM.from_pretrained(llama[0]),
+                           IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"]))
+    model.save_pretrained(root / "ia3")
+    with pytest.raises(ValueError, match=r"peft_type='IA3' cannot be read as a task vector"):
+        LoraAdapter(root / "ia3")

@@ -6,6 +6,7 @@ import torch
 
 from explorer.cli import main
 from explorer.interop.lora import LoraAdapter
+from explorer.weights import read_weights
 from tests.interop.conftest import K0
 
 pytest.importorskip("peft")
@@ -23,3 +24,16 @@ def test_cli_merges_adapters_and_writes_a_lora(root, llama, two, capsys):
     torch.testing.assert_close(LoraAdapter(out)[K0], two["b"][1][K0], atol=1e-5, rtol=0)
     assert main(["merge", "--lora", f"a={two['a'][0]}", "--method", "average"]) == 2
     assert "--base is missing" in capsys.readouterr().err
+
+
+def test_cli_writes_full_weights_and_refuses_what_lora_experts_cannot_do(root, llama, two, capsys):
+    loras = ["--base", str(llama[0]), "--lora", f"a={two['a'][0]}", "--lora", f"b={two['b'][0]}"]
+    out = root / "cli-merged.safetensors"
+    assert main(["merge", *loras, "--method", "average", "--device", "cpu", "--out", str(out)]) == 0
+    weights = read_weights(out)
+    torch.testing.assert_close(weights[K0], llama[1][K0] + two["b"][1][K0] / 2, atol=1e-6, rtol=0)
+    capsys.readouterr()
+    assert main(["merge", *loras, "--method", "average", "--eval"]) == 2
+    assert "LoRA experts have neither" in capsys.readouterr().err
+    assert main(["merge", *loras, "--zoo", "demo", "--method", "average"]) == 2
+    assert "not --zoo" in capsys.readouterr().err
