@@ -24,9 +24,7 @@ from ..weights import read_weights
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
-# key suffix -> (factor, embedding form)
-_FACTORS = {".lora_A.weight": ("A", False), ".lora_B.weight": ("B", False),
-            ".lora_embedding_A": ("A", True), ".lora_embedding_B": ("B", True)}
+_FACTORS = {".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_embedding_A": "A", ".lora_embedding_B": "B"}
 _REWRITES_BASE = ("pissa", "olora", "corda", "loftq", "lora_ga")
 _MERGE_HINT = "merge it into the base with PEFT's merge_and_unload() and use the full weights as an expert instead"
 
@@ -114,10 +112,10 @@ class LoraAdapter(Mapping[str, Tensor]):
         """{base param name: Factors} of every LoRA module, checked against r / rank_pattern."""
         found: dict[str, dict[str, str]] = {}
         for key in shapes:
-            for suffix, (factor, embedding) in _FACTORS.items():
+            for suffix, factor in _FACTORS.items():
                 if key.endswith(suffix):
                     module = key.removeprefix(PREFIX)[: -len(suffix)]
-                    found.setdefault(module, {"embedding": str(embedding)})[factor] = key
+                    found.setdefault(module, {})[factor] = key
         out = {}
         for module, keys in found.items():
             if "A" not in keys or "B" not in keys:
@@ -138,7 +136,7 @@ class LoraAdapter(Mapping[str, Tensor]):
             raise ValueError(f"LoRA adapter {str(self.folder)!r}: module {module!r} has factors A {a} and B {b}, "
                              f"but its config says rank {rank} (r / rank_pattern): the config and weights disagree")
         scaling = alpha / math.sqrt(rank) if cfg.get("use_rslora") else alpha / rank
-        embedding = keys["embedding"] == "True"
+        embedding = keys["A"].endswith(".lora_embedding_A")  # stored [r, num_embeddings]: PEFT transposes B @ A
         return Factors(keys["A"], keys["B"], rank, scaling, embedding or bool(cfg.get("fan_in_fan_out")))
 
     def _full(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:

@@ -29,21 +29,21 @@ def reload_merged(cls, base_folder, adapter_folder) -> dict:
     return PeftModel.from_pretrained(cls.from_pretrained(base_folder), adapter_folder).merge_and_unload().state_dict()
 
 
-@pytest.mark.parametrize("lora, scalings", [
-    ({"target_modules": ["q_proj", "v_proj"]}, {Q0: 8 / 4, V0: 8 / 4}),
-    ({"target_modules": ["q_proj", "v_proj"], "use_rslora": True}, {Q0: 8 / 2, V0: 8 / 2}),  # alpha / sqrt(r)
+@pytest.mark.parametrize("lora, expected", [  # expected: {name: (scaling, rank)}
+    ({"target_modules": ["q_proj", "v_proj"]}, {Q0: (8 / 4, 4), V0: (8 / 4, 4)}),
+    ({"target_modules": ["q_proj", "v_proj"], "use_rslora": True}, {Q0: (8 / 2, 4), V0: (8 / 2, 4)}),  # / sqrt(r)
     ({"target_modules": ["q_proj", "v_proj"], "rank_pattern": {"v_proj": 2},
       "alpha_pattern": {"layers.1.self_attn.q_proj": 3}},
-     {Q0: 8 / 4, V0: 8 / 2, "model.layers.1.self_attn.q_proj.weight": 3 / 4}),
-    ({"target_modules": ["embed_tokens", "q_proj"]}, {"model.embed_tokens.weight": 2.0, Q0: 2.0}),
+     {Q0: (8 / 4, 4), V0: (8 / 2, 2), "model.layers.1.self_attn.q_proj.weight": (3 / 4, 4)}),
+    ({"target_modules": ["embed_tokens", "q_proj"]}, {"model.embed_tokens.weight": (8 / 4, 4), Q0: (8 / 4, 4)}),
 ], ids=["plain", "rslora", "patterns", "embedding"])
 @pytest.mark.filterwarnings("ignore:Setting `save_embedding_layers`")
-def test_adapter_deltas_equal_peft_merge(root, llama, lora, scalings):
+def test_adapter_deltas_equal_peft_merge(root, llama, lora, expected):
     folder, truth = adapter(root, llama, f"llama-{len(list(root.iterdir()))}", **lora)
     read = LoraAdapter(folder)
     check_deltas(read, truth)
-    for name, scaling in scalings.items():
-        assert read.factors[name].scaling == pytest.approx(scaling)
+    for name, (scaling, rank) in expected.items():
+        assert (read.factors[name].scaling, read.factors[name].rank) == (pytest.approx(scaling), rank)
 
 
 def test_gpt2_conv1d_fan_in_fan_out_is_transposed(root, gpt2):
