@@ -10,7 +10,8 @@ from . import lora_cli
 def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
-                            "data_root), or a folder with base.safetensors + <task>.safetensors.")
+                            "data_root), or a folder with base.safetensors + <task>.safetensors; or PEFT LoRA "
+                            "adapters over a Hugging Face base: --base DIR --lora TASK=DIR --lora TASK=DIR.")
     parser.add_argument("--zoo", help="demo | a named zoo | a zoo file | a folder of safetensors files")
     parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
