@@ -4,13 +4,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import lora_cli
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
                             "data_root), a folder with base.safetensors + <task>.safetensors, or a decoder zoo "
-                            "(base/ + one save_pretrained folder per expert).")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files "
+                            "(base/ + one save_pretrained folder per expert); or PEFT LoRA adapters over a Hugging "
+                            "Face base: --base DIR --lora TASK=DIR --lora TASK=DIR.")
+    parser.add_argument("--zoo", help="demo | a named zoo | a zoo file | a folder of safetensors files "
                         "| a decoder zoo folder")
     parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
@@ -27,6 +30,7 @@ def add_parser(sub) -> None:
                         help="a plain folder of safetensors or a decoder zoo: merge parameter by parameter from disk, "
                              "never holding the experts in memory (auto: when their files exceed 1 GiB and --out is "
                              "given)")
+    lora_cli.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -194,20 +198,29 @@ def run(args) -> int:
     from ..evaluate import percent
 
     params = parse_params(args.method, args.param)
-    variants = parse_variants(args.experts)
-    zoo = open_zoo(args.zoo, variants)
-    check_out(args, zoo)
-    streamed = streamed_tasks(args, zoo)
-    if streamed is not None:
-        return run_streamed(args, params, zoo, streamed)
-    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    tv, zoo, zoo_id, inputs = zoo_task_vectors(zoo, args.zoo, tasks, args.device)
-    if variants:
-        inputs["experts"] = args.experts
+    if lora_cli.wanted(args):
+        tv, zoo, zoo_id, inputs = lora_cli.lora_experts(args)
+    else:
+        if not args.zoo:
+            raise ValueError("give --zoo, or --base with two or more --lora TASK=ADAPTER_DIR")
+        variants = parse_variants(args.experts)
+        zoo = open_zoo(args.zoo, variants)
+        check_out(args, zoo)
+        streamed = None if args.lora_out else streamed_tasks(args, zoo)  # --lora-out merges in memory
+        if streamed is not None:
+            return run_streamed(args, params, zoo, streamed)
+        tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
+        tv, zoo, zoo_id, inputs = zoo_task_vectors(zoo, args.zoo, tasks, args.device)
+        if variants:
+            inputs["experts"] = args.experts
     result = ex.merge(tv, args.method, **params)
     print(f"{result!r} in {result.info['seconds']:.3f} s")
+    if args.lora_out:
+        lora_cli.write_lora_out(args, result, zoo_id)
     scores = None
     if args.eval:
+        if zoo is None:
+            raise ValueError("--eval needs a zoo with heads and data (e.g. --zoo demo); LoRA experts have neither")
         check_evaluable(zoo, tv.tasks, "test", "--eval needs a zoo with heads and data (e.g. --zoo demo)")
         scores = ex.evaluate(zoo, result, split="test", limit=args.limit, device=args.device)
         images = "" if args.limit is None else f" (first {args.limit} images per task)"
