@@ -9,8 +9,11 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("merge", help="merge experts with a method", description="Merge a zoo's experts. "
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
                             "data_root), or a folder with base.safetensors + <task>.safetensors.")
-    parser.add_argument("--zoo", required=True, help="demo | a named zoo | a zoo file | a folder of safetensors files")
-    parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
+    parser.add_argument("--zoo", help="demo | a named zoo | a zoo file | a folder of safetensors files")
+    parser.add_argument("--method", help="a method name (see `explorer methods`)")
+    parser.add_argument("--mergekit", metavar="CONFIG", help="instead of --zoo and --method: run a mergekit YAML "
+                        "config on local save_pretrained folders into the folder --out (see docs/mergekit.md)")
+    parser.add_argument("--seed", type=int, default=0, help="with --mergekit: seed of DARE's and DELLA's random masks")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
     parser.add_argument("--tasks", help="comma-separated subset of the zoo's tasks (default: all)")
@@ -142,6 +145,12 @@ def run(args) -> int:
 
     from ..evaluate import percent
 
+    if args.mergekit:
+        from . import mergekit_run
+
+        return mergekit_run.run(args)
+    if not args.zoo or not args.method:
+        raise ValueError("give --zoo and --method (or --mergekit CONFIG)")
     params = parse_params(args.method, args.param)
     variants = parse_variants(args.experts)
     zoo = open_zoo(args.zoo, variants)
