@@ -194,14 +194,16 @@ def merged_tensors(plan: Plan, models: Mapping[str, StateDict], base: StateDict 
     reference = base if base is not None else sources[inputs[0]]
     names = list(reference.keys())
     layers = num_layers(names)
+    out_dtype = getattr(torch, plan.out_dtype) if plan.out_dtype else None
     for name in names:
-        first = reference[name]
+        first = reference[name]  # the base's tensor, where there is a base
         if not first.is_floating_point():
             yield name, first
             continue
         tensors = {m: _tensor(sd, m, name, first.shape) for m, sd in sources.items()}
-        yield name, merge_tensor(plan, name, tensors, base[name] if base is not None else None,
-                                 layer_position(name, layers), seed)
+        out = merge_tensor(plan, name, tensors, first if base is not None else None, layer_position(name, layers),
+                           seed)
+        yield name, out.to(out_dtype) if out_dtype else out
 
 
 def _tensor(sd: StateDict, model: str, name: str, shape: torch.Size) -> Tensor:

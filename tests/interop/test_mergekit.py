@@ -229,6 +229,21 @@ def test_dare_keeps_about_density_and_rescales_the_kept_entries(rescale):
     assert torch.equal(out, again) and not torch.equal(out, other)
 
 
+def test_della_keeps_about_density_and_the_larger_entries_more_often():
+    # probabilities run from density - epsilon (smallest |delta| of a row) to density + epsilon (largest)
+    text = config("della_linear", {"weight": 1.0, "density": 0.5, "epsilon": 0.4}, {"weight": 0.0}, rescale=False)
+    delta = torch.arange(1.0, 101.0).repeat(200, 1)  # 200 rows of 1 .. 100
+    out = merged(text, delta, delta, base=torch.zeros(200, 100))
+    kept = (out != 0).float()
+    assert abs(kept.mean().item() - 0.5) < 0.02 and torch.equal(out[out != 0], delta[out != 0])
+    assert abs(kept[:, 0].mean().item() - 0.1) < 0.06 and abs(kept[:, -1].mean().item() - 0.9) < 0.06
+
+
+def test_out_dtype_casts_the_merged_tensors():
+    text = config("task_arithmetic", {"weight": 1.0}, {"weight": 1.0}) + "out_dtype: bfloat16\n"
+    assert merged(text, row(1, 2), row(3, 4), base=row(0, 0)).dtype == torch.bfloat16
+
+
 def test_a_gradient_is_read_along_the_layers():
     plan = parse_config(config("task_arithmetic", {"weight": [0.0, 1.0]}, {"weight": 0.0}))
     names = ["model.embed_tokens.weight", "model.layers.0.w", "model.layers.1.w", "model.layers.2.w"]
@@ -341,3 +356,5 @@ def test_cli_refuses_mergekit_mixed_with_zoo_flags(tmp_path, capsys):
     assert "drop --zoo" in capsys.readouterr().err
     assert cli.main(["merge", "--mergekit", str(tmp_path / "c.yml"), "--out", str(tmp_path / "o")]) == 2
     assert "psmathur/orca_mini_v3_13b" in capsys.readouterr().err  # a hub id, not a local folder
+    assert cli.main(["merge", "--method", "ties"]) == 2
+    assert "give --zoo and --method (or --mergekit CONFIG)" in capsys.readouterr().err
