@@ -96,15 +96,17 @@ def sparsify(delta: Tensor, kind: str | None, p: dict, rescale: bool, gen: torch
     density = p["density"]
     if kind is None or density >= 1:
         return delta
+    work = delta  # random draws work in float32 on CPU unless bfloat16, as mergekit's
     if kind == "magnitude":
         mask = magnitude_mask(delta, density, name)
     elif kind == "magnitude_outliers":
         mask = outlier_mask(delta, density, p["gamma"], name)
-    elif kind == "random":
-        mask = torch.bernoulli(torch.full(delta.shape, float(density)), generator=gen).to(delta.device)
     else:
-        mask = della_mask(delta, density, p["epsilon"], gen)
-    return l1_rescaled(delta, mask.to(delta.dtype)) if rescale else delta * mask.to(delta.dtype)
+        work = delta.float() if delta.device.type == "cpu" and delta.dtype != torch.bfloat16 else delta
+        mask = torch.bernoulli(torch.full(delta.shape, float(density)), generator=gen).to(delta.device) \
+            if kind == "random" else della_mask(delta, density, p["epsilon"], gen)
+    mask = mask.to(work.dtype)
+    return (l1_rescaled(work, mask) if rescale else work * mask).to(delta.dtype)
 
 
 def task_arithmetic_tensor(plan: Plan, base: Tensor, deltas: list[Tensor], weights: list[float]) -> Tensor:

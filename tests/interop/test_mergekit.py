@@ -229,6 +229,15 @@ def test_dare_keeps_about_density_and_rescales_the_kept_entries(rescale):
     assert torch.equal(out, again) and not torch.equal(out, other)
 
 
+def test_dare_in_float16_draws_and_rescales_in_float32_then_casts_back():
+    text = config("dare_linear", {"weight": 1.0, "density": 0.5}, {"weight": 0.0}) + "dtype: float16\n"
+    ones = torch.ones(10, 10)
+    out = merged(text, ones, ones, base=torch.zeros(10, 10))
+    kept = out != 0
+    assert out.dtype == torch.float16
+    assert torch.allclose(out[kept].float(), torch.tensor(100 / kept.sum().item()), rtol=1e-3)
+
+
 def test_della_keeps_about_density_and_the_larger_entries_more_often():
     # probabilities run from density - epsilon (smallest |delta| of a row) to density + epsilon (largest)
     text = config("della_linear", {"weight": 1.0, "density": 0.5, "epsilon": 0.4}, {"weight": 0.0}, rescale=False)
