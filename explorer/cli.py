@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module defines `add_parser(subparsers)`, which sets `func` on its parser.
-COMMANDS = ("methods", "merge", "sweep", "list_zoos", "zoo", "analyse", "report", "space", "app")
+COMMANDS = ("methods", "merge", "sweep", "list_zoos", "zoo", "analyse", "report", "export", "space", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,8 @@ PKG = Path(__file__).resolve().parents[1] / "explorer"
 LAYERS = [("checks", "device", "weights", "engines", "quick", "registry", "layouts"),
           ("zoo", "demozoo.__init__", "demozoo.zoo", "demozoo.data"), ("taskvec", "result"),
           ("inference",),
-          ("methods", "security"), ("merging", "evaluate", "sweep", "stream", "interop"),
-          ("tuning", "analysis", "runs"),
+          ("methods", "security"), ("merging", "evaluate", "sweep", "stream"),
+          ("tuning", "analysis", "runs", "interop"),
           ("demozoo",), ("plots", "figure_catalog", "notebook", "report", "space"), ("app",),
           ("commands", "cli", "__main__", "__init__")]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

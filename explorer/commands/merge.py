@@ -12,10 +12,13 @@ def add_parser(sub) -> None:
                             "--zoo is 'demo', a named zoo, a zoo file (JSON/YAML: arch, base, experts, text, "
                             "data_root), a folder with base.safetensors + <task>.safetensors, or a decoder zoo "
                             "(base/ + one save_pretrained folder per expert); or PEFT LoRA adapters over a Hugging "
-                            "Face base: --base DIR --lora TASK=DIR --lora TASK=DIR.")
+                            "Face base: --base DIR --lora TASK=DIR --lora TASK=DIR; or a mergekit config: --mergekit.")
     parser.add_argument("--zoo", help="demo | a named zoo | a zoo file | a folder of safetensors files "
                         "| a decoder zoo folder")
-    parser.add_argument("--method", required=True, help="a method name (see `explorer methods`)")
+    parser.add_argument("--method", help="a method name (see `explorer methods`)")
+    parser.add_argument("--mergekit", metavar="CONFIG", help="instead of --zoo and --method: run a mergekit YAML "
+                        "config on local save_pretrained folders into the folder --out (see docs/mergekit.md)")
+    parser.add_argument("--seed", type=int, default=0, help="with --mergekit: seed of DARE's and DELLA's random masks")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a method parameter, repeatable (e.g. -p density=0.2 -p scale=1.0)")
     parser.add_argument("--tasks", help="comma-separated subset of the zoo's tasks (default: all)")
@@ -197,12 +200,18 @@ def run(args) -> int:
 
     from ..evaluate import percent
 
+    if args.mergekit:
+        from . import mergekit_run
+
+        return mergekit_run.run(args)
+    if not args.method:
+        raise ValueError("give --method (see `explorer methods`) with --zoo or --base/--lora, or --mergekit CONFIG")
     params = parse_params(args.method, args.param)
     if lora_cli.wanted(args):
         tv, zoo, zoo_id, inputs = lora_cli.lora_experts(args)
     else:
         if not args.zoo:
-            raise ValueError("give --zoo, or --base with two or more --lora TASK=ADAPTER_DIR")
+            raise ValueError("give --zoo, or --base with two or more --lora TASK=ADAPTER_DIR, or --mergekit CONFIG")
         variants = parse_variants(args.experts)
         zoo = open_zoo(args.zoo, variants)
         check_out(args, zoo)
