@@ -9,7 +9,9 @@ begins once the dashboard says its workers are warm (the merge kernels compiled,
   again and again, for `--seconds` (60).
 - think: for each count in `--users`, users each move one slider of Task Arithmetic, TIES, DARE, magnitude,
   Breadcrumbs or Consensus to a random value of the slider's grid, wait for the reply, read for a random 2-6 s
-  (`--think`), and move again, for `--seconds` (120). Whether a reply first said "N ahead of you" is recorded.
+  (`--think`), and move again, for `--seconds` (120). Each user first reads the page it opened for such a time,
+  so the users do not all press at the same instant (back to back is that case).
+  Whether a reply first said "N ahead of you" is recorded.
 `--compare REV` runs the back-to-back scenario on the code of git revision REV first (a temporary worktree, with
 `--threads 1`, how it was measured before), so before and after come from one run of the bench.
 Afterwards every reply is checked: its accuracy table must equal the library's for that user's own settings (merge +
@@ -148,13 +150,15 @@ def press(client, session: Session, zoo: str, tasks: list[str], params: dict) ->
 def drive(session: Session, url: str, zoo: str, tasks: list[str], until: float, think: tuple[float, float] | None,
           rng: random.Random) -> None:
     """Move the session's slider until `until`: the next value at once (back to back), or a random value after
-    reading for a random `think` seconds."""
+    reading for a random `think` seconds (the first view too: users open the page, read it, then move)."""
     try:
         client = connect(url)
     except Exception as err:  # a session that cannot connect counts as an error
         session.errors.append(f"connect: {type(err).__name__}: {err}")
         return
     i = 0
+    if think is not None:
+        time.sleep(rng.uniform(*think))
     while time.monotonic() < until:
         value = session.values[i % len(session.values)] if think is None else rng.choice(session.values)
         press(client, session, zoo, tasks, {} if session.param is None else {session.param: value})

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Hashable
 
 from ..device import resolve_device
-from ..result import MergeResult
 from ..taskvec import TaskVectors, task_vectors
 from ..zoo import Zoo, load_zoo
 
@@ -66,11 +65,12 @@ class LRU:
 ZOOS = LRU(4)            # zoo name -> Zoo
 TASK_VECTORS = LRU(4)    # (zoo, tasks, device) -> TaskVectors
 ZOO_FIGURES = LRU(16)    # (zoo, tasks, device) -> {figure name: go.Figure}
-RESULTS = LRU(12)        # run id -> MergeResult (older runs are merged again on export)
 # (zoo, tasks, device, method, params, limit) -> a data-free run's result, scores and figures, shared by every
 # session (students move the same sliders): up to RUN_BYTES of merged weights and masks.
 RUN_BYTES = 1e9
 RUNS = LRU(256, weigh=lambda computed: computed.nbytes, budget=RUN_BYTES)
+# run id -> its Computed (result, scores, figures drawn so far) for histories and tabs; older runs are merged again
+RESULTS = LRU(64, weigh=lambda computed: computed.nbytes, budget=RUN_BYTES)
 FINGERPRINTS = LRU(8)    # zoo name -> weight fingerprint (for run records)
 PROBLEMS = LRU(16)       # (zoo, tasks) -> what evaluation lacks (asked once: the text-tower lookup can probe the hub)
 CANCEL: dict[str, threading.Event] = {}  # session id -> set when its user pressed Cancel
@@ -128,8 +128,9 @@ def fingerprint(zoo_name: str) -> str:
     return FINGERPRINTS.get(zoo_name, lambda: zoo(zoo_name).fingerprint())
 
 
-def remember(run_id: str, result: MergeResult) -> None:
-    RESULTS.put(run_id, result)
+def remember(run_id: str, computed: Any) -> None:
+    """Keep a run's `handlers.Computed` (its result and the figures drawn so far) for its history and tabs."""
+    RESULTS.put(run_id, computed)
 
 
 def cancel_flag(session: str) -> threading.Event:

@@ -169,7 +169,7 @@ def run(state: dict, zoo_name: str, tasks: list[str] | None, method: str, params
               "seconds": float(result.info.get("seconds", 0.0)), "reused": not made, "pinned": False,
               "missing": missing, "cancelled": bool(result.info.get("cancelled", False)),
               **_score_fields(computed.scores)}
-    cache.remember(record["id"], result)
+    cache.remember(record["id"], computed)
     return _with_run(state, record), view(record, result, computed.figures(names))
 
 
@@ -220,18 +220,24 @@ def find(state: dict, run_id: str | None) -> dict[str, Any]:
     raise ValueError(f"Run {run_id!r} is not in this session's history.")
 
 
-def result_of(record: dict[str, Any]) -> MergeResult:
-    """The MergeResult of a run: kept in memory for recent runs, merged again from its record otherwise
-    (data-free methods are deterministic given their parameters and seed)."""
-    result = cache.RESULTS.get(record["id"])
-    if result is not None:
-        return result
+def computed_of(record: dict[str, Any]) -> Computed:
+    """A run's result, scores and drawn figures: kept in memory for recent runs, merged again from its record
+    otherwise (data-free methods are deterministic given their parameters and seed)."""
+    computed = cache.RESULTS.get(record["id"])
+    if computed is not None:
+        return computed
     if registry.get(record["method"]).reads_data:
         raise ValueError(f"Run {record['label']} learned from data and is no longer in memory: run it again.")
     result = scheduler.QUEUE.run(lambda: merge(cache.vectors(record["zoo"], record["tasks"]), record["method"],
                                                **record["params"]))
-    cache.remember(record["id"], result)
-    return result
+    computed = Computed(result, None if record["scores"] is None else pd.DataFrame(record["scores"]))
+    cache.remember(record["id"], computed)
+    return computed
+
+
+def result_of(record: dict[str, Any]) -> MergeResult:
+    """The MergeResult of a run (see `computed_of`)."""
+    return computed_of(record).result
 
 
 def view(record: dict[str, Any], result: MergeResult, figures: dict[str, go.Figure | None] | None = None) -> RunView:
@@ -253,7 +259,9 @@ def evaluate_full(state: dict, run_id: str | None = None) -> tuple[dict, RunView
     result = result_of(record)
     scores = scheduler.QUEUE.run(lambda: scored(evaluate(cache.zoo(record["zoo"]), result, split="test", limit=None)))
     record = {**record, "limit": None, **_score_fields(scores)}
-    return _with_run(state, record), view(record, result)
+    computed = Computed(result, scores)  # its own: the live-subset run may be shared with other sessions
+    cache.remember(record["id"], computed)
+    return _with_run(state, record), view(record, result, computed.figures(views.shown(None)))
 
 
 def tab_figures(state: dict, tab: str) -> dict[str, go.Figure | None]:
@@ -261,10 +269,7 @@ def tab_figures(state: dict, tab: str) -> dict[str, go.Figure | None]:
     names = views.shown(tab)
     if not names or state["current"] is None:
         return {}
-    record = find(state, state["current"])
-    scores = None if record["scores"] is None else pd.DataFrame(record["scores"])
-    result = result_of(record)
-    return scheduler.QUEUE.run(lambda: views.run_figures(result, scores, names))
+    return computed_of(find(state, state["current"])).figures(names)
 
 
 def show(state: dict, run_id: str) -> tuple[dict, RunView]:

@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "turn, first come first served, and see how many are ahead (default: one per CPU core, "
                         "at most 4)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads of each computation "
-                        "(default: torch's, one per core: a lone user's run then uses every core, and two workers "
-                        "sharing 2 cores lose almost nothing to it)")
+                        "(default: the cores shared by the workers, at least 1: more threads than cores make every "
+                        "parallel op wait for a descheduled thread)")
     return parser.parse_args(argv)
 
 
@@ -99,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workers = args.workers or scheduler.default_workers()
     scheduler.QUEUE.configure(workers, warmup=functools.partial(worker_warmup, args.zoo))
-    if args.threads:
-        import torch
+    import torch
 
-        torch.set_num_threads(args.threads)
+    # 2 workers on 2 cores with torch's default of 2 threads each: 16 users' p50 0.84 s, p95 1.7 s after the
+    # first third; one thread each: 0.60 s, 1.05-1.3 s (bench/bench_sessions.py --server-args "--threads 1").
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() // workers))
     demo = build_demo(args.zoo)
     try:
         start(demo, args.host, args.port, args.share)

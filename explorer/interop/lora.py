@@ -20,7 +20,7 @@ from torch import Tensor
 from ..checks import SHOWN, nonfinite_problems
 from ..device import resolve_device, resolve_dtype
 from ..taskvec import TaskVectors, _raise_nonfinite, _split_base
-from ..weights import read_weights
+from .hf_folder import read_hf_folder
 
 CONFIG, WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -187,19 +187,8 @@ class LoraAdapter(Mapping[str, Tensor]):
 
 
 def read_base_folder(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of a Hugging Face model folder: every `*.safetensors` file in it (shards included)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"base {str(folder)!r} is not a folder (a Hugging Face model saved with "
-                                "save_pretrained)")
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"base folder {str(folder)!r} has no *.safetensors file: save the model with "
-                         "save_pretrained(safe_serialization=True)")
-    state: dict[str, Tensor] = {}
-    for file in files:
-        state.update(read_weights(file))
-    return state
+    """The state dict of a Hugging Face model folder (save_pretrained: one file or shards)."""
+    return dict(read_hf_folder(path))
 
 
 def lora_task_vectors(base: Mapping[str, Tensor] | str | Path, adapters: Mapping[str, str | Path], *,

@@ -97,6 +97,15 @@ def model_reader(folder: Path, config: dict[str, Any]) -> ShardedReader:
     return ShardedReader(shards)
 
 
+def copy_companions(source: Path, out: Path) -> list[Path]:
+    """Copy a model folder's config.json, generation config and tokenizer files (every file but weights, indexes and
+    its card) into the model folder `out`; returns the copies."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [p for p in sorted(Path(source).iterdir()) if p.is_file() and not p.name.startswith(".")
+             and p.suffix not in WEIGHT_SUFFIXES and p.name not in NOT_COPIED]
+    return [Path(shutil.copy2(p, out / p.name)) for p in files]
+
+
 class DecoderZoo(Zoo):
     """A causal LM and its fine-tuned experts from Hugging Face model folders (see the module docstring)."""
 
@@ -190,12 +199,8 @@ class DecoderZoo(Zoo):
         return list(dict.fromkeys(shard_map(self.folders[model]).values()))
 
     def copy_companions(self, out: Path) -> list[Path]:
-        """Copy the base's config.json, generation config and tokenizer files (every file but weights, indexes and
-        its card) into the model folder `out`; returns the copies."""
-        out.mkdir(parents=True, exist_ok=True)
-        files = [p for p in sorted(self.folders["base"].iterdir()) if p.is_file() and not p.name.startswith(".")
-                 and p.suffix not in WEIGHT_SUFFIXES and p.name not in NOT_COPIED]
-        return [Path(shutil.copy2(p, out / p.name)) for p in files]
+        """Copy the base's config.json, generation config and tokenizer files into the model folder `out`."""
+        return copy_companions(self.folders["base"], out)
 
 
 def _vocab_rows(name: str) -> bool:
