@@ -72,9 +72,10 @@ class FairQueue:
             self._cond.notify_all()
 
     def wait_warm(self, timeout: float | None = None) -> bool:
-        """Block until every started worker has run its warm-up steps (True), or `timeout` seconds passed."""
+        """Block until every started worker has run its warm-up steps (True), or `timeout` seconds passed; False at
+        once when no worker has started (no job came: nothing is warming)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._threads and not self._warming, timeout)
+            return bool(self._threads) and self._cond.wait_for(lambda: not self._warming, timeout)
 
     @property
     def busy(self) -> tuple[int, int]:
