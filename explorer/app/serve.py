@@ -43,21 +43,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def worker_warmup(zoo: str) -> list:
-    """The steps each worker runs while idle: the numba loops, then the compiled merge kernels on this zoo."""
+    """The steps each worker runs while idle: the compiled merge kernels on this zoo (torch.compile traces them again
+    in every thread; the numba loops are process-wide and compile in `warm`'s thread, not a worker's)."""
     try:
-        return [jit.warm, *handlers.warm_steps(zoo)]
+        return handlers.warm_steps(zoo)
     except Exception as err:  # noqa: BLE001 - a zoo that does not load says so on the page
         logging.getLogger(__name__).warning("no warm-up for zoo %r (%s: %s)", zoo, type(err).__name__, err)
-        return [jit.warm]
+        return []
 
 
 def warm(zoo: str) -> None:
-    """Fill the shared caches in the background, so the first page view is fast; errors show on page load. The
-    merges' numba loops compile (or load from numba's cache) here too, not on the first slider release."""
+    """Fill the shared caches in the background, so the first page view is fast; errors show on page load. Then the
+    merges' numba loops compile (or load from numba's cache) in this thread, not in a worker a user's run waits for:
+    on a cold start (a Space's first boot) that takes 30 s, which the first view no longer waits behind."""
     start = time.monotonic()
     try:
-        jit.warm()
         handlers.warm(zoo)
+        jit.warm()
     except Exception as err:  # noqa: BLE001 - the page reports a zoo that does not load; the log says why here
         logging.getLogger(__name__).warning("warming the caches for zoo %r failed (%s: %s); the page shows the "
                                             "error when it loads", zoo, type(err).__name__, err)

@@ -17,7 +17,7 @@ import gradio as gr
 from .. import plots as P
 from ..methods import registry
 from ..zoo import list_zoos
-from . import cache, controls, export, handlers, history, scheduler, security_handlers, tabs, views
+from . import cache, controls, export, handlers, history, scheduler, security_handlers, shown, tabs, views
 from .background import loss_figure, progress_text, stream
 from .components import UI
 from .widgets import guarded, widget
@@ -45,13 +45,13 @@ def zoo_choices(default: str) -> list[str]:
     return names if default in names else [default, *names]
 
 
-def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None, tab: str | None = None) -> tuple:
-    """The values of `ui.run_outputs()` after a run; the History tab's table and pickers only while it is open
-    (`tab`: the open tab, None for the History tab's own buttons), else when it opens."""
-    figures = [gr.update(value=view.figures[n], visible=view.figures[n] is not None) if n in view.figures
-               else gr.skip() for n in views.RUN_FIGURES]  # a closed tab's figures: drawn when it opens
-    shown = history_values(state) if tab in (None, "history") else (gr.skip(),) * 4
-    return (view.status, state, view.table, *figures, view.mask_note, *shown, view.accuracy_note,
+def run_values(ui: UI, state: dict, view: handlers.RunView, loss: Any = None, tab: str | None = None,
+               session: str | None = None) -> tuple:
+    """The values of `ui.run_outputs()` after a run for the page of `session`; the History tab's table and pickers
+    only while it is open (`tab`: the open tab, None for the History tab's own buttons), else when it opens."""
+    figures = shown.figure_outputs(session, view.figures, views.RUN_FIGURES)
+    listed = history_values(state) if tab in (None, "history") else (gr.skip(),) * 4
+    return (view.status, state, view.table, *figures, view.mask_note, *listed, view.accuracy_note,
             gr.skip() if loss is None else loss)
 
 
@@ -160,7 +160,7 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
                 for kind, payload in stream(lambda ahead: handlers.run(*args, session=request.session_hash,
                                                                        waiting=ahead, tab=tab)):
                     if kind == "done":
-                        yield run_values(ui, *payload, tab=tab)
+                        yield run_values(ui, *payload, tab=tab, session=request.session_hash)
                     else:  # the fair queue: how many runs are ahead of this one
                         yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
             except scheduler.Superseded:  # the same session asked for a newer run meanwhile: that one answers
@@ -181,7 +181,8 @@ def make_run(ui: UI, live: bool, toast: bool = True) -> Callable:
         for kind, payload in stream(work):
             if kind == "done":
                 losses = payload[1].losses
-                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None, tab=tab)
+                yield run_values(ui, *payload, loss=P.loss_curve(losses) if losses else None, tab=tab,
+                                 session=request.session_hash)
                 return
             if isinstance(payload, int):  # still waiting in the fair queue: this many runs ahead
                 yield (scheduler.busy_note(payload), *[gr.skip()] * (n - 1))
@@ -198,10 +199,9 @@ def on_tab(section: str) -> Callable:
     """When a result tab opens: remember it (runs draw only the open tab's figures) and draw the current run's."""
     names = views.SHOWN[section]
 
-    def opened(state: dict) -> tuple:
+    def opened(state: dict, request: gr.Request) -> tuple:
         figures = handlers.tab_figures(state, section)
-        return (gr.skip(), section, *[gr.update(value=figures[n], visible=figures[n] is not None) if n in figures
-                                      else gr.skip() for n in names])
+        return (gr.skip(), section, *shown.figure_outputs(request.session_hash, figures, names))
     return opened
 
 
@@ -330,8 +330,11 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
     e["tab_history"].select(lambda s: ("history", *history_values(s)), ui.state, [e["tab"], *history_outs])
     for name in ("security", "export"):
         e[f"tab_{name}"].select(functools.partial(lambda n: n, name), None, e["tab"])
+    # preprocess=False: our validation names the parameter. Undocumented: each slider's release is the /run endpoint
+    # again (every control an input); listed in the API description, their copies made it 2.7 MB, which each
+    # gradio_client read at connect in 0.4-1 s of a core. Clients call /run; the page calls these as before.
     live = {"inputs": run_inputs, "outputs": outs, "preprocess": False, "trigger_mode": "always_last",
-            "show_progress": "minimal", **runs}  # preprocess=False: our validation names the parameter
+            "show_progress": "minimal", "api_visibility": "undocumented", **runs}
     zoo_outs = [ui.status, *[ui.plots[n] for n in views.ZOO_FIGURES]]
     zoo_figures = guarded(len(zoo_outs), toast=False)(on_zoo_figures)
     follow_up = make_run(ui, live=True, toast=False)  # a live run after a zoo, expert or method change
@@ -355,9 +358,14 @@ def _wire(demo: gr.Blocks, ui: UI, run: gr.Button, cancel: gr.Button, full: gr.B
             w.submit(guarded(1)(functools.partial(controls.value_note, c)), w, ui.status, preprocess=False)
     run.click(make_run(ui, live=False), inputs=run_inputs, outputs=outs, preprocess=False, api_name="run", **runs)
     cancel.click(on_cancel, None, ui.status, concurrency_limit=None)
-    full.click(guarded(len(outs))(lambda s: run_values(ui, *handlers.evaluate_full(s))), ui.state, outs, **merge)
-    b["show"].click(guarded(len(outs))(lambda s, r: run_values(ui, *handlers.show(s, r))), [ui.state, e["pick"]],
-                    outs, **merge)
+    def on_full(state: dict, request: gr.Request) -> tuple:
+        return run_values(ui, *handlers.evaluate_full(state), session=request.session_hash)
+
+    def on_show(state: dict, run_id: str, request: gr.Request) -> tuple:
+        return run_values(ui, *handlers.show(state, run_id), session=request.session_hash)
+
+    full.click(guarded(len(outs))(on_full), ui.state, outs, **merge)
+    b["show"].click(guarded(len(outs))(on_show), [ui.state, e["pick"]], outs, **merge)
     b["pin"].click(guarded(3)(on_pin), [ui.state, e["pick"]], [ui.status, ui.state, e["history"]])
     b["compare"].click(guarded(3)(on_compare), [ui.state, e["compare_a"], e["compare_b"]],
                        [ui.status, e["compare_table"], ui.plots["compare_plot"]])
